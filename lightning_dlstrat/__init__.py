@@ -1,0 +1,41 @@
+"""lightning-dlstrat: Lightning modules for DARTS architecture search, GANs and classifiers.
+
+    import lightning as L
+    from lightning_dlstrat import DigitsDataModule, MLPClassifier
+
+    dm = DigitsDataModule()
+    model = MLPClassifier(in_shape=dm.dims, num_classes=dm.num_classes)
+    L.Trainer(max_epochs=30).fit(model, datamodule=dm)
+"""
+
+__version__ = "0.1.0"
+
+from .data import (  # noqa: E402
+    DATAMODULES,
+    CIFAR10DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    FolderDataModule,
+    Grid25DataModule,
+    MNISTDataModule,
+    Ring8DataModule,
+    get_datamodule,
+)
+from .models.mlp import MLP  # noqa: E402
+from .trainers.classifier import ClassificationTask, MLPClassifier  # noqa: E402
+
+__all__ = [
+    "CIFAR10DataModule",
+    "ClassificationTask",
+    "DATAMODULES",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "FolderDataModule",
+    "Grid25DataModule",
+    "MLP",
+    "MLPClassifier",
+    "MNISTDataModule",
+    "Ring8DataModule",
+    "__version__",
+    "get_datamodule",
+]

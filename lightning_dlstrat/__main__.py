@@ -1,0 +1,5 @@
+"""``python -m lightning_dlstrat`` runs the ``dlstrat`` CLI."""
+
+from .cli import main
+
+main()
