@@ -181,7 +181,8 @@ def fit(
         trainer=trainer_args,
         model_args=model_args,
         data_args={**data_cfg_args, **extra["data"]},
-        command=shlex.join(["dlstrat", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("dlstrat", "cli.py", "__main__.py") else "",
+        # main() passes the real argv; under CliRunner (tests, embedding) the flags are rebuilt
+        command=shlex.join(["dlstrat", *ctx.obj["argv"]]) if isinstance(ctx.obj, dict) else "",
         resume=str(pick("resume", resume)) if pick("resume", resume) else None,
     )
     if fit_ctx.resume and not Path(fit_ctx.resume).is_file():
@@ -277,4 +278,4 @@ def models_list():
 
 
 def main() -> None:
-    app()
+    app(obj={"argv": sys.argv[1:]})

@@ -74,13 +74,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # --- callbacks ---------------------------------------------------------------------------------
 class RunInfo(Callback):
-    """Stores which recipe and dataset made a checkpoint, so ``dlstrat test`` can rebuild both."""
+    """Stores which recipe and dataset made a checkpoint, and the RNG states of the run.
+
+    The recipe and dataset names let ``dlstrat test`` rebuild both. The RNG states (torch CPU
+    and CUDA, Python's ``random``; kept as tensors and tuples so the checkpoint still loads with
+    ``weights_only=True``) make a resumed run draw the same dropout masks and noise as an
+    uninterrupted one; Lightning itself does not save them.
+    """
 
     def __init__(self, model: str, data: str):
         self.info = {"model": model, "data": data}
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        import random
+
         checkpoint["dlstrat"] = dict(self.info)
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["dlstrat_rng"] = rng
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        import random
+
+        rng = checkpoint.get("dlstrat_rng")
+        if not rng:
+            return
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 class PlainProgress(Callback):
