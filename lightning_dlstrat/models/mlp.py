@@ -2,7 +2,8 @@
 
 A plain ``nn.Module`` (training logic lives in :mod:`lightning_dlstrat.trainers.classifier`).
 Follows timm's model API: ``forward_features`` returns the last hidden activations,
-``forward_head`` maps them to logits.
+``forward_head`` maps them to logits. :class:`~lightning_dlstrat.hub.HubMixin` adds
+``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` (architecture ``dlstrat_mlp``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from math import prod
 import torch
 from torch import nn
 
+from ..hub import HubMixin
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
 NORMS = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 
 
-class MLP(nn.Module):
+class MLP(nn.Module, HubMixin, tags=["image-classification", "mlp"]):
     def __init__(
         self,
         in_shape: tuple[int, ...] | list[int] = (1, 28, 28),  # flattened: 784 features by default

@@ -1,0 +1,352 @@
+"""The Hugging Face Hub format of this package's networks: save, load, verify.
+
+A model folder (or Hub model repo) holds::
+
+    config.json         # {"library_name": "lightning-dlstrat", "architecture": NAME, "model_args": {...}, ...}
+    model.safetensors   # the state dict; the only weights format read (nothing downloaded is unpickled)
+    README.md           # the model card (see lightning_dlstrat.zoo)
+
+``config.json`` holds all that rebuilds the network: ``architecture`` names a class in
+:data:`ARCHITECTURES`, ``model_args`` are its ``__init__`` arguments (a DARTS genotype as JSON lists).
+Classifiers also carry timm's fields (``num_classes``, ``num_features``, ``pretrained_cfg``), so
+``timm.create_model("hf-hub:ORG/NAME", pretrained=True)`` reads the same file
+(:mod:`lightning_dlstrat.timm_models`).
+
+Networks get ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` from :class:`HubMixin`,
+huggingface_hub's ``PyTorchModelHubMixin`` with three changes: loading is strict (every tensor must
+match), only ``model.safetensors`` is read, and a cached file that fails its checks (hash against
+the Hub's ETag, safetensors header) is removed from the cache so a later run downloads it again
+instead of trusting it. Every failure is a :class:`HubError` saying what is wrong and what to do.
+
+References: huggingface_hub ``hub_mixin.py`` (PyTorchModelHubMixin), ``file_download.py`` (cache layout);
+timm ``_hub.py`` (config.json for Hub classifiers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub import errors as hf_errors
+
+from .registry import load_target
+from .run import DlstratError, atomic_write_json
+
+LIBRARY_NAME = "lightning-dlstrat"
+REPO_URL = "https://github.com/lightning-dlstrat/lightning-dlstrat"
+DOCS_URL = f"{REPO_URL}/blob/main/docs/zoo.md"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+# architecture name in config.json -> the nn.Module that rebuilds it ("module:Class").
+# Classifier names double as timm model names (registered in lightning_dlstrat.timm_models).
+ARCHITECTURES: dict[str, str] = {
+    "dlstrat_mlp": "lightning_dlstrat.models.mlp:MLP",
+}
+CLASSIFIERS = ("dlstrat_mlp",)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub spells repo ids
+
+
+class HubError(DlstratError):
+    """A model could not be saved, found, downloaded or loaded; the message says why and what to do."""
+
+
+def architecture_name(cls: type) -> str:
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for name, value in ARCHITECTURES.items():
+        if value == target:
+            return name
+    raise HubError(f"{cls.__qualname__} is not in lightning_dlstrat.hub.ARCHITECTURES, so config.json could not name it")
+
+
+def architecture_class(name: Any, source: str = "config.json") -> type:
+    if name not in ARCHITECTURES:
+        raise HubError(
+            f"{source} names the architecture {name!r}, which this version of lightning-dlstrat does not know; "
+            f"known: {', '.join(ARCHITECTURES)}. Upgrade lightning-dlstrat or check the repo."
+        )
+    return load_target(ARCHITECTURES[name])
+
+
+class HubMixin(
+    PyTorchModelHubMixin,
+    library_name=LIBRARY_NAME,
+    tags=[LIBRARY_NAME],
+    repo_url=REPO_URL,
+    docs_url=DOCS_URL,
+    license="apache-2.0",
+):
+    """``PyTorchModelHubMixin`` with this package's config.json and strict, safetensors-only loading.
+
+    Put it after ``nn.Module`` in a network's bases (``class MLP(nn.Module, HubMixin, tags=[...])``)
+    and add the class to :data:`ARCHITECTURES`. The ``__init__`` arguments, captured by the mixin
+    when the network is built, become ``model_args``.
+    """
+
+    def hub_config(self) -> dict[str, Any]:
+        """What config.json holds for this network (see the module docstring)."""
+        args = dict(self._hub_mixin_config or {})
+        genotype = getattr(self, "genotype", None)
+        if hasattr(genotype, "to_dict"):  # the resolved cell, never a name or a path
+            args["genotype"] = genotype.to_dict()
+        name = architecture_name(type(self))
+        config: dict[str, Any] = {"library_name": LIBRARY_NAME, "architecture": name, "model_args": args}
+        if name in CLASSIFIERS:
+            config.update(timm_fields(self))
+        return json.loads(json.dumps(config))  # tuples -> lists, and fail here if anything is not JSON
+
+    def save_pretrained(self, save_directory: str | Path, *, config: dict | None = None, **kwargs) -> str | None:
+        return super().save_pretrained(save_directory, config=config if config is not None else self.hub_config(), **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        map_location: str | torch.device = "cpu",
+        **model_kwargs,
+    ):
+        """A network from a folder written by ``save_pretrained`` or a Hub repo id ``ORG/NAME``.
+
+        Strict: every tensor in model.safetensors must match the network config.json describes.
+        ``model_kwargs`` override config.json's ``model_args`` (only those that do not change the
+        weights' shapes make sense, e.g. ``dropout``). The network is returned in eval mode.
+        """
+        return load_model(
+            pretrained_model_name_or_path, expect=cls, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            local_files_only=local_files_only, token=token, map_location=map_location, **model_kwargs,
+        )
+
+
+def timm_fields(model: torch.nn.Module) -> dict[str, Any]:
+    """timm's config.json fields for a classifier (see timm ``_hub.py::save_config_for_hf``)."""
+    in_shape = list(getattr(model, "in_shape", ()))
+    return {
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        "pretrained_cfg": {
+            "input_size": in_shape,
+            "num_classes": model.num_classes,
+            "classifier": "head",
+            "license": "apache-2.0",
+        },
+    }
+
+
+# --- finding files -------------------------------------------------------------------------------
+def fetch(
+    source: str | Path,
+    filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> dict[str, Path]:
+    """Local paths of ``filenames`` from a folder or a Hub repo, downloaded through huggingface_hub's cache.
+
+    Downloaded files are checked against the Hub's ETag (git blob sha1 or LFS sha256); one that
+    does not match is removed from the cache and reported.
+    """
+    folder = Path(source)
+    if folder.is_dir():
+        missing = [f for f in filenames if not (folder / f).is_file()]
+        if missing:
+            raise HubError(f"{folder} has no {' or '.join(missing)}; it is not a model folder written by lightning-dlstrat (save_pretrained / dlstrat push)")
+        return {f: folder / f for f in filenames}
+    repo_id = str(source)
+    if not _REPO_ID.match(repo_id):
+        raise HubError(f"{repo_id!r} is neither an existing folder nor a Hub repo id of the form ORG/NAME")
+    where = f"{repo_id}" + (f"@{revision}" if revision else "")
+    out: dict[str, Path] = {}
+    for filename in filenames:
+        try:
+            path = Path(
+                hf_hub_download(
+                    repo_id, filename, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                    local_files_only=local_files_only, token=token,
+                )
+            )
+        except Exception as e:  # huggingface_hub's errors, turned into one message each
+            raise hub_error(e, where, filename) from None
+        check_cached_blob(path, where, filename)
+        out[filename] = path
+    return out
+
+
+def hub_error(e: Exception, where: str, filename: str | None = None) -> HubError:
+    """One clear message for each way a Hub request fails."""
+    what = f"{filename} from {where}" if filename else where
+    if isinstance(e, HubError):
+        return e
+    if isinstance(e, hf_errors.RevisionNotFoundError):
+        return HubError(f"{where}: no such revision on the Hub (a branch, tag or commit id); see the repo's branches and tags")
+    if isinstance(e, hf_errors.RepositoryNotFoundError):
+        return HubError(f"{where}: no such model repo on {constants.ENDPOINT} (or it is private and no token was given: set HF_TOKEN or run `hf auth login`)")
+    if isinstance(e, hf_errors.GatedRepoError):
+        return HubError(f"{where} is gated: accept its terms on the Hub and log in (HF_TOKEN)")
+    if isinstance(e, hf_errors.EntryNotFoundError):
+        if filename == CONFIG_NAME:
+            return HubError(f"{where} has no {CONFIG_NAME}: it is not a lightning-dlstrat model repo (publish one with `dlstrat push`)")
+        if filename == WEIGHTS_NAME:
+            return HubError(f"{where} has no {WEIGHTS_NAME}; lightning-dlstrat reads weights only as safetensors and never unpickles pytorch_model.bin")
+        return HubError(f"{where} has no {filename}")
+    if isinstance(e, (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError)):
+        if constants.is_offline_mode():
+            return HubError(f"{what} is not in the local cache ({constants.HF_HUB_CACHE}) and offline mode is on (HF_HUB_OFFLINE=1); download it once online, e.g. `dlstrat zoo pull`, or unset HF_HUB_OFFLINE")
+        if "outgoing traffic has been disabled" in str(e):
+            return HubError(f"{what} is not in the local cache and local_files_only=True; download it once online first")
+        return HubError(f"cannot reach the Hub at {constants.ENDPOINT} to download {what}, and it is not in the local cache; check the network (or HF_ENDPOINT) and retry")
+    if isinstance(e, hf_errors.HfHubHTTPError):
+        status = e.response.status_code if e.response is not None else "?"
+        hint = " (log in: set HF_TOKEN or run `hf auth login`)" if status in (401, 403) else ""
+        return HubError(f"the Hub answered HTTP {status} for {what}{hint}: {' '.join(str(e).split())[:300]}")
+    if isinstance(e, OSError) and "Consistency check failed" in str(e):
+        return HubError(f"the download of {what} was cut short (fewer bytes than announced); nothing was cached, retry")
+    if isinstance(e, OSError):
+        return HubError(f"cannot download {what}: {e}")
+    return HubError(f"cannot download {what}: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+
+
+def _git_blob_sha1(path: Path) -> str:
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_cached_blob(path: Path, where: str, filename: str) -> None:
+    """A cached file must hash to its blob's name, the ETag the Hub sent (sha256 for LFS, git sha1 else).
+
+    huggingface_hub checks only the size; a corrupted file of the right size would otherwise be
+    trusted by every later run.
+    """
+    blob = Path(os.path.realpath(path))
+    if blob.parent.name != "blobs":  # not a symlinked cache (e.g. a local_dir download): nothing to compare
+        return
+    etag = blob.name
+    actual = _sha256(blob) if len(etag) == 64 else _git_blob_sha1(blob) if len(etag) == 40 else etag
+    if actual != etag:
+        purge_cached(path)
+        raise HubError(f"{filename} from {where} is corrupted (its hash does not match the Hub's ETag); removed it from the cache, retry the download")
+
+
+def purge_cached(path: Path) -> None:
+    """Remove a cached file: its snapshot link and the blob it points to."""
+    path = Path(path)
+    blob = Path(os.path.realpath(path))
+    path.unlink(missing_ok=True)
+    if blob != path and blob.parent.name == "blobs":
+        blob.unlink(missing_ok=True)
+
+
+def is_cached_path(path: Path) -> bool:
+    return Path(os.path.realpath(path)).parent.name == "blobs" or "snapshots" in Path(path).parts
+
+
+# --- reading -------------------------------------------------------------------------------------
+def read_config(path: Path, where: str) -> dict[str, Any]:
+    """config.json, checked to be one this package wrote."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if is_cached_path(path):
+            purge_cached(path)
+        raise HubError(f"{CONFIG_NAME} in {where} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("library_name") != LIBRARY_NAME or "architecture" not in config:
+        raise HubError(
+            f"{CONFIG_NAME} in {where} was not written by lightning-dlstrat (it needs \"library_name\": \"{LIBRARY_NAME}\" "
+            f"and an \"architecture\"); it is not one of this package's models"
+        )
+    if not isinstance(config.get("model_args", {}), dict):
+        raise HubError(f"{CONFIG_NAME} in {where}: model_args must be a mapping of __init__ arguments")
+    return config
+
+
+def build_from_config(config: dict[str, Any], where: str = CONFIG_NAME, **overrides) -> torch.nn.Module:
+    """The network config.json describes, with fresh weights."""
+    cls = architecture_class(config["architecture"], f"{CONFIG_NAME} in {where}")
+    params = inspect.signature(cls.__init__).parameters
+    args = {**config.get("model_args", {}), **overrides}
+    unknown = [k for k in args if k not in params]
+    if unknown:
+        raise HubError(f"{CONFIG_NAME} in {where}: {cls.__name__} takes no argument(s) {', '.join(unknown)}")
+    try:
+        return cls(**args)
+    except (TypeError, ValueError, KeyError) as e:
+        raise HubError(f"{CONFIG_NAME} in {where} does not describe a valid {cls.__name__}: {e}") from None
+
+
+def load_weights(model: torch.nn.Module, path: Path, where: str, map_location: str | torch.device = "cpu") -> None:
+    """model.safetensors into ``model``, strictly; a cached file that is not valid safetensors is purged."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    try:
+        safetensors.torch.load_model(model, str(path), strict=True, device=str(map_location))
+    except (SafetensorError, OSError) as e:
+        cached = is_cached_path(path)
+        if cached:
+            purge_cached(path)
+        raise HubError(
+            f"{WEIGHTS_NAME} in {where} is not a readable safetensors file, it is truncated or corrupted ({e})"
+            + ("; removed it from the cache" if cached else "")
+        ) from None
+    except RuntimeError as e:  # strict load_state_dict: missing/unexpected keys or shape mismatches
+        raise HubError(f"the weights in {where} do not fit the network its {CONFIG_NAME} describes:\n{e}") from None
+
+
+def load_model(
+    source: str | Path,
+    *,
+    expect: type | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    map_location: str | torch.device = "cpu",
+    **model_kwargs,
+) -> torch.nn.Module:
+    """Any of this package's networks from a folder or ``ORG/NAME``, whatever its architecture.
+
+    ``expect``: the class the caller wants (``MLP.from_pretrained`` passes ``MLP``); a repo holding
+    another architecture is an error naming the right class.
+    """
+    where = str(source) + (f"@{revision}" if revision else "")
+    files = fetch(source, revision=revision, cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only, token=token)
+    config = read_config(files[CONFIG_NAME], where)
+    cls = architecture_class(config["architecture"], f"{CONFIG_NAME} in {where}")
+    if expect is not None and expect is not HubMixin and not issubclass(cls, expect):
+        raise HubError(f"{where} holds a {cls.__name__} (architecture {config['architecture']!r}), not a {expect.__name__}; load it with {cls.__name__}.from_pretrained or lightning_dlstrat.hub.load_model")
+    model = build_from_config(config, where, **model_kwargs)
+    load_weights(model, files[WEIGHTS_NAME], where, map_location)
+    model._hub_mixin_config = dict(config.get("model_args", {}), **model_kwargs)  # save_pretrained writes it back
+    return model.eval()
+
+
+def save_config(path: Path, config: dict[str, Any]) -> None:
+    atomic_write_json(path, config)
