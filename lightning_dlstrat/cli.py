@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 import shlex
 import sys
 from pathlib import Path
@@ -111,6 +112,10 @@ def main_callback(
     if version:
         typer.echo(f"lightning-dlstrat {__version__}")
         raise typer.Exit()
+    # Advice that does not apply to this package's runs: in-memory datasets need no worker
+    # processes, and the pytree notice is Lightning talking to itself about a torch deprecation.
+    for message in (".*does not have many workers.*", ".*treespec.*"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
