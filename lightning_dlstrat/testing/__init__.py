@@ -1,0 +1,1 @@
+"""Test helpers that ship with the package: a Hub-compatible HTTP server (:mod:`.hub_server`)."""
