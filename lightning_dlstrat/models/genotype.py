@@ -254,6 +254,8 @@ def resolve_genotype(value: str | Genotype) -> Genotype:
         path = path / "genotype.json"
     if path.is_file():
         return Genotype.load(path)
+    if path.suffix in (".json", ".txt") or "/" in text:
+        raise ValueError(f"genotype file {text} does not exist")
     raise ValueError(
         f"genotype {value!r} is not a built-in ({', '.join(GENOTYPES)}), an existing file, or genotype text "
         "(JSON or Genotype(normal=[...], ...))"
