@@ -23,6 +23,7 @@ from .data import (  # noqa: E402
 )
 from .models.mlp import MLP  # noqa: E402
 from .trainers.classifier import ClassificationTask, MLPClassifier  # noqa: E402
+from . import timm_models  # noqa: E402,F401  (registers darts_net / dlstrat_mlp with timm)
 
 __all__ = [
     "CIFAR10DataModule",

@@ -282,5 +282,85 @@ def models_list():
         typer.echo(f"{name:15s} {recipe.summary} (default data: {recipe.default_data})")
 
 
+zoo_app = typer.Typer(help="The model zoo on the Hugging Face Hub.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+@app.command()
+def push(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `dlstrat fit`.")],
+    repo_id: Annotated[str, typer.Option(help="Hub model repo to push to, ORG/NAME (created if missing).")],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="Branch to commit to (created from main if missing). [default: main]")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also keep the exported folder here.")] = None,
+):
+    """Export a run's best network with its model card and pictures, and push it to the Hub."""
+    from . import zoo
+    from .run import DlstratError
+
+    try:
+        if out is not None:
+            zoo.export_run(run_dir, out, repo_id=repo_id)
+            url = zoo.upload(out, repo_id, private=private, revision=revision, message=f"dlstrat push {run_dir.name}")
+        else:
+            url = zoo.push(run_dir, repo_id, private=private, revision=revision)
+    except DlstratError as e:
+        fail(str(e))
+    typer.echo(f"pushed {run_dir} to {repo_id}" + (f"@{revision}" if revision else "") + f": {url}")
+
+
+@zoo_app.command("list")
+def zoo_list():
+    """List the zoo models, the Hub repo each is published under and its test metric."""
+    import json
+
+    from . import zoo
+    from .run import DlstratError
+
+    for name, entry in zoo.ZOO.items():
+        try:
+            folder = zoo.local_folder(name)
+        except DlstratError:
+            folder = None
+        metric = ""
+        if folder is not None and (folder / zoo.SUMMARY_NAME).is_file():
+            tested = json.loads((folder / zoo.SUMMARY_NAME).read_text()).get("test_metrics") or {}
+            metric = ", ".join(f"{k}={v:.4f}" for k, v in sorted(tested.items()) if k.endswith("acc"))
+        typer.echo(f"{name:18s} {entry.repo_id:36s} {entry.kind:9s} {entry.summary}" + (f" ({metric})" if metric else ""))
+
+
+@zoo_app.command("pull")
+def zoo_pull(
+    name: Annotated[str, typer.Argument(help="A zoo model (see `dlstrat zoo list`) or any ORG/NAME repo.")],
+    revision: Annotated[Optional[str], typer.Option(help="Branch, tag or commit. [default: main]")] = None,
+):
+    """Download a zoo model from the Hub into the Hugging Face cache and print its folder."""
+    from . import zoo
+    from .run import DlstratError
+
+    try:
+        typer.echo(zoo.pull(name, revision=revision))
+    except DlstratError as e:
+        fail(str(e))
+
+
+@zoo_app.command("publish")
+def zoo_publish(
+    name: Annotated[str, typer.Argument(help="A zoo model (see `dlstrat zoo list`).")],
+    repo_id: Annotated[Optional[str], typer.Option(help="Push here instead of the zoo's repo, ORG/NAME.")] = None,
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="Branch to commit to. [default: main]")] = None,
+):
+    """Push the packaged copy of a zoo model to the Hub repo the zoo names for it."""
+    from . import zoo
+    from .run import DlstratError
+
+    try:
+        url = zoo.publish(name, repo_id=repo_id, private=private, revision=revision)
+    except DlstratError as e:
+        fail(str(e))
+    typer.echo(f"published {name}: {url}")
+
+
 def main() -> None:
     app(obj={"argv": sys.argv[1:]})

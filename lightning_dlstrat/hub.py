@@ -37,7 +37,7 @@ from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
 
 from .registry import load_target
-from .run import DlstratError, atomic_write_json
+from .run import DlstratError
 
 LIBRARY_NAME = "lightning-dlstrat"
 REPO_URL = "https://github.com/lightning-dlstrat/lightning-dlstrat"
@@ -49,8 +49,9 @@ WEIGHTS_NAME = "model.safetensors"
 # Classifier names double as timm model names (registered in lightning_dlstrat.timm_models).
 ARCHITECTURES: dict[str, str] = {
     "dlstrat_mlp": "lightning_dlstrat.models.mlp:MLP",
+    "darts_net": "lightning_dlstrat.models.darts_net:DARTSNetwork",
 }
-CLASSIFIERS = ("dlstrat_mlp",)
+CLASSIFIERS = ("dlstrat_mlp", "darts_net")
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub spells repo ids
 
@@ -133,17 +134,20 @@ class HubMixin(
 
 def timm_fields(model: torch.nn.Module) -> dict[str, Any]:
     """timm's config.json fields for a classifier (see timm ``_hub.py::save_config_for_hf``)."""
-    in_shape = list(getattr(model, "in_shape", ()))
-    return {
+    if hasattr(model, "in_shape"):
+        input_size = list(model.in_shape)
+    else:  # conv nets: channels, and the image size they were built for if they were
+        input_size = [model.in_chans, *model.img_size] if getattr(model, "img_size", None) else None
+    head = model.get_classifier() if hasattr(model, "get_classifier") else model.head
+    pretrained_cfg = {
         "num_classes": model.num_classes,
-        "num_features": model.num_features,
-        "pretrained_cfg": {
-            "input_size": in_shape,
-            "num_classes": model.num_classes,
-            "classifier": "head",
-            "license": "apache-2.0",
-        },
+        "classifier": next(name for name, child in model.named_children() if child is head),
+        "crop_pct": 1.0,  # small images are used whole
+        "license": "apache-2.0",
     }
+    if input_size:
+        pretrained_cfg["input_size"] = input_size
+    return {"num_classes": model.num_classes, "num_features": model.num_features, "pretrained_cfg": pretrained_cfg}
 
 
 # --- finding files -------------------------------------------------------------------------------
@@ -291,6 +295,13 @@ def build_from_config(config: dict[str, Any], where: str = CONFIG_NAME, **overri
     cls = architecture_class(config["architecture"], f"{CONFIG_NAME} in {where}")
     params = inspect.signature(cls.__init__).parameters
     args = {**config.get("model_args", {}), **overrides}
+    if isinstance(args.get("genotype"), dict):  # a DARTS cell, stored as JSON lists
+        from .models.genotype import Genotype
+
+        try:
+            args["genotype"] = Genotype.from_dict(args["genotype"])
+        except ValueError as e:
+            raise HubError(f"{CONFIG_NAME} in {where} holds an invalid genotype: {e}") from None
     unknown = [k for k in args if k not in params]
     if unknown:
         raise HubError(f"{CONFIG_NAME} in {where}: {cls.__name__} takes no argument(s) {', '.join(unknown)}")
@@ -346,7 +357,3 @@ def load_model(
     load_weights(model, files[WEIGHTS_NAME], where, map_location)
     model._hub_mixin_config = dict(config.get("model_args", {}), **model_kwargs)  # save_pretrained writes it back
     return model.eval()
-
-
-def save_config(path: Path, config: dict[str, Any]) -> None:
-    atomic_write_json(path, config)
