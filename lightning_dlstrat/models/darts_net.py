@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from timm.layers import drop_path
 from torch import nn
 
+from ..hub import HubMixin
 from ..layers.darts_ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 from .genotype import Genotype, resolve_genotype
 
@@ -99,7 +100,7 @@ def reduction_layers(layers: int) -> list[int]:
     return sorted({layers // 3, 2 * layers // 3})
 
 
-class DARTSNetwork(nn.Module):
+class DARTSNetwork(nn.Module, HubMixin, tags=["image-classification", "darts", "nas"], paper_url="https://arxiv.org/abs/1806.09055"):
     """The evaluation network of a genotype.
 
     Example::
