@@ -309,6 +309,22 @@ def push(
     typer.echo(f"pushed {run_dir} to {repo_id}" + (f"@{revision}" if revision else "") + f": {url}")
 
 
+@zoo_app.command("export")
+def zoo_export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `dlstrat fit`.")],
+    out: Annotated[Path, typer.Option(help="Folder to write (Hub repo layout).")],
+    repo_id: Annotated[Optional[str], typer.Option(help="The repo it will be published under, for the card's snippet.")] = None,
+):
+    """Export a run's best network as a Hub model folder (weights, config.json, card, pictures) without pushing."""
+    from . import zoo
+    from .run import DlstratError
+
+    try:
+        typer.echo(zoo.export_run(run_dir, out, repo_id=repo_id))
+    except DlstratError as e:
+        fail(str(e))
+
+
 @zoo_app.command("list")
 def zoo_list():
     """List the zoo models, the Hub repo each is published under and its test metric."""

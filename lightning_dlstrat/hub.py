@@ -203,7 +203,7 @@ def hub_error(e: Exception, where: str, filename: str | None = None) -> HubError
         return HubError(f"{where}: no such model repo on {constants.ENDPOINT} (or it is private and no token was given: set HF_TOKEN or run `hf auth login`)")
     if isinstance(e, hf_errors.GatedRepoError):
         return HubError(f"{where} is gated: accept its terms on the Hub and log in (HF_TOKEN)")
-    if isinstance(e, hf_errors.EntryNotFoundError):
+    if isinstance(e, hf_errors.RemoteEntryNotFoundError):
         if filename == CONFIG_NAME:
             return HubError(f"{where} has no {CONFIG_NAME}: it is not a lightning-dlstrat model repo (publish one with `dlstrat push`)")
         if filename == WEIGHTS_NAME:
@@ -348,12 +348,13 @@ def load_model(
     another architecture is an error naming the right class.
     """
     where = str(source) + (f"@{revision}" if revision else "")
-    files = fetch(source, revision=revision, cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only, token=token)
-    config = read_config(files[CONFIG_NAME], where)
+    download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only, token=token)
+    # config first: a repo that is not ours (or another architecture) fails before any weights download
+    config = read_config(fetch(source, (CONFIG_NAME,), **download)[CONFIG_NAME], where)
     cls = architecture_class(config["architecture"], f"{CONFIG_NAME} in {where}")
     if expect is not None and expect is not HubMixin and not issubclass(cls, expect):
         raise HubError(f"{where} holds a {cls.__name__} (architecture {config['architecture']!r}), not a {expect.__name__}; load it with {cls.__name__}.from_pretrained or lightning_dlstrat.hub.load_model")
     model = build_from_config(config, where, **model_kwargs)
-    load_weights(model, files[WEIGHTS_NAME], where, map_location)
+    load_weights(model, fetch(source, (WEIGHTS_NAME,), **download)[WEIGHTS_NAME], where, map_location)
     model._hub_mixin_config = dict(config.get("model_args", {}), **model_kwargs)  # save_pretrained writes it back
     return model.eval()

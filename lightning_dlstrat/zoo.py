@@ -188,7 +188,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     net.save_pretrained(out_dir, config=config)
     atomic_write_json(out_dir / SUMMARY_NAME, summary)
     pictures = draw_pictures(net, module, summary, run_dir, out_dir)
-    write_card(out_dir, config, summary, pictures, repo_id=repo_id)
+    monitor, mode = getattr(module, "monitor", None), getattr(module, "mode", "max")
+    selection = f"checkpoint with the {'lowest' if mode == 'min' else 'highest'} {monitor}" if monitor else "last checkpoint"
+    write_card(out_dir, config, summary, pictures, repo_id=repo_id, selection=selection)
     return out_dir
 
 
@@ -252,7 +254,10 @@ def eval_results(config: dict, summary: dict) -> list[EvalResult]:
     return out
 
 
-def write_card(out_dir: Path, config: dict, summary: dict, pictures: dict[str, str], *, repo_id: str | None = None, title: str | None = None, about: str = "") -> None:
+def write_card(
+    out_dir: Path, config: dict, summary: dict, pictures: dict[str, str], *,
+    repo_id: str | None = None, title: str | None = None, about: str = "", selection: str = "last checkpoint",
+) -> None:
     """README.md: YAML metadata (library, tags, datasets, metrics in model-index), the command, pictures, usage."""
     from .hub import ARCHITECTURES
 
@@ -279,10 +284,10 @@ def write_card(out_dir: Path, config: dict, summary: dict, pictures: dict[str, s
         seed = summary.get("seed")
         lines += ["## Results", "", "| metric | value | how it was measured |", "|---|---|---|"]
         for r in results:
-            lines.append(f"| {r.metric_name} | {r.metric_value:.4f} | {summary['data']} {r.dataset_split} split (held out from training and model selection), best checkpoint by validation loss, seed {seed} |")
+            lines.append(f"| {r.metric_name} | {r.metric_value:.4f} | {summary['data']} {r.dataset_split} split (held out from training and model selection), {selection}, seed {seed} |")
         lines.append("")
     if summary.get("command"):
-        lines += ["## How it was made", "", "```bash", summary["command"], "```", ""]
+        lines += ["## How it was made", "", "```bash", summary["command"], f"dlstrat push RUN_DIR --repo-id {ref}  # RUN_DIR: the folder the fit printed", "```", ""]
         versions = summary.get("versions") or {}
         if versions:
             lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + f". Training summary: [`{SUMMARY_NAME}`]({SUMMARY_NAME}).", ""]

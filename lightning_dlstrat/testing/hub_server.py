@@ -20,8 +20,9 @@ private; pin the version you test against).
         ...
 
 Writes need a bearer token (any non-empty one, ``HF_TOKEN``); private repos are readable only with
-one. ``hub.faults[path] = "flip" | "truncate"`` serves that file corrupted (same length, one byte
-changed) or cut in half, to test how callers handle bad downloads.
+one. ``hub.faults[path] = "flip"`` serves that file corrupted (same length, one byte changed) until
+the fault is removed; ``"truncate"`` cuts the next download of it in half (then clears itself), to
+test how callers handle bad downloads.
 
 References: huggingface_hub ``hf_api.py`` (create_repo, model_info, list_repo_tree, list_repo_refs,
 create_branch, create_tag), ``_commit_api.py`` (preupload, commit payload), ``file_download.py``
@@ -316,7 +317,9 @@ class HubHandler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             data, status = data[start:], 206
         if fault == "truncate" and self.command == "GET":
-            # announce the full length, send half, then drop the connection (a cut transfer)
+            # announce the full length, send half, then drop the connection: a transfer cut once,
+            # which the client resumes with a Range request
+            del self.server.faults[path]
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
@@ -386,6 +389,8 @@ class HubServer(ThreadingHTTPServer):
 
     def stop(self) -> None:
         """Stop serving and drop open keep-alive connections, so clients see the network go down."""
+        if self._thread is None:
+            return
         self.shutdown()
         self.server_close()
         for conn in list(self._connections):
@@ -393,8 +398,8 @@ class HubServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
+        self._thread = None
 
     def __enter__(self) -> "HubServer":
         return self.start()

@@ -1,0 +1,312 @@
+"""The Hub format, the model zoo and timm loading, with the real huggingface_hub client.
+
+Hub traffic goes to :class:`lightning_dlstrat.testing.hub_server.HubServer` on 127.0.0.1
+(checked against huggingface-hub 2.4.0, HF_HUB_DISABLE_XET=1), with the cache in tmp_path.
+huggingface_hub reads HF_ENDPOINT / HF_HUB_CACHE / HF_HUB_OFFLINE at import, so the fixtures
+patch its ``constants`` the way its own test-suite does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+import yaml
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url, snapshot_download
+from typer.testing import CliRunner
+
+import lightning_dlstrat  # noqa: F401  (registers the timm entrypoints)
+from lightning_dlstrat import MLP, zoo
+from lightning_dlstrat.cli import app
+from lightning_dlstrat.hub import HubError, load_model
+from lightning_dlstrat.models.darts_net import DARTSNetwork
+from lightning_dlstrat.models.genotype import PC_DARTS
+from lightning_dlstrat.testing.hub_server import HubServer, git_blob_sha1
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    server = HubServer().start()
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "test-token")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """huggingface_hub retries a dead endpoint with 1-8 s sleeps; the outcome is the same without them."""
+    import huggingface_hub.utils._http as http
+
+    class _Time:
+        sleep = staticmethod(lambda s: None)
+        time = staticmethod(__import__("time").time)
+
+    monkeypatch.setattr(http, "time", _Time)
+
+
+def cache_files(tmp_path: Path, repo_id: str) -> dict[str, list[str]]:
+    """What the HF cache holds for a repo: blob names and snapshot file names."""
+    root = tmp_path / "hf-cache" / f"models--{repo_id.replace('/', '--')}"
+    blobs = sorted(p.name for p in (root / "blobs").glob("*")) if (root / "blobs").is_dir() else []
+    snaps = sorted(p.name for p in (root / "snapshots").glob("*/*")) if (root / "snapshots").is_dir() else []
+    return {"blobs": blobs, "snapshots": snaps}
+
+
+def mlp(seed: int, hidden=(16,)) -> MLP:
+    torch.manual_seed(seed)
+    return MLP((1, 8, 8), 10, hidden=hidden).eval()
+
+
+X = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+# --- the format ---------------------------------------------------------------------------------
+def test_save_pretrained_round_trip_is_strict_and_safetensors_only(tmp_path, monkeypatch):
+    net = mlp(0)
+    net.save_pretrained(tmp_path / "m")
+    assert sorted(os.listdir(tmp_path / "m")) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["architecture"] == "dlstrat_mlp" and config["model_args"]["hidden"] == [16] and config["num_classes"] == 10
+    back = MLP.from_pretrained(tmp_path / "m")
+    assert not back.training and torch.equal(back(X), net(X))
+
+    # a missing tensor is an error (huggingface_hub's mixin would load non-strictly)
+    state = safetensors.torch.load_file(tmp_path / "m" / "model.safetensors")
+    del state["head.bias"]
+    safetensors.torch.save_file(state, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(HubError, match=r"(?s)do not fit.*Missing.*head.bias"):
+        MLP.from_pretrained(tmp_path / "m")
+
+    # pytorch_model.bin is never read, let alone unpickled
+    (tmp_path / "m" / "model.safetensors").unlink()
+    torch.save(net.state_dict(), tmp_path / "m" / "pytorch_model.bin")
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load called on a downloaded file"))
+    with pytest.raises(HubError, match="no model.safetensors"):
+        MLP.from_pretrained(tmp_path / "m")
+
+
+def test_bad_configs_are_clear_errors(tmp_path):
+    net = mlp(0)
+    net.save_pretrained(tmp_path / "m")
+    config_path = tmp_path / "m" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "architecture": "resnet_9000"}))
+    with pytest.raises(HubError, match="resnet_9000.*known: dlstrat_mlp, darts_net"):
+        load_model(tmp_path / "m")
+    config_path.write_text(json.dumps({"hidden_size": 3}))  # someone else's config.json
+    with pytest.raises(HubError, match="not written by lightning-dlstrat"):
+        load_model(tmp_path / "m")
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(HubError, match="holds a MLP.*not a DARTSNetwork"):
+        DARTSNetwork.from_pretrained(tmp_path / "m")
+    with pytest.raises(HubError, match="neither an existing folder nor a Hub repo id"):
+        load_model(tmp_path / "missing")
+
+
+def test_darts_net_genotype_travels_in_config_and_timm_builds_it(tmp_path):
+    net = timm.create_model("darts_net", genotype="PC_DARTS", C=4, layers=3, in_chans=1, img_size=8, num_classes=10).eval()
+    assert isinstance(net, DARTSNetwork) and net.genotype == PC_DARTS and net(X).shape == (5, 10)
+    net.save_pretrained(tmp_path / "d")
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["model_args"]["genotype"] == PC_DARTS.to_dict() and config["pretrained_cfg"]["input_size"] == [1, 8, 8]
+    back = DARTSNetwork.from_pretrained(tmp_path / "d")
+    assert back.genotype == PC_DARTS and torch.equal(back(X), net(X))
+    via_timm = timm.create_model(f"local-dir:{tmp_path / 'd'}", pretrained=True).eval()
+    assert torch.equal(via_timm(X), net(X))
+    untrained = timm.create_model(f"local-dir:{tmp_path / 'd'}").eval()  # timm: architecture only
+    assert untrained.genotype == PC_DARTS and not torch.equal(untrained(X), net(X))
+
+
+# --- through the Hub ----------------------------------------------------------------------------
+def test_push_then_download_is_byte_identical_with_etags(hub, tmp_path):
+    net = mlp(0)
+    net.save_pretrained(tmp_path / "local")
+    url = net.push_to_hub("org/mlp")
+    api = HfApi()
+    sha = api.model_info("org/mlp").sha
+    assert url.endswith(sha)
+    folder = Path(snapshot_download("org/mlp"))
+    for name in ("config.json", "model.safetensors", "README.md"):
+        data = (tmp_path / "local" / name).read_bytes()
+        assert (folder / name).read_bytes() == data
+        meta = get_hf_file_metadata(hf_hub_url("org/mlp", name))
+        assert meta.etag == git_blob_sha1(data) and meta.commit_hash == sha and meta.size == len(data)
+    assert folder.name == sha  # the snapshot is keyed by the commit the server reported
+    assert torch.equal(MLP.from_pretrained("org/mlp")(X), net(X))
+    card = (folder / "README.md").read_text()
+    assert yaml.safe_load(card.split("---")[1])["library_name"] == "lightning-dlstrat"
+
+
+def test_revisions_pin_and_cache_outlives_the_server(hub, tmp_path):
+    v1, v2 = mlp(1), mlp(2)
+    v1.push_to_hub("org/mlp")
+    api = HfApi()
+    sha1 = api.model_info("org/mlp").sha
+    api.create_tag("org/mlp", tag="v1")
+    v2.push_to_hub("org/mlp")
+    zoo.upload(_saved(mlp(3), tmp_path / "dev"), "org/mlp", revision="dev")
+    assert {b.name for b in api.list_repo_refs("org/mlp").branches} == {"main", "dev"}
+
+    assert torch.equal(MLP.from_pretrained("org/mlp")(X), v2(X))
+    assert torch.equal(MLP.from_pretrained("org/mlp", revision="v1")(X), v1(X))
+    assert torch.equal(MLP.from_pretrained("org/mlp", revision=sha1)(X), v1(X))
+    assert torch.equal(MLP.from_pretrained("org/mlp", revision="dev")(X), mlp(3)(X))
+    with pytest.raises(HubError, match="no such revision"):
+        MLP.from_pretrained("org/mlp", revision="v9")
+
+    # cached: a second load needs only the HEAD calls, no downloads of weights
+    blobs = cache_files(tmp_path, "org/mlp")["blobs"]
+    hub.stop()  # the network goes away: everything already seen loads from the cache
+    assert torch.equal(MLP.from_pretrained("org/mlp")(X), v2(X))
+    assert torch.equal(MLP.from_pretrained("org/mlp", revision="v1")(X), v1(X))
+    assert torch.equal(MLP.from_pretrained("org/mlp", revision=sha1)(X), v1(X))
+    assert cache_files(tmp_path, "org/mlp")["blobs"] == blobs
+
+
+def test_offline_mode(hub, tmp_path, monkeypatch):
+    net = mlp(0)
+    net.push_to_hub("org/mlp")
+    mlp(1).push_to_hub("org/other")  # on the Hub, never downloaded
+    MLP.from_pretrained("org/mlp")  # into the cache
+    seen = hub.requests
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert torch.equal(MLP.from_pretrained("org/mlp")(X), net(X))
+    assert hub.requests == seen  # not one request in offline mode
+    with pytest.raises(HubError, match=r"not in the local cache.*HF_HUB_OFFLINE=1"):
+        MLP.from_pretrained("org/other")
+    result = runner.invoke(app, ["zoo", "pull", "org/other"])
+    assert result.exit_code == 2 and "HF_HUB_OFFLINE=1" in result.output
+
+
+def test_network_down_and_missing_repos(hub, tmp_path, no_backoff):
+    with pytest.raises(HubError, match="no such model repo"):
+        MLP.from_pretrained("org/nothing")
+    api = HfApi()
+    api.create_repo("org/not-ours")
+    api.upload_file(path_or_fileobj=b'{"hidden_size": 8}', path_in_repo="config.json", repo_id="org/not-ours")
+    with pytest.raises(HubError, match="not written by lightning-dlstrat"):
+        MLP.from_pretrained("org/not-ours")
+    api.create_repo("org/empty")
+    with pytest.raises(HubError, match="has no config.json: it is not a lightning-dlstrat model repo"):
+        MLP.from_pretrained("org/empty")
+    mlp(0).push_to_hub("org/mlp")
+    hub.stop()
+    with pytest.raises(HubError, match="cannot reach the Hub.*not in the local cache"):
+        MLP.from_pretrained("org/mlp")
+    assert cache_files(tmp_path, "org/mlp")["blobs"] == []
+
+
+def test_corrupted_and_truncated_weights_never_stay_in_the_cache(hub, tmp_path):
+    net = mlp(0)
+    net.push_to_hub("org/mlp")
+    hub.faults["model.safetensors"] = "flip"  # served corrupted: same size, one byte changed
+    with pytest.raises(HubError, match="corrupted.*removed it from the cache"):
+        MLP.from_pretrained("org/mlp")
+    assert "model.safetensors" not in cache_files(tmp_path, "org/mlp")["snapshots"]
+    del hub.faults["model.safetensors"]
+    assert torch.equal(MLP.from_pretrained("org/mlp")(X), net(X))  # downloaded afresh, not trusted from before
+
+    hub.faults["model.safetensors"] = "truncate"  # one cut transfer: the client resumes with Range
+    assert torch.equal(MLP.from_pretrained("org/mlp", force_download=True)(X), net(X))
+    assert "model.safetensors" not in hub.faults  # the cut transfer did happen
+
+    # a repo whose weights file itself is truncated: a clear error, and the bad blob is purged
+    saved = _saved(net, tmp_path / "bad")
+    data = (saved / "model.safetensors").read_bytes()
+    (saved / "model.safetensors").write_bytes(data[: len(data) // 2])
+    zoo.upload(saved, "org/truncated")
+    with pytest.raises(HubError, match="not a readable safetensors file.*removed it from the cache"):
+        MLP.from_pretrained("org/truncated")
+    cached = cache_files(tmp_path, "org/truncated")
+    assert "model.safetensors" not in cached["snapshots"] and len(cached["blobs"]) == 1  # config.json only
+
+
+def _saved(net, folder: Path) -> Path:
+    net.save_pretrained(folder)
+    return folder
+
+
+def test_timm_hf_hub_with_revision(hub):
+    net = timm.create_model("darts_net", genotype="DARTS_V2", C=4, layers=3, in_chans=1, img_size=8, num_classes=10).eval()
+    net.push_to_hub("org/darts", branch=None)
+    HfApi().create_tag("org/darts", tag="v1")
+    loaded = timm.create_model("hf-hub:org/darts@v1", pretrained=True).eval()
+    assert torch.equal(loaded(X), net(X)) and loaded.pretrained_cfg["hf_hub_id"] == "org/darts@v1"
+
+
+# --- the zoo and the CLI ------------------------------------------------------------------------
+def test_packaged_zoo_folders_resolve_and_reproduce_their_metric():
+    from lightning_dlstrat.data import DigitsDataModule
+
+    for name, entry in zoo.ZOO.items():
+        folder = zoo.local_folder(name)  # via importlib.resources: inside the installed package
+        assert (folder / "config.json").is_file() and (folder / "README.md").is_file()
+        card = (folder / "README.md").read_text()
+        meta = yaml.safe_load(card.split("---")[1])
+        assert meta["library_name"] == "lightning-dlstrat"
+        summary = json.loads((folder / zoo.SUMMARY_NAME).read_text())
+        assert summary["command"].startswith("dlstrat fit") and summary["command"] in card
+        assert (folder / "model.safetensors").is_file() == (entry.kind == "weights")
+    net = zoo.load("mlp-digits")
+    dm = DigitsDataModule(seed=json.loads((zoo.local_folder("mlp-digits") / zoo.SUMMARY_NAME).read_text())["seed"])
+    dm.setup("test")
+    correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in dm.test_dataloader())
+    recorded = json.loads((zoo.local_folder("mlp-digits") / zoo.SUMMARY_NAME).read_text())["test_metrics"]["test/acc"]
+    assert correct / len(dm.test_set) == pytest.approx(recorded, abs=1e-6)
+    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: mlp-digits"):
+        zoo.load("mlp-mnist")
+
+
+def test_zoo_publish_pull_and_load_from_the_hub(hub, tmp_path, monkeypatch):
+    result = runner.invoke(app, ["zoo", "publish", "mlp-digits"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["zoo", "pull", "mlp-digits"])
+    assert result.exit_code == 0, result.output
+    snapshot = Path(result.stdout.strip())
+    local = zoo.local_folder("mlp-digits")
+    assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in snapshot.iterdir() if p.name != ".gitattributes")
+    assert all((snapshot / p.name).read_bytes() == p.read_bytes() for p in local.iterdir())
+    hub.stop()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert torch.equal(zoo.load("mlp-digits", source="hub")(X), zoo.load("mlp-digits")(X))
+    result = runner.invoke(app, ["zoo", "list"])
+    assert result.exit_code == 0 and "lightning-dlstrat/mlp-digits" in result.output
+    result = runner.invoke(app, ["zoo", "pull", "nope"])
+    assert result.exit_code == 2 and "the zoo has: mlp-digits" in result.output
+
+
+def test_dlstrat_push_exports_a_run_with_its_card(hub, tmp_path):
+    from lightning_dlstrat.run import FitContext, fit
+
+    summary = fit(FitContext(model="mlp", out=str(tmp_path / "runs"), trainer={"max_epochs": 2, "accelerator": "cpu"}, command="dlstrat fit --model mlp --max-epochs 2"))
+    run_dir = summary["run_dir"]
+    result = runner.invoke(app, ["push", run_dir, "--repo-id", "org/tiny", "--revision", "dev", "--private"])
+    assert result.exit_code == 0, result.output
+    folder = Path(snapshot_download("org/tiny", revision="dev"))
+    assert {"README.md", "config.json", "model.safetensors", zoo.SUMMARY_NAME} <= {p.name for p in folder.iterdir()}
+    meta = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+    results = meta["model-index"][0]["results"][0]
+    acc = next(m for m in results["metrics"] if m["type"] == "accuracy")
+    assert acc["value"] == round(summary["test_metrics"]["test/acc"], 4) and results["dataset"]["split"] == "test"
+    assert "dlstrat fit --model mlp --max-epochs 2" in (folder / "README.md").read_text()
+    # the pushed weights are the best checkpoint's network, also through timm
+    from lightning_dlstrat.trainers.classifier import MLPClassifier
+
+    best = MLPClassifier.load_from_checkpoint(summary["best_checkpoint"], map_location="cpu", weights_only=True).model.eval()
+    assert torch.equal(timm.create_model("hf-hub:org/tiny@dev", pretrained=True).eval()(X), best(X))
+    assert HfApi().model_info("org/tiny").private
+
+    result = runner.invoke(app, ["push", str(tmp_path / "nope"), "--repo-id", "org/x"])
+    assert result.exit_code == 2 and "not a finished run directory" in result.output
