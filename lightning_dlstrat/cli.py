@@ -325,6 +325,22 @@ def zoo_export(
         fail(str(e))
 
 
+@zoo_app.command("export-genotype")
+def zoo_export_genotype(
+    name: Annotated[str, typer.Argument(help="A published cell: DARTS_V2 or PC_DARTS.")],
+    out: Annotated[Path, typer.Option(help="Folder to write (Hub repo layout).")],
+    repo_id: Annotated[Optional[str], typer.Option(help="The repo it will be published under, for the card's snippet.")] = None,
+):
+    """Write a genotype card (config.json of the paper's network, card, cell picture; no weights)."""
+    from . import zoo
+    from .run import DlstratError
+
+    try:
+        typer.echo(zoo.export_genotype(name, out, repo_id=repo_id))
+    except DlstratError as e:
+        fail(str(e))
+
+
 @zoo_app.command("list")
 def zoo_list():
     """List the zoo models, the Hub repo each is published under and its test metric."""

@@ -29,7 +29,9 @@ import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
 
 from .hub import (
+    ARCHITECTURES,
     CLASSIFIERS,
+    DOCS_URL,
     CONFIG_NAME,
     LIBRARY_NAME,
     REPO_URL,
@@ -62,6 +64,8 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
         ZooEntry("mlp-digits", "MLP 64-128-10 on the 8x8 digits"),
+        ZooEntry("darts-v2-cifar10", "the published DARTS (2nd order) CIFAR-10 cell", kind="genotype"),
+        ZooEntry("pc-darts-cifar10", "the published PC-DARTS CIFAR-10 cell", kind="genotype"),
     )
 }
 
@@ -190,7 +194,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     pictures = draw_pictures(net, module, summary, run_dir, out_dir)
     monitor, mode = getattr(module, "monitor", None), getattr(module, "mode", "max")
     selection = f"checkpoint with the {'lowest' if mode == 'min' else 'highest'} {monitor}" if monitor else "last checkpoint"
-    write_card(out_dir, config, summary, pictures, repo_id=repo_id, selection=selection)
+    run_card(out_dir.name, config, summary, pictures, repo_id or f"{HUB_ORG}/{out_dir.name}", selection).write(out_dir)
     return out_dir
 
 
@@ -233,74 +237,186 @@ def _search_run_file(summary: dict, name: str) -> Path | None:
     return None
 
 
+# --- published DARTS cells ------------------------------------------------------------------------
+# The papers' CIFAR-10 results for their cells, quoted (not measured here) on the genotype cards.
+PUBLISHED = {
+    "DARTS_V2": {
+        "paper": "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
+        "url": "https://arxiv.org/abs/1806.09055", "code": "https://github.com/quark0/darts",
+        "error": 2.76, "error_std": 0.09, "params": "3.3M", "search": "4 GPU-days (second-order DARTS, 4 search runs, GTX 1080Ti)",
+    },
+    "PC_DARTS": {
+        "paper": "Xu, Xie, Zhang, Chen, Qi, Tian, Xiong. PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search. ICLR 2020",
+        "url": "https://arxiv.org/abs/1907.05737", "code": "https://github.com/yuhuixu1993/PC-DARTS",
+        "error": 2.57, "error_std": 0.07, "params": "3.6M", "search": "0.1 GPU-days (GTX 1080Ti)",
+    },
+}
+
+
+def export_genotype(name: str, out_dir: str | Path, *, repo_id: str | None = None) -> Path:
+    """A genotype card for a published cell: config.json of the paper's CIFAR-10 network, card, cell picture.
+
+    No weights: ``zoo.load`` returns the :class:`Genotype`, and
+    ``timm.create_model("local-dir:FOLDER")`` builds the untrained paper-sized network to train.
+    """
+    from .models.darts_net import DARTSNetwork
+    from .models.genotype import GENOTYPES
+    from .viz import plot_genotype
+
+    if name not in PUBLISHED:
+        raise HubError(f"no published results recorded for {name!r}; genotype cards exist for: {', '.join(PUBLISHED)}")
+    paper, genotype = PUBLISHED[name], GENOTYPES[name]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the paper's evaluation network: 36 channels, 20 cells, auxiliary head, 32x32 RGB
+    net = DARTSNetwork(genotype, C=36, layers=20, num_classes=10, in_chans=3, img_size=32, auxiliary=True)
+    params = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("auxiliary_head."))
+    config = net.hub_config()
+    config["pretrained_cfg"].update(mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], description=f"{name} cell, untrained (genotype card)")
+    atomic_write_bytes(out_dir / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    plot_genotype(genotype, out_dir / "cell.png")
+    result = EvalResult(
+        task_type="image-classification", task_name="Image classification", dataset_type="cifar10", dataset_name="CIFAR-10",
+        dataset_split="test", metric_type="error", metric_name="test error (%)", metric_value=paper["error"],
+        source_name=paper["paper"], source_url=paper["url"],
+    )
+    about = (
+        f"The {name} cell, as published: {paper['paper']} ({paper['url']}, code {paper['code']}). "
+        "A genotype card: the architecture of the paper's CIFAR-10 network, without weights.\n\n"
+        f"Published CIFAR-10 test error {paper['error']} ± {paper['error_std']} % with {paper['params']} parameters "
+        f"after 600 epochs (as reported in the paper, not measured by this package); search cost {paper['search']}. "
+        f"This package's `DARTSNetwork` built from config.json (C=36, 20 cells) has {params:,} parameters without its auxiliary head.\n\n"
+        f"```\n{genotype}\n```"
+    )
+    ref = repo_id or f"{HUB_ORG}/{out_dir.name}"
+    Card(
+        out_dir.name, config, about=about, datasets=["cifar10"], results=[result],
+        commands=[f"dlstrat zoo export-genotype {name} --out {out_dir.name}"],
+        pictures={"cell.png": f"normal and reduction cells of {name}"}, tags=("image-classification", "darts", "nas", "genotype"),
+        use=[
+            "from lightning_dlstrat import zoo", "", f'genotype = zoo.load("{out_dir.name}")  # the Genotype', "",
+            "import timm, lightning_dlstrat", f'net = timm.create_model("hf-hub:{ref}")  # the paper-sized network, untrained', "",
+            f"# train it: dlstrat fit --model darts-net --genotype {name} --data cifar10",
+        ],
+    ).write(out_dir)
+    return out_dir
+
+
 # --- model cards ----------------------------------------------------------------------------------
 METRIC_NAMES = {"acc": ("accuracy", "accuracy"), "loss": ("loss", "cross-entropy loss")}
-TASKS = {"classifier": ("image-classification", "Image classification")}
 
 
-def eval_results(config: dict, summary: dict) -> list[EvalResult]:
-    task_type, task_name = TASKS["classifier"]
-    out = []
-    for key, value in sorted((summary.get("test_metrics") or {}).items()):
-        split, _, metric = key.partition("/")
-        metric_type, metric_name = METRIC_NAMES.get(metric, (metric, metric))
-        out.append(
-            EvalResult(
-                task_type=task_type, task_name=task_name, dataset_type=summary["data"], dataset_name=summary["data"],
-                dataset_split=split, metric_type=metric_type, metric_name=f"{split} {metric_name}", metric_value=round(float(value), 4),
-                source_name="lightning-dlstrat", source_url=REPO_URL,
-            )
+@dataclass
+class Card:
+    """What a model card says; :meth:`write` renders README.md (YAML metadata + markdown)."""
+
+    name: str
+    config: dict[str, Any]
+    about: str = ""
+    datasets: list[str] | None = None
+    results: list[EvalResult] | None = None  # model-index entries
+    table: list[tuple[str, str, str]] | None = None  # (metric, value, how it was measured)
+    commands: list[str] | None = None  # the exact commands that made it
+    versions: dict[str, str] | None = None
+    pictures: dict[str, str] | None = None  # file -> caption
+    use: list[str] | None = None  # Python lines of the usage snippet
+    tags: tuple[str, ...] = ()
+
+    def write(self, out_dir: Path) -> None:
+        arch = self.config["architecture"]
+        results = self.results or []
+        data = ModelCardData(
+            library_name=LIBRARY_NAME,
+            license="apache-2.0",
+            tags=sorted({LIBRARY_NAME, "pytorch", arch, *self.tags}),
+            datasets=self.datasets,
+            metrics=sorted({r.metric_type for r in results}) or None,
+            pipeline_tag="image-classification" if arch in CLASSIFIERS else None,
+            model_name=self.name,
+            eval_results=results or None,
         )
-    return out
+        module_name, cls_name = ARCHITECTURES[arch].split(":")
+        lines = [f"# {self.name}", ""]
+        if self.about:
+            lines += [self.about, ""]
+        lines += [f"Network: `{cls_name}` (architecture `{arch}`) from [lightning-dlstrat]({REPO_URL}), a plain `torch.nn.Module`; its arguments in `{CONFIG_NAME}`.", ""]
+        if self.table:
+            lines += ["## Results", "", "| metric | value | how it was measured |", "|---|---|---|"]
+            lines += [f"| {m} | {v} | {how} |" for m, v, how in self.table] + [""]
+        if self.commands:
+            lines += ["## How it was made", "", "```bash", *self.commands, "```", ""]
+            if self.versions:
+                lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items())) + f". Training summary: [`{SUMMARY_NAME}`]({SUMMARY_NAME}).", ""]
+        if self.pictures:
+            lines += ["## Pictures", ""]
+            for file, caption in self.pictures.items():
+                lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
+        if self.use:
+            lines += ["## Use", "", "```python", *self.use, "```", ""]
+        lines += [f"Loading, fine-tuning and publishing: {DOCS_URL}", ""]
+        atomic_write_bytes(out_dir / "README.md", str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))).encode())
 
 
-def write_card(
-    out_dir: Path, config: dict, summary: dict, pictures: dict[str, str], *,
-    repo_id: str | None = None, title: str | None = None, about: str = "", selection: str = "last checkpoint",
-) -> None:
-    """README.md: YAML metadata (library, tags, datasets, metrics in model-index), the command, pictures, usage."""
-    from .hub import ARCHITECTURES
-
+def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str) -> Card:
+    """The card of an exported run: its measured metrics, command and versions."""
     arch = config["architecture"]
     module_name, cls_name = ARCHITECTURES[arch].split(":")
-    name = title or out_dir.name
-    results = eval_results(config, summary) if config.get("num_classes") else []
-    data = ModelCardData(
-        library_name=LIBRARY_NAME,
-        license="apache-2.0",
-        tags=sorted({LIBRARY_NAME, "pytorch", "safetensors", arch, *(["image-classification", "timm"] if arch in CLASSIFIERS else [])}),
-        datasets=[summary["data"]] if summary.get("data") else None,
-        metrics=sorted({r.metric_type for r in results}) or None,
-        pipeline_tag="image-classification" if arch in CLASSIFIERS else None,
-        model_name=name,
-        eval_results=results or None,
-    )
-    ref = repo_id or f"{HUB_ORG}/{name}"
-    lines = [f"# {name}", ""]
-    if about:
-        lines += [about, ""]
-    lines += [f"Network: `{cls_name}` (architecture `{arch}`) from [lightning-dlstrat]({REPO_URL}), a plain `torch.nn.Module`; weights in `{WEIGHTS_NAME}`, its arguments in `{CONFIG_NAME}`.", ""]
-    if results:
-        seed = summary.get("seed")
-        lines += ["## Results", "", "| metric | value | how it was measured |", "|---|---|---|"]
-        for r in results:
-            lines.append(f"| {r.metric_name} | {r.metric_value:.4f} | {summary['data']} {r.dataset_split} split (held out from training and model selection), {selection}, seed {seed} |")
-        lines.append("")
-    if summary.get("command"):
-        lines += ["## How it was made", "", "```bash", summary["command"], f"dlstrat push RUN_DIR --repo-id {ref}  # RUN_DIR: the folder the fit printed", "```", ""]
-        versions = summary.get("versions") or {}
-        if versions:
-            lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + f". Training summary: [`{SUMMARY_NAME}`]({SUMMARY_NAME}).", ""]
-    if pictures:
-        lines += ["## Pictures", ""]
-        for file, caption in pictures.items():
-            lines += [f"![{caption}]({file})", f"*{caption}*", ""]
-    lines += ["## Use", "", "```python", f"from {module_name} import {cls_name}", "", f'net = {cls_name}.from_pretrained("{ref}")  # strict, safetensors only, eval mode']
+    data, seed = summary["data"], summary.get("seed")
+    results, table = [], []
+    card = Card(name, config, datasets=[data], commands=[summary.get("command") or f"dlstrat fit --model {summary['model']}", f"dlstrat push RUN_DIR --repo-id {repo_id}  # RUN_DIR: the folder the fit printed"],
+                versions=summary.get("versions"), pictures=pictures)
+    load = [f"from {module_name} import {cls_name}", "", f'net = {cls_name}.from_pretrained("{repo_id}")  # strict, safetensors only, eval mode']
     if arch in CLASSIFIERS:
-        lines += ["", "import timm, lightning_dlstrat  # registers the architecture with timm", f'net = timm.create_model("hf-hub:{ref}", pretrained=True)']
-    lines += ["```", "", f"Fine-tune and publish: {REPO_URL}/blob/main/docs/zoo.md", ""]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    atomic_write_bytes(out_dir / "README.md", str(card).encode())
+        for key, value in sorted((summary.get("test_metrics") or {}).items()):
+            split, _, metric = key.partition("/")
+            metric_type, metric_name = METRIC_NAMES.get(metric, (metric, metric))
+            results.append(EvalResult(
+                task_type="image-classification", task_name="Image classification", dataset_type=data, dataset_name=data,
+                dataset_split=split, metric_type=metric_type, metric_name=f"{split} {metric_name}", metric_value=round(float(value), 4),
+                source_name="lightning-dlstrat", source_url=REPO_URL,
+            ))
+            table.append((f"{split} {metric_name}", f"{value:.4f}", f"{data} {split} split, held out from training and model selection; {selection}; seed {seed}"))
+        card.tags = ("safetensors", "image-classification", "timm")
+        card.use = load + ["logits = net(images)  # (B, num_classes); images normalised with config.json's pretrained_cfg mean/std", "",
+                           "import timm, lightning_dlstrat  # registers the architecture with timm", f'net = timm.create_model("hf-hub:{repo_id}", pretrained=True)']
+    else:
+        gan = summary.get("gan_metrics") or {}
+        results, table = gan_results(gan, data, summary)
+        card.tags = ("safetensors", "gan", "unconditional-image-generation" if gan.get("kind") != "modes" else "2d-points")
+        card.use = load + ["import torch", "", f"z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape), in the data's normalisation ([-1, 1] for images)"]
+    card.results, card.table = results, table
+    return card
+
+
+def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], list[tuple[str, str, str]]]:
+    """model-index entries and table rows for the metrics ``trainers/gan.py`` measures (see ``metrics.py``)."""
+    n, steps = gan.get("num_samples"), summary.get("generator_steps")
+    who = f"{n} samples of the EMA generator after {steps} generator steps, seed {summary.get('seed')}"
+    if gan.get("kind") == "modes":
+        rows = [
+            ("modes captured", f"{gan['modes_captured']} / {gan['num_modes']}", f"{who}; a mode is captured when a high-quality sample is nearest to it (VEEGAN/PacGAN)", "modes-captured", gan["modes_captured"]),
+            ("high-quality samples (%)", f"{gan['high_quality_pct']:.1f}", f"{who}; within 3 standard deviations of the nearest mode", "high-quality-samples", round(gan["high_quality_pct"], 2)),
+        ]
+        if gan.get("reverse_kl") is not None:
+            rows.append(("reverse KL", f"{gan['reverse_kl']:.4f}", f"{who}; KL(q || uniform) of the mode histogram of high-quality samples", "reverse-kl", round(gan["reverse_kl"], 4)))
+        task = ("unconditional-generation", "Unconditional generation (2-D points)")
+    elif gan.get("kind") == "classifier":
+        rows = [
+            ("Frechet distance (digits classifier)", f"{gan['fd']:.2f}", f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier; real test vs training images: {gan['fd_real_baseline']:.2f}", "frechet-distance", round(gan["fd"], 3)),
+            ("confidently labelled (%)", f"{gan['confident_pct']:.1f}", f"{who}; top class probability >= 0.9 under the digits classifier", "confident-samples", round(gan["confident_pct"], 2)),
+        ]
+        task = ("unconditional-image-generation", "Unconditional image generation")
+    elif gan.get("kind") == "inception":
+        rows = [("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3))]
+        task = ("unconditional-image-generation", "Unconditional image generation")
+    else:
+        return [], []
+    results = [
+        EvalResult(task_type=task[0], task_name=task[1], dataset_type=data, dataset_name=data, dataset_split="train",
+                   metric_type=metric_type, metric_name=metric, metric_value=value, source_name="lightning-dlstrat", source_url=REPO_URL)
+        for metric, _, _, metric_type, value in rows
+    ]
+    return results, [(metric, shown, how) for metric, shown, how, _, _ in rows]
 
 
 def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None, token: str | bool | None = None) -> str:
