@@ -21,22 +21,34 @@ from .data import (  # noqa: E402
     Ring8DataModule,
     get_datamodule,
 )
+from .models.darts_net import DARTSNetwork  # noqa: E402
+from .models.genotype import DARTS_V1, DARTS_V2, GENOTYPES, PC_DARTS, Genotype, derive_genotype, resolve_genotype  # noqa: E402
 from .models.mlp import MLP  # noqa: E402
 from .trainers.classifier import ClassificationTask, MLPClassifier  # noqa: E402
+from .trainers.darts_net import DARTSNetClassifier  # noqa: E402
 from . import timm_models  # noqa: E402,F401  (registers darts_net / dlstrat_mlp with timm)
 
 __all__ = [
     "CIFAR10DataModule",
     "ClassificationTask",
+    "DARTSNetClassifier",
+    "DARTSNetwork",
+    "DARTS_V1",
+    "DARTS_V2",
     "DATAMODULES",
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "FolderDataModule",
+    "GENOTYPES",
+    "Genotype",
     "Grid25DataModule",
     "MLP",
     "MLPClassifier",
     "MNISTDataModule",
+    "PC_DARTS",
     "Ring8DataModule",
     "__version__",
+    "derive_genotype",
     "get_datamodule",
+    "resolve_genotype",
 ]

@@ -73,7 +73,7 @@ MODELS: dict[str, Recipe] = {
             "random-nas",
             "lightning_dlstrat.trainers.darts_net:DARTSNetClassifier",
             "random-search baseline: best of --trials sampled DARTS genotypes, each trained as darts-net",
-            max_epochs=15,  # per trial
+            max_epochs=10,  # per trial: short, the winner is retrained with darts-net
             model_args={"C": 8, "layers": 5},
             after_fit="lightning_dlstrat.trainers.darts_net:after_fit",
             run="lightning_dlstrat.trainers.random_nas:run",
