@@ -88,7 +88,7 @@ def run(ctx: FitContext) -> dict[str, Any]:
         "best_checkpoint": chosen.get("best_checkpoint"),
         "params": chosen.get("params"),
         "report": [
-            *(f"  {r['dir']}: val/acc={r['val_acc']:.4f} val/loss={r['val_loss']:.4f} test/acc={r['test_acc']:.4f}" for r in rows),
+            *(f"  {r['dir']}: val/acc={r['val_acc']:.4f} val/loss={r['val_loss']:.4f}" + (f" test/acc={r['test_acc']:.4f}" if r["test_acc"] is not None else "") for r in rows),
             f"best of {trials} by validation accuracy: {rows[best]['dir']} (genotype.json, trials.json in the run directory)",
             f"genotype: {winner}",
         ],
