@@ -50,6 +50,9 @@ WEIGHTS_NAME = "model.safetensors"
 ARCHITECTURES: dict[str, str] = {
     "dlstrat_mlp": "lightning_dlstrat.models.mlp:MLP",
     "darts_net": "lightning_dlstrat.models.darts_net:DARTSNetwork",
+    "dense_generator": "lightning_dlstrat.models.gan:DenseGenerator",
+    "dcgan_generator": "lightning_dlstrat.models.gan:DCGANGenerator",
+    "mlp_generator": "lightning_dlstrat.models.gan:MLPGenerator",
 }
 CLASSIFIERS = ("dlstrat_mlp", "darts_net")
 

@@ -212,8 +212,21 @@ def data_config(data: str) -> dict[str, Any]:
 
 
 def draw_pictures(net: torch.nn.Module, module, summary: dict, run_dir: Path, out_dir: Path) -> dict[str, str]:
-    """Pictures for the card: cell diagram (+ alpha heatmap of the search) for DARTS networks."""
+    """Pictures for the card: cell diagram (+ alpha heatmap of the search) for DARTS networks,
+    samples of the exported network for generators."""
     pictures: dict[str, str] = {}
+    if hasattr(net, "latent_dim"):  # a generator: draw from the exported weights themselves
+        from .data import DATAMODULES
+        from .trainers.gan import render_samples
+
+        points = len(net.out_shape) == 1
+        n = 2500 if points else 64  # the metrics' sample count for points; an 8x8 grid for images
+        z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(0))  # (n, latent_dim)
+        with torch.no_grad():
+            samples = net(z)  # (n, *out_shape)
+        modes = DATAMODULES[summary["data"]].modes() if points and hasattr(DATAMODULES.get(summary["data"]), "modes") else None
+        render_samples(samples, out_dir / "samples.png", modes=modes, title=f"{n} samples, latent seed 0")
+        pictures["samples.png"] = f"{n} samples of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if modes is not None else "")
     genotype = getattr(net, "genotype", None)
     if genotype is not None and hasattr(genotype, "to_dict"):
         from .viz import plot_genotype
@@ -383,7 +396,7 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
         gan = summary.get("gan_metrics") or {}
         results, table = gan_results(gan, data, summary)
         card.tags = ("safetensors", "gan", "unconditional-image-generation" if gan.get("kind") != "modes" else "2d-points")
-        card.use = load + ["import torch", "", f"z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape), in the data's normalisation ([-1, 1] for images)"]
+        card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
     card.results, card.table = results, table
     return card
 
@@ -399,20 +412,20 @@ def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], 
         ]
         if gan.get("reverse_kl") is not None:
             rows.append(("reverse KL", f"{gan['reverse_kl']:.4f}", f"{who}; KL(q || uniform) of the mode histogram of high-quality samples", "reverse-kl", round(gan["reverse_kl"], 4)))
-        task = ("unconditional-generation", "Unconditional generation (2-D points)")
+        task, split = ("unconditional-generation", "Unconditional generation (2-D points)"), None  # against the mixture itself
     elif gan.get("kind") == "classifier":
         rows = [
             ("Frechet distance (digits classifier)", f"{gan['fd']:.2f}", f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier; real test vs training images: {gan['fd_real_baseline']:.2f}", "frechet-distance", round(gan["fd"], 3)),
             ("confidently labelled (%)", f"{gan['confident_pct']:.1f}", f"{who}; top class probability >= 0.9 under the digits classifier", "confident-samples", round(gan["confident_pct"], 2)),
         ]
-        task = ("unconditional-image-generation", "Unconditional image generation")
+        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
     elif gan.get("kind") == "inception":
         rows = [("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3))]
-        task = ("unconditional-image-generation", "Unconditional image generation")
+        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
     else:
         return [], []
     results = [
-        EvalResult(task_type=task[0], task_name=task[1], dataset_type=data, dataset_name=data, dataset_split="train",
+        EvalResult(task_type=task[0], task_name=task[1], dataset_type=data, dataset_name=data, dataset_split=split,
                    metric_type=metric_type, metric_name=metric, metric_value=value, source_name="lightning-dlstrat", source_url=REPO_URL)
         for metric, _, _, metric_type, value in rows
     ]

@@ -321,3 +321,24 @@ def test_dlstrat_push_exports_a_run_with_its_card(hub, tmp_path):
 
     result = runner.invoke(app, ["push", str(tmp_path / "nope"), "--repo-id", "org/x"])
     assert result.exit_code == 2 and "not a finished run directory" in result.output
+
+
+def test_gan_run_exports_its_ema_generator_with_samples(tmp_path):
+    from lightning_dlstrat.models.gan import MLPGenerator
+    from lightning_dlstrat.run import FitContext, fit
+    from lightning_dlstrat.trainers.gan import GAN
+
+    summary = fit(FitContext(model="gan", data="ring8", out=str(tmp_path / "runs"), trainer={"max_steps": 3, "accelerator": "cpu"}, command="dlstrat fit --model gan --data ring8 --trainer.max_steps=3"))
+    result = runner.invoke(app, ["zoo", "export", summary["run_dir"], "--out", str(tmp_path / "gan-ring8")])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "gan-ring8"
+    assert (folder / "samples.png").stat().st_size > 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "mlp_generator" and "num_classes" not in config
+    ema = GAN.load_from_checkpoint(summary["best_checkpoint"], map_location="cpu", weights_only=True).generator_ema.eval()
+    z = torch.randn(7, ema.latent_dim)
+    assert torch.equal(MLPGenerator.from_pretrained(folder)(z), ema(z))  # the EMA generator, not the raw one
+    meta = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+    metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert metrics["modes-captured"] == summary["gan_metrics"]["modes_captured"]
+    assert metrics["high-quality-samples"] == round(summary["gan_metrics"]["high_quality_pct"], 2)

@@ -14,6 +14,7 @@ Discriminators return one *logit* per sample (no sigmoid), so every loss can use
 safe ``*_with_logits`` forms, which are also safe under autocast. They carry no BatchNorm: the
 gradient penalty is per sample, and batch statistics would couple the samples (Gulrajani et al.,
 NeurIPS 2017, Sec. 4). Spectral normalisation (Miyato et al., ICLR 2018) is optional.
+Generators carry :class:`~lightning_dlstrat.hub.HubMixin` (``save_pretrained`` / ``from_pretrained``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from math import prod
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+from ..hub import HubMixin
 
 ARCHS = ("auto", "dense", "dcgan", "mlp")
 
@@ -49,7 +52,7 @@ def dcgan_plan(size: int) -> tuple[int, int]:
 
 
 # --- dense (flattened images) ------------------------------------------------------------------
-class DenseGenerator(nn.Module):
+class DenseGenerator(nn.Module, HubMixin, tags=["gan", "unconditional-image-generation"]):
     def __init__(
         self,
         latent_dim: int = 100,
@@ -89,7 +92,7 @@ class DenseDiscriminator(nn.Module):
 
 
 # --- DCGAN (images) ----------------------------------------------------------------------------
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(nn.Module, HubMixin, tags=["gan", "unconditional-image-generation"]):
     """Linear -> (C0, s, s) seed -> n x [ConvTranspose 4/2 + BN + ReLU] -> 3x3 conv -> tanh.
 
     Widths halve at every doubling and end at ``width``. The final 3x3 convolution (rather than
@@ -142,7 +145,7 @@ class DCGANDiscriminator(nn.Module):
 
 
 # --- MLPs (2-D points) -------------------------------------------------------------------------
-class MLPGenerator(nn.Module):
+class MLPGenerator(nn.Module, HubMixin, tags=["gan", "2d-points"]):
     def __init__(self, latent_dim: int = 16, out_dim: int = 2, hidden: tuple[int, ...] = (256, 256, 256)):
         super().__init__()
         self.latent_dim, self.out_shape = latent_dim, (out_dim,)
