@@ -342,3 +342,19 @@ def test_gan_run_exports_its_ema_generator_with_samples(tmp_path):
     metrics = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert metrics["modes-captured"] == summary["gan_metrics"]["modes_captured"]
     assert metrics["high-quality-samples"] == round(summary["gan_metrics"]["high_quality_pct"], 2)
+
+
+def test_fine_tune_a_zoo_model_as_docs_show(tmp_path):
+    import lightning as L
+
+    from lightning_dlstrat import DigitsDataModule, MLPClassifier
+
+    net = zoo.load("mlp-digits")
+    task = MLPClassifier(**net.hub_config()["model_args"], lr=1e-4)
+    task.model.load_state_dict(net.state_dict())
+    dm = DigitsDataModule()
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(task, datamodule=dm)
+    assert any(not torch.equal(before[k], v) for k, v in task.model.state_dict().items())  # it trained
+    task.model.save_pretrained(tmp_path / "tuned")
+    assert torch.equal(MLP.from_pretrained(tmp_path / "tuned")(X), task.model.eval()(X))
