@@ -66,12 +66,16 @@ def plot_alpha(weights_normal: Any, weights_reduce: Any, primitives: Sequence[st
     fig = Figure(figsize=(2 * (1.2 + 0.62 * n_ops), 1.2 + 0.36 * n_edges))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, name, m, kept in zip(axes, ("normal cell", "reduce cell"), mats, (genotype.normal, genotype.reduce)):
-        im = ax.imshow(m.numpy(), cmap="viridis", vmin=0.0, vmax=max(float(m.max()), 1e-6), aspect="auto")
-        vmax = float(m.max())
+        # colours span each panel's own range: early in a search all weights sit near 1/O and a
+        # 0..1 scale would show one flat colour; the printed numbers stay absolute
+        vmin, vmax = float(m.min()), float(m.max())
+        vmax = max(vmax, vmin + 1e-6)
+        im = ax.imshow(m.numpy(), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        digits = 3 if vmax - vmin < 0.1 else 2
         for e in range(n_edges):
             for o in range(n_ops):
                 v = float(m[e, o])
-                ax.text(o, e, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color="black" if v > 0.6 * vmax else "white")
+                ax.text(o, e, f"{v:.{digits}f}", ha="center", va="center", fontsize=6.5 if digits == 2 else 5.5, color="black" if v > vmin + 0.6 * (vmax - vmin) else "white")
         # outline the kept ops: pair k of the genotype belongs to node k // 2 and reads state `j`
         for k, (op, j) in enumerate(kept):
             node = k // 2
