@@ -22,10 +22,12 @@ from .data import (  # noqa: E402
     get_datamodule,
 )
 from .models.darts_net import DARTSNetwork  # noqa: E402
+from .models.darts_search import SearchNetwork  # noqa: E402
 from .models.genotype import DARTS_V1, DARTS_V2, GENOTYPES, PC_DARTS, Genotype, derive_genotype, resolve_genotype  # noqa: E402
 from .models.mlp import MLP  # noqa: E402
 from .trainers.classifier import ClassificationTask, MLPClassifier  # noqa: E402
 from .trainers.darts_net import DARTSNetClassifier  # noqa: E402
+from .trainers.darts_search import DARTSSearch  # noqa: E402
 from . import timm_models  # noqa: E402,F401  (registers darts_net / dlstrat_mlp with timm)
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "ClassificationTask",
     "DARTSNetClassifier",
     "DARTSNetwork",
+    "DARTSSearch",
     "DARTS_V1",
     "DARTS_V2",
     "DATAMODULES",
@@ -47,6 +50,7 @@ __all__ = [
     "MNISTDataModule",
     "PC_DARTS",
     "Ring8DataModule",
+    "SearchNetwork",
     "__version__",
     "derive_genotype",
     "get_datamodule",

@@ -60,6 +60,15 @@ MODELS: dict[str, Recipe] = {
             model_args={"scheduler": "cosine", "dropout": 0.2},
         ),
         Recipe(
+            "darts",
+            "lightning_dlstrat.trainers.darts_search:DARTSSearch",
+            "DARTS architecture search: writes genotype.json for darts-net (digits: small and quick; others: the paper's C=16, 8 cells, 50 epochs)",
+            max_epochs=50,  # the paper's; the digits preset is shorter (trainers/darts_search.py SEARCH_PRESETS)
+            data_args={"bilevel": True},  # {"train", "val"} batches from two disjoint halves
+            after_fit="lightning_dlstrat.trainers.darts_search:after_search",
+            run="lightning_dlstrat.trainers.darts_search:run_search",
+        ),
+        Recipe(
             "darts-net",
             "lightning_dlstrat.trainers.darts_net:DARTSNetClassifier",
             "DARTS evaluation network retrained from a genotype (--genotype FILE|RUN_DIR|DARTS_V2)",

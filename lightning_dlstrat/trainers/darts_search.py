@@ -1,0 +1,351 @@
+"""DARTS architecture search as a LightningModule: the bilevel optimisation of weights and alpha.
+
+References:
+1) Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019, Sec. 2.3 and
+   App. A.1.1; the code this follows is quark0/darts ``cnn/train_search.py`` and ``architect.py``.
+2) Xu et al., "PC-DARTS", ICLR 2020 (partial channels and edge normalisation, in the supernet).
+
+Every training batch is ``{"train": (x, y), "val": (x, y)}`` from two disjoint halves of the
+training split (the datamodule's ``bilevel=True``). One search step (:meth:`DARTSSearch.search_step`):
+
+1. architecture step: alpha <- Adam(grad_alpha L_val), where the gradient is
+   - ``order=1``: grad_alpha L_val(w, alpha) at the current weights, or
+   - ``order=2``: the gradient through one virtual SGD step of the weights,
+     w' = w - xi (mu * momentum + grad_w L_train(w) + wd * w), xi the current weight lr:
+     grad_alpha L_val(w', alpha) - xi * H v, v = grad_w' L_val(w', alpha), with the mixed
+     Hessian-vector product H v = grad^2_{alpha,w} L_train(w) v taken by central differences,
+     (grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps), eps = 0.01 / |v|;
+2. weight step: w <- SGD(grad_w L_train(w, alpha)), gradients clipped to norm 5.
+
+The architecture step leaves the weights, BatchNorm statistics and the weight optimiser exactly
+as they were; the weight optimiser holds no architecture parameter.
+
+Manual optimisation makes both steps explicit and keeps Lightning's machinery in the loop: every
+backward goes through ``manual_backward``, so the precision plugin scales fp16 losses and DDP
+all-reduces every gradient (alpha's included: alpha is a registered parameter), which keeps
+alpha identical on all ranks. Under DDP each quantity above is the gradient of the global batch.
+Alpha, its softmax and the finite-difference arithmetic stay in float32 under mixed precision.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..models.darts_search import SearchNetwork
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
+
+
+class DARTSSearch(L.LightningModule):
+    """Searches a DARTS cell on a bilevel datamodule.
+
+    Example::
+
+        dm = DigitsDataModule(bilevel=True)
+        search = DARTSSearch(in_shape=dm.dims, num_classes=dm.num_classes, C=8, layers=5, order=1)
+        L.Trainer(max_epochs=10).fit(search, datamodule=dm)
+        search.genotype()  # Genotype(normal=[('sep_conv_3x3', 0), ...], ...)
+
+    Defaults are the paper's CIFAR-10 search (C=16, 8 cells, second order, SGD 0.025 cosine to
+    0.001, Adam 3e-4 for alpha; run it 50 epochs with batch size 64).
+    """
+
+    # The search result is the architecture at the end of the search (as in the paper), not the
+    # epoch with the best supernet accuracy: ModelCheckpoint keeps the latest epoch as "best".
+    monitor, mode = None, "max"
+
+    def __init__(
+        self,
+        in_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        C: int = 16,  # channels of the first cells
+        layers: int = 8,  # cells in the supernet
+        steps: int = 4,  # intermediate nodes per cell
+        multiplier: int = 4,  # nodes concatenated into a cell's output
+        stem_multiplier: int = 3,
+        primitives: Sequence[str] | None = None,  # candidate operations; None: the 8 of DARTS
+        partial_channels: int = 1,  # PC-DARTS k (4 in PC-DARTS); 1 turns partial channels off
+        order: int = 2,  # 1: first-order approximation; 2: the unrolled (second-order) gradient
+        lr: float = 0.025,  # weight SGD learning rate, cosine-annealed per epoch ...
+        lr_min: float = 0.001,  # ... down to this at max_epochs
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        grad_clip: float = 5.0,  # max gradient norm of the weights (alpha is never clipped)
+        arch_lr: float = 3e-4,  # Adam for alpha
+        arch_betas: Sequence[float] = (0.5, 0.999),
+        arch_weight_decay: float = 1e-3,
+        warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
+        fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
+    ):
+        super().__init__()
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), not {order!r}")
+        if warmup_epochs < 0 or fd_radius <= 0 or grad_clip <= 0:
+            raise ValueError(f"need warmup_epochs >= 0, fd_radius > 0 and grad_clip > 0, got {warmup_epochs}, {fd_radius}, {grad_clip}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_shape, partial_channels)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.history: list[dict[str, Any]] = []  # one record per epoch; kept in checkpoints
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, num_classes)
+
+    def genotype(self):
+        return self.net.genotype()
+
+    @staticmethod
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # float32 under autocast (fp16 / bf16 logits); float64 stays float64 for exact checks
+        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y)
+
+    # --- optimisers ----------------------------------------------------------------------------
+    def make_optimizers(self) -> tuple[torch.optim.SGD, torch.optim.Adam]:
+        """(weight SGD, alpha Adam) over disjoint parameter sets; usable without a Trainer."""
+        hp = self.hparams
+        w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
+        return w_opt, a_opt
+
+    def configure_optimizers(self):
+        w_opt, a_opt = self.make_optimizers()
+        epochs = max(1, self.trainer.max_epochs or 1)
+        # stepped by hand at the end of every epoch (manual optimisation)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=epochs, eta_min=self.hparams.lr_min)
+        return [w_opt, a_opt], [schedule]
+
+    # --- the search step (usable without a Trainer: benchmarks call it directly) -----------------
+    def _backward(self, loss: torch.Tensor) -> None:
+        """``manual_backward`` (loss scaling, DDP all-reduce) when run by a Trainer or Fabric."""
+        if self._trainer is None and self._fabric is None:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
+
+    def _loss_scale(self) -> float:
+        """The fp16 GradScaler's current scale (gradients come out multiplied by it), else 1."""
+        if self._fabric is not None:
+            plugin = self._fabric.strategy.precision
+        elif self._trainer is not None:
+            plugin = self.trainer.precision_plugin
+        else:
+            return 1.0
+        scaler = getattr(plugin, "scaler", None)
+        return 1.0 if scaler is None else float(scaler.get_scale())
+
+    def _gradients(self, loss: torch.Tensor, params: Sequence[nn.Parameter]) -> list[torch.Tensor]:
+        """Backward ``loss`` from zeroed gradients; return those of ``params``, unscaled, float32."""
+        for p in self.net.parameters():
+            p.grad = None
+        self._backward(loss)
+        scale = self._loss_scale()
+        # parameters stay float32 (or float64) under mixed precision, and so do their gradients;
+        # a parameter the loss does not reach (alphas_normal with fewer than 3 cells) gets zeros
+        return [torch.zeros_like(p) if p.grad is None else p.grad / scale for p in params]
+
+    def architecture_gradient(self, train: Batch, val: Batch, w_opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+        """The hypergradient dL_val/dalpha (order 1 or 2), one tensor per architecture parameter.
+
+        Leaves weights and BatchNorm buffers bit-for-bit unchanged (saved and restored), so the
+        forward passes taken here are side-effect free.
+        """
+        net, hp = self.net, self.hparams
+        alphas, weights = net.arch_parameters(), net.weight_parameters()
+        buffers = [b.detach().clone() for b in net.buffers()]
+        (x_train, y_train), (x_val, y_val) = train, val
+        if hp.order == 1:
+            grads = self._gradients(self.loss(net(x_val), y_val), alphas)
+        else:
+            group = w_opt.param_groups[0]
+            xi, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            w0 = [p.detach().clone() for p in weights]
+            # virtual step w' = w - xi (mu * momentum buffer + grad_w L_train + wd * w): what the
+            # weight optimiser's next step would do without alpha changing (architect.py)
+            g_train = self._gradients(self.loss(net(x_train), y_train), weights)
+            with torch.no_grad():
+                for p, g in zip(weights, g_train):
+                    step = g + wd * p
+                    buf = w_opt.state.get(p, {}).get("momentum_buffer")
+                    if buf is not None:
+                        step = step + mu * buf
+                    p.sub_(xi * step)
+            grads_and_v = self._gradients(self.loss(net(x_val), y_val), alphas + weights)
+            grads, v = grads_and_v[: len(alphas)], grads_and_v[len(alphas) :]  # v = grad_w' L_val(w')
+            # central differences of grad_alpha L_train along v, at w (not w'): the mixed
+            # Hessian-vector product; eps = r / |v| makes the perturbation |eps v| = r
+            v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
+            eps = hp.fd_radius / v_norm.clamp_min(1e-12)
+            g_pm = []
+            for sign in (1.0, -1.0):
+                with torch.no_grad():
+                    for p, p0, t in zip(weights, w0, v):
+                        p.copy_(p0 + sign * eps * t)
+                g_pm.append(self._gradients(self.loss(net(x_train), y_train), alphas))
+            with torch.no_grad():
+                for p, p0 in zip(weights, w0):
+                    p.copy_(p0)
+            # divide by 2 * eps (the widely copied "/ 2 * eps" multiplies instead)
+            grads = [g - xi * (gp - gm) / (2 * eps) for g, gp, gm in zip(grads, *g_pm)]
+        with torch.no_grad():
+            for b, b0 in zip(net.buffers(), buffers):
+                b.copy_(b0)
+        for p in net.parameters():
+            p.grad = None
+        return grads
+
+    def search_step(self, train: Batch, val: Batch, w_opt, a_opt, update_arch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """One architecture step (unless ``update_arch`` is False) and one weight step.
+
+        ``w_opt``/``a_opt``: the optimisers of :meth:`make_optimizers` (or Lightning's wrappers
+        of them). Returns the training loss and logits of the weight step.
+        """
+        if update_arch:
+            grads = self.architecture_gradient(train, val, w_opt)
+            scale = self._loss_scale()
+            for p, g in zip(self.net.arch_parameters(), grads):
+                # in the units the precision plugin expects: it unscales, and skips the step on inf/nan
+                p.grad = (g * scale).to(p.dtype)
+            a_opt.step()
+        x, y = train
+        for p in self.net.parameters():
+            p.grad = None
+        logits = self.net(x)  # (B, num_classes)
+        loss = self.loss(logits, y)
+        self._backward(loss)
+        # clip the (possibly loss-scaled) weight gradients at grad_clip * scale: the same as
+        # clipping the unscaled ones at grad_clip, without unscaling before the plugin does
+        nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hparams.grad_clip * self._loss_scale())
+        w_opt.step()
+        for p in self.net.parameters():
+            p.grad = None
+        return loss.detach(), logits.detach()
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        if not isinstance(batch, dict) or set(batch) != {"train", "val"}:
+            raise ValueError(
+                "DARTSSearch needs bilevel batches {'train': (x, y), 'val': (x, y)}: create the datamodule with bilevel=True"
+            )
+        w_opt, a_opt = self.optimizers()
+        update_arch = self.current_epoch >= self.hparams.warmup_epochs
+        loss, logits = self.search_step(tuple(batch["train"]), tuple(batch["val"]), w_opt, a_opt, update_arch)
+        self.train_acc(logits, batch["train"][1])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch, stage: str, metric) -> None:
+        x, y = batch
+        logits = self.net(x)
+        metric(logits, y)
+        self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True)
+        self.log(f"{stage}/acc", metric, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test", self.test_acc)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("lr", self.optimizers()[0].param_groups[0]["lr"], sync_dist=True)
+        self.lr_schedulers().step()
+        self._record_architecture()
+
+    def _record_architecture(self) -> None:
+        """Log alpha and the genotype; append them to ``genotype_history.jsonl`` (rank zero)."""
+        normal, reduce = (w.cpu() for w in self.net.edge_weights())  # (E, O) each
+        genotype = self.net.genotype()
+        for cell, w, pairs in (("normal", normal, genotype.normal), ("reduce", reduce, genotype.reduce)):
+            entropy = -(w * w.clamp_min(1e-12).log()).sum(1).mean()  # mean per-edge entropy (nats)
+            self.log(f"alpha/{cell}_entropy", entropy, sync_dist=True)
+            # skip connections taking over the normal cell is DARTS's known failure mode
+            self.log(f"arch/{cell}_skips", float(sum(op == "skip_connect" for op, _ in pairs)), sync_dist=True)
+        record = {
+            "epoch": self.current_epoch,
+            "step": self.global_step,
+            "genotype": str(genotype),
+            **genotype.to_dict(),
+            "alpha_normal": normal.tolist(),
+            "alpha_reduce": reduce.tolist(),
+            "primitives": list(self.net.primitives),
+        }
+        if "val/acc" in self.trainer.callback_metrics:
+            record["val_acc"] = float(self.trainer.callback_metrics["val/acc"])
+        self.history.append(record)
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
+        if not self.trainer.is_global_zero:
+            return
+        # all 2 x E x O weights go to the loggers (metrics.csv) directly, not to the progress line
+        per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in (("normal", normal), ("reduce", reduce)) for i in range(w.shape[0]) for o, op in enumerate(self.net.primitives)}
+        for logger in self.loggers:
+            logger.log_metrics(per_edge, step=self.global_step)
+        self.write_history(log_dir)
+        rank_zero_info(f"epoch {self.current_epoch} genotype: {genotype}")
+
+    def write_history(self, directory: Path) -> Path:
+        """Write every epoch's record as one JSON line to ``directory/genotype_history.jsonl``."""
+        from ..run import atomic_write_bytes
+
+        path = Path(directory) / "genotype_history.jsonl"
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in self.history).encode())
+        return path
+
+    # --- checkpoints: the per-epoch history travels with them, so a resumed run keeps all of it ---
+    # (Alpha, both optimisers and the schedule are checkpointed by Lightning; the search draws no
+    # random numbers after construction and the datamodule shuffles by (seed, epoch), so a
+    # resumed search continues exactly as the uninterrupted one.)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["darts_search_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("darts_search_history", []))
+
+
+# --- the `darts` recipe ----------------------------------------------------------------------------
+# Per-dataset defaults (flags win): the bundled digits get a small search that runs in about
+# two minutes on two CPU cores; every other dataset gets the paper's CIFAR-10 setting (the module
+# defaults, 50 epochs, batch 64).
+SEARCH_PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {"max_epochs": 6, "model": {"C": 8, "layers": 5, "order": 1}},
+}
+PAPER_EPOCHS = 50
+
+
+def run_search(ctx) -> dict[str, Any]:
+    """``dlstrat fit --model darts``: apply the dataset's preset, then fit once (see run.fit_once)."""
+    from ..run import fit_once
+
+    preset = SEARCH_PRESETS.get(ctx.data_name, {})
+    ctx.trainer.setdefault("max_epochs", preset.get("max_epochs", PAPER_EPOCHS))
+    overrides = {k: v for k, v in preset.get("model", {}).items() if k not in ctx.model_args}
+    return fit_once(ctx, ctx.run_dir, **overrides)
+
+
+def after_search(module: DARTSSearch, trainer: L.Trainer, datamodule, run_dir: Path) -> dict[str, Any]:
+    """Write ``genotype.json``, the history and the pictures; say how to retrain the result."""
+    from .. import viz
+
+    run_dir = Path(run_dir)
+    genotype = module.genotype()
+    genotype.save(run_dir / "genotype.json")
+    if not (run_dir / "genotype_history.jsonl").is_file():
+        module.write_history(run_dir)
+    normal, reduce = module.net.edge_weights()
+    viz.plot_alpha(normal.cpu(), reduce.cpu(), module.net.primitives, run_dir / "alpha.png")
+    viz.plot_genotype(genotype, run_dir / "genotype.png")
+    return {
+        "genotype": str(genotype),
+        "report": [f"genotype: {genotype}", f"retrain with: dlstrat fit --model darts-net --genotype {run_dir / 'genotype.json'}"],
+    }
