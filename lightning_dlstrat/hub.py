@@ -80,8 +80,26 @@ def architecture_class(name: Any, source: str = "config.json") -> type:
     return load_target(ARCHITECTURES[name])
 
 
+# README.md for save_pretrained / push_to_hub outside `dlstrat push` (which writes a full card)
+MODEL_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+A network saved with [lightning-dlstrat]({{ repo_url }}): `config.json` rebuilds it, `model.safetensors` holds its weights.
+
+```python
+from lightning_dlstrat.hub import load_model
+
+net = load_model("ORG/NAME or a folder")  # strict, safetensors only, eval mode
+```
+
+Docs: {{ docs_url }}
+"""
+
+
 class HubMixin(
     PyTorchModelHubMixin,
+    model_card_template=MODEL_CARD_TEMPLATE,
     library_name=LIBRARY_NAME,
     tags=[LIBRARY_NAME],
     repo_url=REPO_URL,

@@ -183,7 +183,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     module = recipe.module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     net = exportable_network(module)
     if net is None:
-        raise HubError(f"the {summary['model']} recipe has no network in the Hub format to export (its LightningModule holds no HubMixin network)")
+        hint = ""
+        if (run_dir / "genotype.json").is_file():  # an architecture search: its product is the genotype
+            hint = f"; retrain its genotype with `dlstrat fit --model darts-net --genotype {run_dir / 'genotype.json'}` and push that run"
+        raise HubError(f"the {summary['model']} recipe has no network in the Hub format to export{hint}")
     net.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     config = net.hub_config()
