@@ -216,35 +216,37 @@ def fetch(
 def hub_error(e: Exception, where: str, filename: str | None = None) -> HubError:
     """One clear message for each way a Hub request fails."""
     what = f"{filename} from {where}" if filename else where
+    name = type(e).__name__
     if isinstance(e, HubError):
         return e
+    # checked before EntryNotFoundError, its base class: "not cached" is not "not on the Hub"
+    if isinstance(e, (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError)):
+        if constants.is_offline_mode():
+            return HubError(f"{what} is not in the local cache ({constants.HF_HUB_CACHE}) and offline mode is on (HF_HUB_OFFLINE=1); download it once online, e.g. `dlstrat zoo pull`, or unset HF_HUB_OFFLINE")
+        if "outgoing traffic has been disabled" in str(e):
+            return HubError(f"{what} is not in the local cache and local_files_only=True; download it once online first")
+        return HubError(f"cannot reach the Hub at {constants.ENDPOINT} for {what}, and it is not in the local cache; check the network (or HF_ENDPOINT) and retry")
     if isinstance(e, hf_errors.RevisionNotFoundError):
         return HubError(f"{where}: no such revision on the Hub (a branch, tag or commit id); see the repo's branches and tags")
     if isinstance(e, hf_errors.RepositoryNotFoundError):
         return HubError(f"{where}: no such model repo on {constants.ENDPOINT} (or it is private and no token was given: set HF_TOKEN or run `hf auth login`)")
     if isinstance(e, hf_errors.GatedRepoError):
         return HubError(f"{where} is gated: accept its terms on the Hub and log in (HF_TOKEN)")
-    if isinstance(e, hf_errors.RemoteEntryNotFoundError):
+    if isinstance(e, hf_errors.EntryNotFoundError):
         if filename == CONFIG_NAME:
             return HubError(f"{where} has no {CONFIG_NAME}: it is not a lightning-dlstrat model repo (publish one with `dlstrat push`)")
         if filename == WEIGHTS_NAME:
             return HubError(f"{where} has no {WEIGHTS_NAME}; lightning-dlstrat reads weights only as safetensors and never unpickles pytorch_model.bin")
         return HubError(f"{where} has no {filename}")
-    if isinstance(e, (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError)):
-        if constants.is_offline_mode():
-            return HubError(f"{what} is not in the local cache ({constants.HF_HUB_CACHE}) and offline mode is on (HF_HUB_OFFLINE=1); download it once online, e.g. `dlstrat zoo pull`, or unset HF_HUB_OFFLINE")
-        if "outgoing traffic has been disabled" in str(e):
-            return HubError(f"{what} is not in the local cache and local_files_only=True; download it once online first")
-        return HubError(f"cannot reach the Hub at {constants.ENDPOINT} to download {what}, and it is not in the local cache; check the network (or HF_ENDPOINT) and retry")
-    if isinstance(e, hf_errors.HfHubHTTPError):
-        status = e.response.status_code if e.response is not None else "?"
+    if isinstance(e, hf_errors.HfHubHTTPError) and getattr(e, "response", None) is not None:
+        status = e.response.status_code
         hint = " (log in: set HF_TOKEN or run `hf auth login`)" if status in (401, 403) else ""
         return HubError(f"the Hub answered HTTP {status} for {what}{hint}: {' '.join(str(e).split())[:300]}")
+    if "Connect" in name or "Timeout" in name:  # the HTTP client's transport errors (httpx / requests)
+        return HubError(f"cannot reach the Hub at {constants.ENDPOINT} for {what}; check the network (or HF_ENDPOINT) and retry")
     if isinstance(e, OSError) and "Consistency check failed" in str(e):
         return HubError(f"the download of {what} was cut short (fewer bytes than announced); nothing was cached, retry")
-    if isinstance(e, OSError):
-        return HubError(f"cannot download {what}: {e}")
-    return HubError(f"cannot download {what}: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+    return HubError(f"{what} failed: {name}: {' '.join(str(e).split())[:300]}")
 
 
 def _git_blob_sha1(path: Path) -> str:

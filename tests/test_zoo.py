@@ -206,6 +206,8 @@ def test_network_down_and_missing_repos(hub, tmp_path, no_backoff):
     with pytest.raises(HubError, match="cannot reach the Hub.*not in the local cache"):
         MLP.from_pretrained("org/mlp")
     assert cache_files(tmp_path, "org/mlp")["blobs"] == []
+    with pytest.raises(HubError, match="cannot reach the Hub"):
+        zoo.upload(_saved(mlp(0), tmp_path / "up"), "org/up")
 
 
 def test_corrupted_and_truncated_weights_never_stay_in_the_cache(hub, tmp_path):
