@@ -12,7 +12,7 @@ command that produced it). :data:`ZOO` names the Hub repo each is published unde
     zoo.export_run("runs/mlp-digits-...", "out/")      # a run's best network + card, Hub layout
     zoo.push("runs/mlp-digits-...", "ORG/NAME")        # ... and pushed to the Hub
 
-The CLI: ``dlstrat push RUN_DIR --repo-id ORG/NAME``, ``dlstrat zoo list|pull|publish``.
+The CLI: ``dlstrat push RUN_DIR --repo-id ORG/NAME``, ``dlstrat zoo list|pull|publish|export|export-genotype``.
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapsho
 from .hub import (
     ARCHITECTURES,
     CLASSIFIERS,
-    DOCS_URL,
     CONFIG_NAME,
+    DOCS_URL,
     LIBRARY_NAME,
     REPO_URL,
-    WEIGHTS_NAME,
     HubError,
-    fetch,
     HubMixin,
+    fetch,
     hub_error,
     load_model,
     read_config,
@@ -46,6 +45,7 @@ from .hub import (
 from .run import atomic_write_bytes, atomic_write_json
 
 SUMMARY_NAME = "training_summary.json"
+SEARCH_SUMMARY_NAME = "search_summary.json"  # darts-net models: the architecture search that found the genotype
 HUB_ORG = "lightning-dlstrat"
 
 
@@ -101,8 +101,8 @@ def load(name: str, *, source: str = "auto", revision: str | None = None, **kwar
     if entry.kind == "genotype":
         from .models.genotype import Genotype
 
-        files = fetch(where, (CONFIG_NAME,), revision=revision if use_hub else None, **{k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "local_files_only", "force_download")})
-        config = read_config(files[CONFIG_NAME], str(where))
+        download = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "local_files_only", "force_download")}
+        config = read_config(fetch(where, (CONFIG_NAME,), revision=revision if use_hub else None, **download)[CONFIG_NAME], str(where))
         return Genotype.from_dict(config["model_args"]["genotype"])
     return load_model(where, revision=revision if use_hub else None, **kwargs)
 
@@ -194,10 +194,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         config["pretrained_cfg"].update(data_config(summary["data"]))
     net.save_pretrained(out_dir, config=config)
     atomic_write_json(out_dir / SUMMARY_NAME, summary)
-    pictures = draw_pictures(net, module, summary, run_dir, out_dir)
+    search_dir = search_run_dir(summary)
+    search = read_summary(search_dir) if search_dir is not None else None
+    if search is not None:  # the searched genotype's own record: the search command, seed, metrics
+        atomic_write_json(out_dir / SEARCH_SUMMARY_NAME, search)
+    pictures = draw_pictures(net, summary, search_dir, out_dir)
     monitor, mode = getattr(module, "monitor", None), getattr(module, "mode", "max")
     selection = f"checkpoint with the {'lowest' if mode == 'min' else 'highest'} {monitor}" if monitor else "last checkpoint"
-    run_card(out_dir.name, config, summary, pictures, repo_id or f"{HUB_ORG}/{out_dir.name}", selection).write(out_dir)
+    run_card(out_dir.name, config, summary, pictures, repo_id or f"{HUB_ORG}/{out_dir.name}", selection, search).write(out_dir)
     return out_dir
 
 
@@ -214,8 +218,8 @@ def data_config(data: str) -> dict[str, Any]:
     return out
 
 
-def draw_pictures(net: torch.nn.Module, module, summary: dict, run_dir: Path, out_dir: Path) -> dict[str, str]:
-    """Pictures for the card: cell diagram (+ alpha heatmap of the search) for DARTS networks,
+def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, out_dir: Path) -> dict[str, str]:
+    """Pictures for the card: cell diagram (+ the search's alpha heatmap) for DARTS networks,
     samples of the exported network for generators."""
     pictures: dict[str, str] = {}
     if hasattr(net, "latent_dim"):  # a generator: draw from the exported weights themselves
@@ -236,20 +240,20 @@ def draw_pictures(net: torch.nn.Module, module, summary: dict, run_dir: Path, ou
 
         plot_genotype(genotype, out_dir / "cell.png")
         pictures["cell.png"] = "normal and reduction cells of the genotype"
-        search_alpha = _search_run_file(summary, "alpha.png")
-        if search_alpha is not None:
-            shutil.copyfile(search_alpha, out_dir / "alpha.png")
+        if search_dir is not None and (search_dir / "alpha.png").is_file():
+            shutil.copyfile(search_dir / "alpha.png", out_dir / "alpha.png")
             pictures["alpha.png"] = "architecture weights (softmax of alpha) at the end of the search"
     return pictures
 
 
-def _search_run_file(summary: dict, name: str) -> Path | None:
-    """A file next to the genotype.json a darts-net run was trained from (the search run's folder)."""
-    words = summary.get("command", "").split()
+def search_run_dir(summary: dict) -> Path | None:
+    """The architecture-search run a darts-net run's ``--genotype`` came from, if it is at hand."""
+    words = [part for word in summary.get("command", "").split() for part in word.split("=", 1)]
     for flag, value in zip(words, words[1:]):
-        if flag == "--genotype" and value.endswith(".json"):
-            candidate = Path(value).parent / name
-            return candidate if candidate.is_file() else None
+        if flag == "--genotype":
+            path = Path(value)
+            folder = path if path.is_dir() else path.parent
+            return folder if (folder / "genotype.json").is_file() and (folder / "summary.json").is_file() else None
     return None
 
 
@@ -373,14 +377,18 @@ class Card:
         atomic_write_bytes(out_dir / "README.md", str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))).encode())
 
 
-def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str) -> Card:
-    """The card of an exported run: its measured metrics, command and versions."""
+def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str, search: dict | None = None) -> Card:
+    """The card of an exported run: its measured metrics, commands (the search's too) and versions."""
     arch = config["architecture"]
     module_name, cls_name = ARCHITECTURES[arch].split(":")
     data, seed = summary["data"], summary.get("seed")
     results, table = [], []
-    card = Card(name, config, datasets=[data], commands=[summary.get("command") or f"dlstrat fit --model {summary['model']}", f"dlstrat push RUN_DIR --repo-id {repo_id}  # RUN_DIR: the folder the fit printed"],
-                versions=summary.get("versions"), pictures=pictures)
+    commands = [summary.get("command") or f"dlstrat fit --model {summary['model']}", f"dlstrat push RUN_DIR --repo-id {repo_id}  # RUN_DIR: the folder the fit printed"]
+    about = ""
+    if search is not None:
+        commands.insert(0, f"{search['command']}  # the architecture search ({SEARCH_SUMMARY_NAME}); it prints the run folder holding genotype.json")
+        about = f"A genotype found by DARTS architecture search on {search['data']} (seed {search.get('seed')}), then retrained from scratch:\n\n```\n{net_genotype(config)}\n```"
+    card = Card(name, config, about=about, datasets=[data], commands=commands, versions=summary.get("versions"), pictures=pictures)
     load = [f"from {module_name} import {cls_name}", "", f'net = {cls_name}.from_pretrained("{repo_id}")  # strict, safetensors only, eval mode']
     if arch in CLASSIFIERS:
         for key, value in sorted((summary.get("test_metrics") or {}).items()):
@@ -402,6 +410,12 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
         card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
     card.results, card.table = results, table
     return card
+
+
+def net_genotype(config: dict) -> str:
+    from .models.genotype import Genotype
+
+    return str(Genotype.from_dict(config["model_args"]["genotype"]))
 
 
 def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], list[tuple[str, str, str]]]:

@@ -360,3 +360,25 @@ def test_fine_tune_a_zoo_model_as_docs_show(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in task.model.state_dict().items())  # it trained
     task.model.save_pretrained(tmp_path / "tuned")
     assert torch.equal(MLP.from_pretrained(tmp_path / "tuned")(X), task.model.eval()(X))
+
+
+def test_darts_net_run_exports_with_its_search(tmp_path):
+    """A darts-net run trained from a search's genotype.json carries the search's record and picture."""
+    from lightning_dlstrat.models.genotype import sample_genotype
+    from lightning_dlstrat.run import FitContext, atomic_write_json, fit
+
+    search = tmp_path / "runs" / "darts-digits-search"
+    genotype = sample_genotype(0)
+    genotype.save(search / "genotype.json")
+    (search / "alpha.png").write_bytes((zoo.local_folder("pc-darts-cifar10") / "cell.png").read_bytes())
+    atomic_write_json(search / "summary.json", {"command": "dlstrat fit --model darts --data digits --seed 3", "data": "digits", "seed": 3, "model": "darts"})
+    command = f"dlstrat fit --model darts-net --genotype {search / 'genotype.json'} --model.C=4 --model.layers=3"
+    summary = fit(FitContext(model="darts-net", out=str(tmp_path / "runs"), model_args={"genotype": str(search / "genotype.json"), "C": 4, "layers": 3},
+                             trainer={"max_steps": 2, "accelerator": "cpu"}, command=command))
+    folder = zoo.export_run(summary["run_dir"], tmp_path / "darts-digits")
+    assert {"cell.png", "alpha.png", zoo.SEARCH_SUMMARY_NAME, zoo.SUMMARY_NAME, "model.safetensors"} <= {p.name for p in folder.iterdir()}
+    card = (folder / "README.md").read_text()
+    assert card.index("--model darts --data digits --seed 3") < card.index(command) and str(genotype) in card
+    net = DARTSNetwork.from_pretrained(folder)
+    assert net.genotype == genotype and net.C == 4
+    assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(X), net(X))
