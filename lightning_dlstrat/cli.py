@@ -344,20 +344,10 @@ def zoo_export_genotype(
 @zoo_app.command("list")
 def zoo_list():
     """List the zoo models, the Hub repo each is published under and its test metric."""
-    import json
-
     from . import zoo
-    from .run import DlstratError
 
     for name, entry in zoo.ZOO.items():
-        try:
-            folder = zoo.local_folder(name)
-        except DlstratError:
-            folder = None
-        metric = ""
-        if folder is not None and (folder / zoo.SUMMARY_NAME).is_file():
-            tested = json.loads((folder / zoo.SUMMARY_NAME).read_text()).get("test_metrics") or {}
-            metric = ", ".join(f"{k}={v:.4f}" for k, v in sorted(tested.items()) if k.endswith("acc"))
+        metric = zoo.headline(name)
         typer.echo(f"{name:18s} {entry.repo_id:36s} {entry.kind:9s} {entry.summary}" + (f" ({metric})" if metric else ""))
 
 
@@ -392,6 +382,24 @@ def zoo_publish(
     except DlstratError as e:
         fail(str(e))
     typer.echo(f"published {name}: {url}")
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `dlstrat fit --model gan`.")],
+    n: Annotated[int, typer.Option("-n", "--num", help="How many samples.")] = 64,
+    out: Annotated[Path, typer.Option(help="PNG to write: an image grid, or a scatter plot over the true modes for 2-D data.")] = Path("samples.png"),
+    seed: Annotated[int, typer.Option(help="Seed of the latent noise.")] = 0,
+):
+    """Draw samples from a GAN checkpoint's EMA generator into a PNG."""
+    from .run import DlstratError
+    from .trainers.gan import sample_checkpoint
+
+    try:
+        path = sample_checkpoint(checkpoint, n, out, seed=seed)
+    except DlstratError as e:
+        fail(str(e))
+    typer.echo(f"wrote {n} samples to {path}")
 
 
 def main() -> None:

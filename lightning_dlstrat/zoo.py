@@ -64,6 +64,7 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
         ZooEntry("mlp-digits", "MLP 64-128-10 on the 8x8 digits"),
+        ZooEntry("gan-ring8", "GAN generator (EMA, MLP) for the ring of 8 Gaussians"),
         ZooEntry("darts-v2-cifar10", "the published DARTS (2nd order) CIFAR-10 cell", kind="genotype"),
         ZooEntry("pc-darts-cifar10", "the published PC-DARTS CIFAR-10 cell", kind="genotype"),
     )
@@ -83,6 +84,25 @@ def local_folder(name: str) -> Path:
     if not (folder / CONFIG_NAME).is_file():
         raise HubError(f"zoo model {name!r} is not packaged in this installation ({folder}); load it from the Hub with source='hub'")
     return folder
+
+
+def headline(name: str) -> str:
+    """The key measured metric of a packaged zoo model, for `dlstrat zoo list` ("" if none)."""
+    try:
+        path = local_folder(name) / SUMMARY_NAME
+    except HubError:
+        return ""
+    if not path.is_file():
+        return ""
+    summary = json.loads(path.read_text())
+    tested, gan = summary.get("test_metrics") or {}, summary.get("gan_metrics") or {}
+    if "test/acc" in tested:
+        return f"test accuracy {tested['test/acc']:.4f}"
+    if gan.get("kind") == "modes":
+        return f"{gan['modes_captured']}/{gan['num_modes']} modes, {gan['high_quality_pct']:.1f}% high-quality samples"
+    if gan.get("kind") == "classifier":
+        return f"Frechet distance {gan['fd']:.2f} (real vs real {gan['fd_real_baseline']:.2f})"
+    return ""
 
 
 # --- using the zoo --------------------------------------------------------------------------------

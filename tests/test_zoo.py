@@ -272,8 +272,21 @@ def test_packaged_zoo_folders_resolve_and_reproduce_their_metric():
     correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in dm.test_dataloader())
     recorded = json.loads((zoo.local_folder("mlp-digits") / zoo.SUMMARY_NAME).read_text())["test_metrics"]["test/acc"]
     assert correct / len(dm.test_set) == pytest.approx(recorded, abs=1e-6)
-    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: mlp-digits"):
+    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: mlp-digits, gan-ring8"):
         zoo.load("mlp-mnist")
+
+
+def test_packaged_gan_reproduces_its_mode_coverage():
+    from lightning_dlstrat.data import Ring8DataModule
+    from lightning_dlstrat.metrics import mode_metrics
+
+    generator = zoo.load("gan-ring8")
+    recorded = json.loads((zoo.local_folder("gan-ring8") / zoo.SUMMARY_NAME).read_text())["gan_metrics"]
+    with torch.no_grad():  # fresh noise: the same distribution as the run's evaluation, other draws
+        samples = generator(torch.randn(recorded["num_samples"], generator.latent_dim, generator=torch.Generator().manual_seed(1)))
+    measured = mode_metrics(samples, Ring8DataModule.modes(), Ring8DataModule.sigma)
+    assert measured["modes_captured"] == recorded["modes_captured"]
+    assert measured["high_quality_pct"] == pytest.approx(recorded["high_quality_pct"], abs=3.0)  # 2,500 draws: sd ~0.6 points
 
 
 def genotype_name(genotype) -> str:
