@@ -23,7 +23,9 @@ as they were; the weight optimiser holds no architecture parameter.
 Manual optimisation makes both steps explicit and keeps Lightning's machinery in the loop: every
 backward goes through ``manual_backward``, so the precision plugin scales fp16 losses and DDP
 all-reduces every gradient (alpha's included: alpha is a registered parameter), which keeps
-alpha identical on all ranks. Under DDP each quantity above is the gradient of the global batch.
+alpha identical on all ranks. Under DDP each quantity above is the gradient of the global batch,
+N ranks x the per-rank batch size: keep the paper's lr for a global batch of 64, or scale ``lr``
+(and ``arch_lr``) with the global batch as PC-DARTS did (lr 0.1 for batch 256).
 Alpha, its softmax and the finite-difference arithmetic stay in float32 under mixed precision.
 """
 
@@ -41,6 +43,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models.darts_search import SearchNetwork
+from ..models.genotype import Genotype
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
 
@@ -102,7 +105,7 @@ class DARTSSearch(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, num_classes)
 
-    def genotype(self):
+    def genotype(self) -> Genotype:
         return self.net.genotype()
 
     @staticmethod
@@ -338,7 +341,9 @@ def after_search(module: DARTSSearch, trainer: L.Trainer, datamodule, run_dir: P
     from .. import viz
 
     run_dir = Path(run_dir)
-    genotype = module.genotype()
+    genotype = module.genotype()  # the same on every rank: alpha is kept identical
+    if not trainer.is_global_zero:
+        return {"genotype": str(genotype)}
     genotype.save(run_dir / "genotype.json")
     if not (run_dir / "genotype_history.jsonl").is_file():
         module.write_history(run_dir)
