@@ -59,7 +59,9 @@ class DARTSSearch(L.LightningModule):
         search.genotype()  # Genotype(normal=[('sep_conv_3x3', 0), ...], ...)
 
     Defaults are the paper's CIFAR-10 search (C=16, 8 cells, second order, SGD 0.025 cosine to
-    0.001, Adam 3e-4 for alpha; run it 50 epochs with batch size 64).
+    0.001, Adam 3e-4 for alpha; run it 50 epochs with batch size 64). As with any manually
+    optimised module, ``trainer.global_step`` counts optimiser steps: two per batch (one during
+    ``warmup_epochs``), which ``max_steps`` and ``log_every_n_steps`` refer to.
     """
 
     # The search result is the architecture at the end of the search (as in the paper), not the
