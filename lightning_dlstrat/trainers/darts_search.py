@@ -150,7 +150,7 @@ class DARTSSearch(L.LightningModule):
         return 1.0 if scaler is None else float(scaler.get_scale())
 
     def _gradients(self, loss: torch.Tensor, params: Sequence[nn.Parameter]) -> list[torch.Tensor]:
-        """Backward ``loss`` from zeroed gradients; return those of ``params``, unscaled, float32."""
+        """Backward ``loss`` from zeroed gradients; return those of ``params``, unscaled."""
         for p in self.net.parameters():
             p.grad = None
         self._backward(loss)
