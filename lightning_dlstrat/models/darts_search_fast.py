@@ -1,0 +1,333 @@
+"""A faster DARTS supernet: every candidate operation batched over all edges that leave a state.
+
+Same function as the per-edge reference (:mod:`lightning_dlstrat.models.darts_search`, DARTS,
+Liu et al. ICLR 2019), computed with far fewer, larger kernels. The reference runs 14 edges x 8
+operations per cell one by one (thousands of tiny kernel launches per step). Here a cell walks its
+states in order; when a state is known, all its outgoing edges (to every later node) are
+computed at once:
+
+- convolutions (``sep_conv_*``, ``dil_conv_*``): the state is ReLU'd once and replicated for the
+  ``n`` outgoing edges, then each layer runs as ONE grouped convolution over the ``n * C``
+  channels (depthwise: ``groups = n * C``; pointwise: ``groups = n``). BatchNorm without affine
+  parameters is per channel, so one BatchNorm over ``n * C`` channels is exactly ``n`` per-edge
+  BatchNorms;
+- ``max_pool``, ``avg_pool`` and stride-1 ``skip_connect`` have no weights and see the same input
+  on every outgoing edge: they run once per state, and their (identical) BatchNorm statistics are
+  kept once;
+- a stride-2 ``skip_connect`` (factorized reduction) is two 1x1 stride-2 convolutions whose
+  output channels are stacked over the edges;
+- ``none`` contributes exactly zero (to the output and to every gradient; alpha's softmax still
+  counts it), so it is not computed at all.
+
+The alpha-weighted sums are accumulated per node as states become available. Parameters are
+laid out per (state, operation) instead of per edge; :func:`edge_tensor_pairs` maps every
+per-edge tensor of the reference onto its slice here, which is how weights are converted
+(:meth:`FastSearchNetwork.load_reference` / :meth:`FastSearchNetwork.store_reference`) and how the
+tests check that outputs and the gradients of weights and alpha agree.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.darts_ops import FactorizedReduce, ReLUConvBN
+from .darts_search import SearchNetwork, channel_shuffle
+
+__all__ = ["FastSearchCell", "FastSearchNetwork", "edge_tensor_pairs"]
+
+_CONV = re.compile(r"(sep|dil)_conv_(\d+)x\2$")
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, affine=False)
+
+
+class BatchedConvOp(nn.Module):
+    """``sep_conv_kxk`` or ``dil_conv_kxk`` for ``n`` edges at once. (B, n*C, H, W) -> (B, n*C, H/s, W/s).
+
+    The input is the source state after ReLU, already replicated once per edge (edge-major:
+    channels ``e*C .. (e+1)*C`` belong to edge ``e``).
+    """
+
+    def __init__(self, kind: str, kernel: int, channels: int, edges: int, stride: int):
+        super().__init__()
+        self.kind, self.n, self.c, self.stride = kind, edges, channels, stride
+        self.dilation = 2 if kind == "dil" else 1
+        nc = edges * channels
+        self.dw1 = nn.Parameter(torch.empty(nc, 1, kernel, kernel))  # depthwise, one filter per channel
+        self.pw1 = nn.Parameter(torch.empty(nc, channels, 1, 1))  # pointwise, grouped by edge
+        self.bn1 = _bn(nc)
+        if kind == "sep":  # separable convolutions are applied twice (reference operations.py)
+            self.dw2 = nn.Parameter(torch.empty(nc, 1, kernel, kernel))
+            self.pw2 = nn.Parameter(torch.empty(nc, channels, 1, 1))
+            self.bn2 = _bn(nc)
+        for p in self.parameters():
+            # the same initialisation nn.Conv2d gives each per-edge layer (fan-in of one edge)
+            nn.init.kaiming_uniform_(p, a=5**0.5)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        x = depthwise_conv(r, self.dw1, self.stride, self.dilation)
+        x = self.bn1(F.conv2d(x, self.pw1, groups=self.n))  # (B, n*C, H/s, W/s)
+        if self.kind == "sep":
+            x = depthwise_conv(F.relu(x), self.dw2, 1, 1)
+            x = self.bn2(F.conv2d(x, self.pw2, groups=self.n))
+        return x
+
+    def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sl = slice(e * self.c, (e + 1) * self.c)
+        seq = ref.op  # SepConv: ReLU dw pw BN ReLU dw pw BN; DilConv: ReLU dw pw BN
+        yield self.dw1[sl], seq[1].weight
+        yield self.pw1[sl], seq[2].weight
+        yield from _bn_pairs(self.bn1, sl, seq[3])
+        if self.kind == "sep":
+            yield self.dw2[sl], seq[5].weight
+            yield self.pw2[sl], seq[6].weight
+            yield from _bn_pairs(self.bn2, sl, seq[7])
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
+    """Depthwise 'same' convolution (padding dilation*(k-1)/2), dilation 1 or 2. (B, C, H, W) -> (B, C, H/s, W/s).
+
+    A dilation-2 convolution only ever combines pixels of the same row and column parity, so it
+    equals an undilated convolution on the four "polyphase" sub-images: with stride 2 only the
+    even one is needed, with stride 1 all four, batched as channels by ``pixel_unshuffle``. The
+    result is the same, and oneDNN's undilated depthwise kernels are 2-20x faster on CPU.
+    """
+    k, groups = weight.shape[-1], x.shape[1]
+    if dilation == 1:
+        return F.conv2d(x, weight, stride=stride, padding=(k - 1) // 2, groups=groups)
+    assert dilation == 2, dilation
+    if stride == 2:
+        return F.conv2d(x[:, :, ::2, ::2], weight, padding=(k - 1) // 2, groups=groups)
+    if x.shape[-1] % 2 or x.shape[-2] % 2:  # odd sizes have no polyphase split
+        return F.conv2d(x, weight, padding=k - 1, dilation=2, groups=groups)
+    phases = F.pixel_unshuffle(x, 2)  # (B, 4C, H/2, W/2): channel 4c + phase
+    out = F.conv2d(phases, weight.repeat_interleave(4, dim=0), padding=(k - 1) // 2, groups=4 * groups)
+    return F.pixel_shuffle(out, 2)  # (B, C, H, W)
+
+
+class BatchedFactorizedReduce(nn.Module):
+    """The stride-2 ``skip_connect`` for ``n`` edges. (B, C, H, W) -> (B, n*C, H/2, W/2)."""
+
+    def __init__(self, channels: int, edges: int):
+        super().__init__()
+        self.n, self.c = edges, channels
+        self.conv_1 = nn.Parameter(torch.empty(edges * channels // 2, channels, 1, 1))
+        self.conv_2 = nn.Parameter(torch.empty(edges * channels // 2, channels, 1, 1))
+        self.bn = _bn(edges * channels)
+        for p in (self.conv_1, self.conv_2):
+            nn.init.kaiming_uniform_(p, a=5**0.5)
+
+    def forward(self, relu_x: torch.Tensor) -> torch.Tensor:
+        shifted = F.pad(relu_x[:, :, 1:, 1:], (0, 1, 0, 1))
+        a = F.conv2d(relu_x, self.conv_1, stride=2)  # (B, n*C/2, H/2, W/2)
+        b = F.conv2d(shifted, self.conv_2, stride=2)
+        bsz, _, h, w = a.shape
+        # per edge: [its conv_1 half, its conv_2 half], as FactorizedReduce concatenates them;
+        # interleaved along the channel axis of whichever memory format the input has
+        if a.is_contiguous(memory_format=torch.channels_last):
+            a, b = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)  # (B, H/2, W/2, n*C/2)
+            out = torch.stack([a.reshape(bsz, h, w, self.n, -1), b.reshape(bsz, h, w, self.n, -1)], dim=4)
+            out = out.reshape(bsz, h, w, self.n * self.c).permute(0, 3, 1, 2)
+        else:
+            out = torch.stack([a.view(bsz, self.n, -1, h, w), b.view(bsz, self.n, -1, h, w)], dim=2)
+            out = out.reshape(bsz, self.n * self.c, h, w)
+        return self.bn(out)  # (B, n*C, H/2, W/2)
+
+    def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        half = self.c // 2
+        yield self.conv_1[e * half : (e + 1) * half], ref.conv_1.weight
+        yield self.conv_2[e * half : (e + 1) * half], ref.conv_2.weight
+        yield from _bn_pairs(self.bn, slice(e * self.c, (e + 1) * self.c), ref.bn)
+
+
+class SharedPoolOp(nn.Module):
+    """A pooling edge: no weights and the same input on every outgoing edge, so computed once."""
+
+    def __init__(self, kind: str, channels: int, stride: int):
+        super().__init__()
+        if kind == "max":
+            self.pool = nn.MaxPool2d(3, stride=stride, padding=1)
+        else:
+            self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        self.bn = _bn(channels)  # identical inputs give identical statistics on every edge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.pool(x))  # (B, C, H/s, W/s)
+
+    def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        yield from _bn_pairs(self.bn, slice(None), ref[1])
+
+
+def _replicate(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, n*C, H, W), channel e*C + c = x[:, c], in the memory format of ``x``.
+
+    ``Tensor.repeat`` always returns NCHW; on CPU the depthwise convolutions are several times
+    faster in channels_last, so a channels_last input is replicated along its last (C) axis.
+    """
+    if n == 1:
+        return x
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).repeat(1, 1, 1, n).permute(0, 3, 1, 2)  # NHWC memory, NCHW view
+    return x.repeat(1, n, 1, 1)
+
+
+def _bn_pairs(bn: nn.BatchNorm2d, sl: slice, ref_bn: nn.BatchNorm2d):
+    yield bn.running_mean[sl], ref_bn.running_mean
+    yield bn.running_var[sl], ref_bn.running_var
+
+
+class SourceEdges(nn.Module):
+    """Every operation on the edges that leave one state of a cell. (B, C, H, W) -> {op: (B, n or 1, C, H', W')}."""
+
+    def __init__(self, channels: int, rows: list[int], stride: int, primitives: Sequence[str], k: int):
+        super().__init__()
+        edges = len(rows)
+        self.n, self.c, self.stride = edges, channels // k, stride
+        # which rows of alpha (reference edge indices) these edges use; a buffer, so no host copy per step
+        self.register_buffer("rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+        self.ops = nn.ModuleDict()
+        for name in primitives:
+            conv = _CONV.match(name)
+            if conv:
+                self.ops[name] = BatchedConvOp(conv.group(1), int(conv.group(2)), self.c, edges, stride)
+            elif name in ("max_pool_3x3", "avg_pool_3x3"):
+                self.ops[name] = SharedPoolOp(name[:3], self.c, stride)
+            elif name == "skip_connect" and stride == 2:
+                self.ops[name] = BatchedFactorizedReduce(self.c, edges)
+            elif name not in ("skip_connect", "none"):
+                raise ValueError(f"the fast supernet has no batched form of {name!r}; use implementation='reference'")
+        self.has_skip = "skip_connect" in primitives
+        self.has_conv = any(_CONV.match(p) for p in primitives)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, _, h, w = x.shape
+        out: dict[str, torch.Tensor] = {}
+        relu_x = F.relu(x)
+        if self.has_conv:
+            replicated = _replicate(relu_x, self.n)  # (B, n*C, H, W), edge-major
+        for name, op in self.ops.items():
+            if isinstance(op, BatchedConvOp):
+                y = op(replicated)
+            elif isinstance(op, BatchedFactorizedReduce):
+                y = op(relu_x)
+            else:
+                y = op(x)
+            out[name] = y.view(b, -1, self.c, *y.shape[-2:])  # (B, n or 1, C, H', W')
+        if self.has_skip and self.stride == 1:
+            out["skip_connect"] = x.unsqueeze(1)  # (B, 1, C, H, W): identity, shared by all edges
+        return out
+
+
+class FastSearchCell(nn.Module):
+    """A search cell with the reference's signature and function, batched per source state."""
+
+    def __init__(
+        self,
+        steps: int,
+        multiplier: int,
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+        primitives: Sequence[str],
+        partial_channels: int = 1,
+    ):
+        super().__init__()
+        self.reduction, self.steps, self.multiplier, self.k = reduction, steps, multiplier, partial_channels
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(c_prev_prev, channels, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+        self.op_index = {name: i for i, name in enumerate(primitives)}
+        # state j feeds nodes first_node(j) .. steps-1; the last node feeds nothing
+        # reference edge index of (node i, source j): node i's edges start after 2 + 3 + ... edges
+        self.edge_index = [[sum(2 + t for t in range(i)) + j for j in range(2 + i)] for i in range(steps)]
+        self.sources = nn.ModuleList(
+            SourceEdges(
+                channels,
+                [self.edge_index[i][j] for i in range(self.first_node(j), steps)],
+                2 if reduction and j < 2 else 1,
+                primitives,
+                partial_channels,
+            )
+            for j in range(steps + 1)
+        )
+        self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if partial_channels > 1 and reduction else None
+
+    @staticmethod
+    def first_node(j: int) -> int:
+        return max(0, j - 1)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+        # s0, s1: (B, C_pp, H0, W0), (B, C_p, H, W); weights: (E, O) softmax(alpha); edge_weights: (E,) or None
+        states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x (B, C, H, W)
+        mixed: list[torch.Tensor | None] = [None] * self.steps  # alpha-weighted sums per node
+        bypass: list[torch.Tensor | None] = [None] * self.steps  # PC-DARTS: channels that skip the ops
+        for j, source in enumerate(self.sources):
+            x = states[j]
+            c = x.shape[1] // self.k
+            w = weights.index_select(0, source.rows)  # (n, O): this state's outgoing edges
+            if edge_weights is not None:
+                beta = edge_weights.index_select(0, source.rows)  # (n,)
+                w = w * beta[:, None]
+            total = None
+            for name, y in source(x[:, :c] if self.k > 1 else x).items():
+                term = w[:, self.op_index[name]].view(1, -1, 1, 1, 1) * y  # (B, n, C/k, H', W'); shared ops broadcast
+                total = term if total is None else total + term
+            for e, i in enumerate(range(self.first_node(j), self.steps)):
+                mixed[i] = total[:, e] if mixed[i] is None else mixed[i] + total[:, e]
+                if self.k > 1:
+                    rest = x[:, c:]
+                    if self.bypass_pool is not None and j < 2:
+                        rest = self.bypass_pool(rest)
+                    part = beta[e] * rest  # (B, C - C/k, H', W')
+                    bypass[i] = part if bypass[i] is None else bypass[i] + part
+            if j >= 1:  # node j-1 takes states 0..j, so it is complete now
+                states.append(self._finish(mixed[j - 1], bypass[j - 1]))
+        return torch.cat(states[-self.multiplier :], dim=1)  # (B, multiplier * C, H', W')
+
+    def _finish(self, mixed: torch.Tensor, bypass: torch.Tensor | None) -> torch.Tensor:
+        if bypass is None:
+            return mixed
+        # shuffle is a channel permutation, so the sum of shuffled edges is the shuffled sum
+        return channel_shuffle(torch.cat([mixed, bypass], dim=1), self.k)
+
+
+class FastSearchNetwork(SearchNetwork):
+    """:class:`SearchNetwork` with :class:`FastSearchCell` cells; same alpha, same genotype logic."""
+
+    cell_class = FastSearchCell
+
+    def load_reference(self, ref: SearchNetwork) -> None:
+        """Copy every weight and BatchNorm statistic of a reference supernet into this one."""
+        with torch.no_grad():
+            for mine, theirs in edge_tensor_pairs(self, ref):
+                mine.copy_(theirs)
+            shared = {k: v for k, v in ref.state_dict().items() if ".edges." not in k}
+            missing = self.load_state_dict(shared, strict=False)
+            assert not missing.unexpected_keys, missing.unexpected_keys
+
+    def store_reference(self, ref: SearchNetwork) -> None:
+        """The inverse of :meth:`load_reference`: write this network's weights into ``ref``."""
+        with torch.no_grad():
+            for mine, theirs in edge_tensor_pairs(self, ref):
+                theirs.copy_(mine)
+            ref.load_state_dict({k: v for k, v in self.state_dict().items() if ".sources." not in k}, strict=False)
+
+
+def edge_tensor_pairs(fast: FastSearchNetwork, ref: SearchNetwork) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(slice of a fast tensor, the reference tensor it equals) for every per-edge weight and statistic."""
+    for fast_cell, ref_cell in zip(fast.cells, ref.cells):
+        for j, source in enumerate(fast_cell.sources):
+            for e, i in enumerate(range(fast_cell.first_node(j), fast_cell.steps)):
+                ref_edge = ref_cell.edges[fast_cell.edge_index[i][j]]
+                for name, op in source.ops.items():
+                    yield from op.edge_tensors(e, ref_edge.ops[fast_cell.op_index[name]])
