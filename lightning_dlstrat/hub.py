@@ -119,6 +119,8 @@ class HubMixin(
         genotype = getattr(self, "genotype", None)
         if hasattr(genotype, "to_dict"):  # the resolved cell, never a name or a path
             args["genotype"] = genotype.to_dict()
+        if "num_classes" in args and hasattr(self, "num_classes"):  # reset_classifier may have changed it
+            args["num_classes"] = self.num_classes
         name = architecture_name(type(self))
         config: dict[str, Any] = {"library_name": LIBRARY_NAME, "architecture": name, "model_args": args}
         if name in CLASSIFIERS:

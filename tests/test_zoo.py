@@ -127,6 +127,9 @@ def test_darts_net_genotype_travels_in_config_and_timm_builds_it(tmp_path):
     assert torch.equal(via_timm(X), net(X))
     untrained = timm.create_model(f"local-dir:{tmp_path / 'd'}").eval()  # timm: architecture only
     assert untrained.genotype == PC_DARTS and not torch.equal(untrained(X), net(X))
+    net.reset_classifier(3)  # a new head: config.json follows the network, not its construction
+    net.save_pretrained(tmp_path / "d3")
+    assert DARTSNetwork.from_pretrained(tmp_path / "d3")(X).shape == (5, 3)
 
 
 # --- through the Hub ----------------------------------------------------------------------------
