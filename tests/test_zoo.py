@@ -277,8 +277,21 @@ def test_packaged_zoo_folders_resolve_and_reproduce_their_metric():
         with torch.no_grad():
             correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in dm.test_dataloader())
         assert correct / len(dm.test_set) == pytest.approx(summary["test_metrics"]["test/acc"], abs=1e-6)
-    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: mlp-digits, darts-digits, gan-ring8"):
+    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: mlp-digits, darts-digits, gan-digits, gan-ring8"):
         zoo.load("mlp-mnist")
+
+
+def test_packaged_digits_gan_reproduces_its_confident_share():
+    from lightning_dlstrat.metrics import CONFIDENCE, load_digits_classifier
+
+    generator = zoo.load("gan-digits")
+    recorded = json.loads((zoo.local_folder("gan-digits") / zoo.SUMMARY_NAME).read_text())["gan_metrics"]
+    with torch.no_grad():
+        images = generator(torch.randn(recorded["num_samples"], generator.latent_dim, generator=torch.Generator().manual_seed(1)))  # (N, 1, 8, 8)
+        probs = load_digits_classifier()(((images + 1) / 2).clamp(0, 1)).softmax(dim=1)  # (N, 10)
+    confident = 100.0 * float((probs.max(dim=1).values >= CONFIDENCE).double().mean())
+    assert images.shape[1:] == (1, 8, 8) and images.abs().max() <= 1.0
+    assert confident == pytest.approx(recorded["confident_pct"], abs=4.0)  # 2,500 draws: sd ~0.9 points
 
 
 def test_packaged_gan_reproduces_its_mode_coverage():
