@@ -28,6 +28,7 @@ from .models.mlp import MLP  # noqa: E402
 from .trainers.classifier import ClassificationTask, MLPClassifier  # noqa: E402
 from .trainers.darts_net import DARTSNetClassifier  # noqa: E402
 from .trainers.darts_search import DARTSSearch  # noqa: E402
+from .trainers.gan import GAN  # noqa: E402
 from . import timm_models  # noqa: E402,F401  (registers darts_net / dlstrat_mlp with timm)
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "DigitsDataModule",
     "FashionMNISTDataModule",
     "FolderDataModule",
+    "GAN",
     "GENOTYPES",
     "Genotype",
     "Grid25DataModule",

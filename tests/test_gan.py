@@ -112,6 +112,15 @@ def test_dcgan_is_sized_from_the_data(shape):
     assert d(x).shape == (3,)
 
 
+def test_dense_and_mlp_families():
+    dense = GAN(in_shape=(1, 28, 28), arch="dense", noise_seed=0)
+    assert dense.generator(torch.randn(4, 100)).shape == (4, 1, 28, 28)
+    assert dense.discriminator(torch.randn(4, 1, 28, 28)).shape == (4,)
+    points = GAN(in_shape=(2,), noise_seed=0)
+    assert points.arch == "mlp" and points.sample(7).shape == (7, 2)
+    assert torch.equal(points.sample(7), points.sample(7))  # seeded: the same samples every call
+
+
 def test_size_the_generator_cannot_produce_is_a_clear_error(tmp_path):
     assert dcgan_plan(28) == (7, 2) and dcgan_plan(8) == (4, 1)
     for bad in (9, 6, 18 * 2 + 1):
