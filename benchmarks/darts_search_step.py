@@ -9,6 +9,7 @@ Trainer's precision plugin does, without a Trainer's loops around it.
     PYTHONPATH=. python benchmarks/darts_search_step.py           # the paper's CIFAR-10 search step
     PYTHONPATH=. python benchmarks/darts_search_step.py --preset digits --device cpu
     PYTHONPATH=. python benchmarks/darts_search_step.py --device cuda --precision bf16-mixed --order 2
+    PYTHONPATH=. python benchmarks/darts_search_step.py --preset digits --implementation reference  # per-edge baseline
 
 Default (``--preset cifar10``): C=16, 8 cells, batch 64 training + 64 validation images of
 3x32x32, as in the paper (App. A.1.1). ``--preset digits``: 1x8x8, C=8, 5 cells, batch 64 (the
@@ -51,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="steps run before measuring")
     p.add_argument("--steps", type=int, default=3, help="steps measured")
     p.add_argument("--order", choices=["1", "2", "both"], default="both")
+    p.add_argument("--implementation", choices=["fast", "reference"], default="fast", help="batched edges or the per-edge reference")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC memory (fast implementation)")
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -74,6 +77,8 @@ def measure(args: argparse.Namespace) -> str:
         layers=args.layers,
         partial_channels=args.partial_channels,
         order=int(args.order),
+        implementation=args.implementation,
+        channels_last=args.channels_last,
     )
     w_opt, a_opt = search.make_optimizers()
     _, w_opt, a_opt = fabric.setup(search, w_opt, a_opt)  # search now lives on the device, with Fabric's backward
@@ -106,7 +111,8 @@ def measure(args: argparse.Namespace) -> str:
         memory = f"peak RSS {peak:.2f} GiB ({rss_before:.2f} GiB before the first step)"
     config = (
         f"C={args.channels} layers={args.layers} batch={args.batch_size}+{args.batch_size} "
-        f"{args.in_chans}x{args.size}x{args.size} k={args.partial_channels}"
+        f"{args.in_chans}x{args.size}x{args.size} k={args.partial_channels} {args.implementation}"
+        f"{' channels_last' if args.channels_last and args.implementation == 'fast' else ''}"
     )
     threads = "" if cuda else f" threads={torch.get_num_threads()}"
     return (

@@ -111,7 +111,11 @@ def test_second_order_matches_double_backward(partial_channels):
     # wrong sign or a wrong xi are off by ~100 %. lr (xi) = 0.5 makes the second-order term as
     # large as the first-order part, so an error in it cannot hide inside the total.
     torch.manual_seed(0)
-    module = DARTSSearch(**{**TINY, "in_shape": (1, 6, 6), "num_classes": 3}, partial_channels=partial_channels, order=2, lr=0.5).double()
+    # the per-edge reference network, whose ReLU / max-pool modules smooth_ can swap (the fast
+    # network calls F.relu; tests/test_darts_fast.py shows the two compute the same function)
+    module = DARTSSearch(
+        **{**TINY, "in_shape": (1, 6, 6), "num_classes": 3}, partial_channels=partial_channels, order=2, lr=0.5, implementation="reference"
+    ).double()
     smooth_(module.net)
     w_opt, a_opt = module.make_optimizers()
     train, val = tiny_batches(n=4, size=6, classes=3, dtype=torch.float64)

@@ -138,6 +138,8 @@ class SearchNetwork(nn.Module):
         net.genotype()  # the discrete cells the current alpha gives
     """
 
+    cell_class: type[nn.Module] = SearchCell  # FastSearchNetwork swaps in its batched cell
+
     def __init__(
         self,
         C: int = 16,  # channels of the first cells (16 in the paper's search)
@@ -170,7 +172,7 @@ class SearchNetwork(nn.Module):
             reduction = i in reduction_layers(layers)
             if reduction:
                 c_curr *= 2
-            self.cells.append(SearchCell(steps, multiplier, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, primitives, partial_channels))
+            self.cells.append(self.cell_class(steps, multiplier, c_prev_prev, c_prev, c_curr, reduction, reduction_prev, primitives, partial_channels))
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, multiplier * c_curr
         self.num_features = c_prev

@@ -43,6 +43,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models.darts_search import SearchNetwork
+from ..models.darts_search_fast import FastSearchNetwork
 from ..models.genotype import Genotype
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
@@ -90,15 +91,24 @@ class DARTSSearch(L.LightningModule):
         arch_weight_decay: float = 1e-3,
         warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
         fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
+        implementation: str = "fast",  # "fast": edges batched per state; "reference": per edge, as the paper's code
+        channels_last: bool = True,  # fast implementation only: NHWC memory (much faster on CPU)
     ):
         super().__init__()
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), not {order!r}")
         if warmup_epochs < 0 or fd_radius <= 0 or grad_clip <= 0:
             raise ValueError(f"need warmup_epochs >= 0, fd_radius > 0 and grad_clip > 0, got {warmup_epochs}, {fd_radius}, {grad_clip}")
+        if implementation not in ("fast", "reference"):
+            raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net = SearchNetwork(C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_shape, partial_channels)
+        # both compute the same function (tests/test_darts_fast.py); the fast one batches the edges
+        args = (C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_shape, partial_channels)
+        if implementation == "fast":
+            self.net = FastSearchNetwork(*args, channels_last=channels_last)
+        else:
+            self.net = SearchNetwork(*args)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -1,0 +1,104 @@
+"""The fast (batched) DARTS supernet computes the same function as the per-edge reference.
+
+Both are built with the same configuration, the reference's weights and BatchNorm statistics are
+copied into the fast one, and then outputs, the gradients of every weight and of alpha (and the
+PC-DARTS betas), the updated BatchNorm running statistics and eval-mode outputs are compared.
+Tolerances: float64 runs agree to ~1e-14 (only the order of floating-point additions differs:
+grouped vs separate convolutions, weighted sums accumulated per state instead of per node), so
+1e-10 is asserted; float32 gets 1e-4 relative for the same reason at ~1e-7 machine precision
+accumulated over eight cells.
+"""
+
+import pytest
+import torch
+
+from lightning_dlstrat.models.darts_search import SearchNetwork
+from lightning_dlstrat.models.darts_search_fast import FastSearchNetwork, depthwise_conv, edge_tensor_pairs
+from lightning_dlstrat.trainers.darts_search import DARTSSearch
+
+CONFIGS = [
+    dict(C=4, layers=5, in_shape=(1, 8, 8)),  # digits-sized: reductions at cells 1 and 3
+    dict(C=4, layers=3, in_shape=(3, 12, 12), steps=3, multiplier=2),
+    dict(C=4, layers=5, in_shape=(1, 8, 8), partial_channels=2),  # PC-DARTS: partial channels + edge norm
+    dict(C=4, layers=4, in_shape=(3, 7, 7), primitives=["none", "max_pool_3x3", "skip_connect", "dil_conv_3x3", "sep_conv_5x5"]),
+]
+
+
+def pair(cfg, dtype, channels_last):
+    torch.manual_seed(0)
+    ref = SearchNetwork(**cfg).to(dtype)
+    fast = FastSearchNetwork(**cfg, channels_last=channels_last).to(dtype)
+    with torch.no_grad():  # non-uniform alpha, so every operation's weight matters
+        for a in ref.arch_parameters():
+            a.normal_()
+    fast.load_reference(ref)
+    return ref, fast
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["digits", "steps3", "pc-darts", "odd-size-subset"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_fast_supernet_equals_reference_float64(cfg, channels_last):
+    ref, fast = pair(cfg, torch.float64, channels_last)
+    x = torch.randn(6, *cfg["in_shape"], dtype=torch.float64)
+    target = torch.randint(0, 10, (6,))
+    out_ref, out_fast = ref(x), fast(x)
+    torch.testing.assert_close(out_fast, out_ref, rtol=1e-10, atol=1e-10)
+    torch.nn.functional.cross_entropy(out_ref, target).backward()
+    torch.nn.functional.cross_entropy(out_fast, target).backward()
+    # alpha (and betas): same parameters in both networks
+    for a_ref, a_fast in zip(ref.arch_parameters(), fast.arch_parameters(), strict=True):
+        torch.testing.assert_close(a_fast.grad, a_ref.grad, rtol=1e-10, atol=1e-12)
+    # per-edge weights: each reference tensor against its slice of a batched fast tensor
+    n_pairs = 0
+    fast_params = {id(p): p for p in fast.parameters()}
+    for mine, theirs in edge_tensor_pairs(fast, ref):
+        if theirs.requires_grad:  # weights (BatchNorm statistics have no gradient)
+            owner = fast_params[id(mine._base)]  # the batched parameter this slice views
+            # gradients follow their parameter's layout, so the same view of .grad is this edge's
+            grad_slice = owner.grad.as_strided(mine.shape, mine.stride(), mine.storage_offset())
+            torch.testing.assert_close(grad_slice, theirs.grad, rtol=1e-10, atol=1e-12)
+            n_pairs += 1
+        else:  # the running statistics the forward pass just updated
+            torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    assert n_pairs > 0
+    # shared weights (stem, preprocessing, classifier) by name
+    ref_named = dict(ref.named_parameters())
+    for name, p in fast.named_parameters():
+        if ".sources." not in name:
+            torch.testing.assert_close(p.grad, ref_named[name].grad, rtol=1e-10, atol=1e-12)
+    ref.eval(), fast.eval()
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
+    # and the genotypes agree
+    assert fast.genotype() == ref.genotype()
+
+
+def test_fast_supernet_float32_close_to_reference():
+    cfg = dict(C=8, layers=5, in_shape=(1, 8, 8))
+    ref, fast = pair(cfg, torch.float32, True)
+    x = torch.randn(16, 1, 8, 8)
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_weights_round_trip_between_layouts():
+    cfg = dict(C=4, layers=5, in_shape=(1, 8, 8))
+    ref, fast = pair(cfg, torch.float64, True)
+    back = SearchNetwork(**cfg).double()
+    fast.store_reference(back)
+    for (name, a), b in zip(ref.state_dict().items(), back.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("size,kernel,stride", [(8, 3, 1), (8, 5, 1), (8, 5, 2), (7, 3, 1), (7, 3, 2), (2, 5, 1)])
+def test_polyphase_dilated_depthwise_conv_is_exact(size, kernel, stride):
+    x = torch.randn(3, 5, size, size, dtype=torch.float64)
+    w = torch.randn(5, 1, kernel, kernel, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(x, w, stride=stride, padding=kernel - 1, dilation=2, groups=5)
+    torch.testing.assert_close(depthwise_conv(x, w, stride, 2), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_search_module_uses_the_fast_network_by_default():
+    assert isinstance(DARTSSearch(in_shape=(1, 8, 8), C=4, layers=5).net, FastSearchNetwork)
+    ref = DARTSSearch(in_shape=(1, 8, 8), C=4, layers=5, implementation="reference").net
+    assert type(ref) is SearchNetwork
+    with pytest.raises(ValueError, match="implementation must be 'fast' or 'reference'"):
+        DARTSSearch(implementation="turbo")
