@@ -127,8 +127,8 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> flo
 def _defaults(shape: tuple[int, ...]) -> dict[str, Any]:
     """Values for arguments left as None, by kind of data (tuned for docs/gan.md's targets)."""
     if len(shape) == 1:
-        # 2-D points: a 2-D latent and narrow MLPs put 93% of ring8 samples within 3 sigma in
-        # 4,000 steps where a 16-D latent and 256-wide MLPs reach 68% by 5,000; R1 keeps the
+        # 2-D points: with a 2-D latent, 93% of ring8 samples were within 3 sigma after 4,000
+        # steps, against 75% with a 16-D latent (both 128 wide, decaying 1e-3, R1); R1 keeps the
         # generator from orbiting the ring (without it the EMA average collapses to the centre),
         # the linear decay lets the samples settle into the 0.01-wide modes, and a short EMA
         # (0.99) does not lag behind a generator that is still converging.
