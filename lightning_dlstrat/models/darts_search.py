@@ -31,7 +31,7 @@ from torch import nn
 from ..layers.darts_ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
 from .genotype import Genotype, derive_genotype, num_edges
 
-__all__ = ["MixedOp", "SearchCell", "SearchNetwork", "channel_shuffle", "edge_normalisation"]
+__all__ = ["MixedOp", "SearchCell", "SearchNetwork", "cell_inputs", "channel_shuffle", "edge_normalisation"]
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -85,6 +85,18 @@ class MixedOp(nn.Module):
         return channel_shuffle(torch.cat([mixed, bypass], dim=1), self.k)  # (B, C, H/s, W/s)
 
 
+def cell_inputs(c_prev_prev: int, c_prev: int, channels: int, reduction_prev: bool) -> tuple[nn.Module, nn.Module]:
+    """The 1x1 convolutions that bring a cell's two inputs to ``channels`` (BatchNorm without affine).
+
+    After a reduction cell the cell two back has twice the resolution, so it is reduced to match.
+    """
+    if reduction_prev:
+        pre0 = FactorizedReduce(c_prev_prev, channels, affine=False)
+    else:
+        pre0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
+    return pre0, ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+
+
 class SearchCell(nn.Module):
     def __init__(
         self,
@@ -100,12 +112,7 @@ class SearchCell(nn.Module):
     ):
         super().__init__()
         self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
-        # after a reduction cell, the cell two back has twice the resolution: reduce it to match
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(c_prev_prev, channels, affine=False)
-        else:
-            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+        self.preprocess0, self.preprocess1 = cell_inputs(c_prev_prev, c_prev, channels, reduction_prev)
         # edges in the reference order: node 0 from states 0, 1; node 1 from states 0, 1, 2; ...
         # in a reduction cell only the edges from the cell inputs stride
         self.edges = nn.ModuleList(

@@ -35,8 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.darts_ops import FactorizedReduce, ReLUConvBN
-from .darts_search import SearchNetwork, channel_shuffle
+from .darts_search import SearchNetwork, cell_inputs, channel_shuffle
 
 __all__ = ["FastSearchCell", "FastSearchNetwork", "edge_tensor_pairs"]
 
@@ -260,11 +259,7 @@ class FastSearchCell(nn.Module):
     ):
         super().__init__()
         self.reduction, self.steps, self.multiplier, self.k = reduction, steps, multiplier, partial_channels
-        if reduction_prev:
-            self.preprocess0 = FactorizedReduce(c_prev_prev, channels, affine=False)
-        else:
-            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+        self.preprocess0, self.preprocess1 = cell_inputs(c_prev_prev, c_prev, channels, reduction_prev)
         self.op_index = {name: i for i, name in enumerate(primitives)}
         # state j feeds nodes first_node(j) .. steps-1; the last node feeds nothing
         # reference edge index of (node i, source j): node i's edges start after 2 + 3 + ... edges
