@@ -151,14 +151,14 @@ def fit(
     def pick(name: str, flag: Any, default: Any = None) -> Any:
         return flag if flag is not None else cfg.get(name, default)
 
-    def name_and_args(value: Any, kind: str) -> tuple[Optional[str], dict]:
+    def name_and_args(value: Any) -> tuple[Optional[str], dict]:
         if isinstance(value, dict):
             value = dict(value)
             return value.pop("name", None), value
         return value, {}
 
-    model_name, model_cfg_args = name_and_args(model if model is not None else cfg.get("model", "mlp"), "model")
-    data_name, data_cfg_args = name_and_args(data if data is not None else cfg.get("data"), "data")
+    model_name, model_cfg_args = name_and_args(model if model is not None else cfg.get("model", "mlp"))
+    data_name, data_cfg_args = name_and_args(data if data is not None else cfg.get("data"))
     if model_name not in MODELS:
         fail(f"unknown model {model_name!r}; choose one of: {', '.join(MODELS)}")
     if data_name is not None and data_name not in DATAMODULES:

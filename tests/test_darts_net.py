@@ -44,7 +44,6 @@ def reference_param_count(genotype: Genotype, C: int, layers: int, num_classes: 
     c_stem = 3 * C
     total = in_chans * c_stem * 9 + 2 * c_stem  # stem conv 3x3 + BN
     c_pp, c_p, c = c_stem, c_stem, C
-    reduction_prev = False
     for i in range(layers):
         reduction = i in (layers // 3, 2 * layers // 3)
         if reduction:
@@ -57,7 +56,6 @@ def reference_param_count(genotype: Genotype, C: int, layers: int, num_classes: 
         c_pp, c_p = c_p, multiplier * c
         if i == 2 * layers // 3:
             c_aux = c_p
-        reduction_prev = reduction
     if auxiliary:  # 1x1 conv to 128 + BN, 2x2 conv to 768 + BN, linear
         total += c_aux * 128 + 2 * 128 + 128 * 768 * 4 + 2 * 768 + 768 * num_classes + num_classes
     return total + c_p * num_classes + num_classes  # classifier
