@@ -16,7 +16,29 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..models.mlp import MLP
 
 
-class ClassificationTask(L.LightningModule):
+class EvaluatesClassification:
+    """Validation and test steps of a classifier: cross-entropy and accuracy, logged per stage.
+
+    Mixed into LightningModules that define ``forward`` (logits), ``loss(logits, y)`` and the
+    torchmetrics ``val_acc`` / ``test_acc``; shared by :class:`ClassificationTask` and the DARTS
+    search, which trains differently but is evaluated the same way.
+    """
+
+    def _eval_step(self, batch, stage: str, metric):
+        x, y = batch
+        logits = self(x)
+        metric(logits, y)
+        self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True)
+        self.log(f"{stage}/acc", metric, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test", self.test_acc)
+
+
+class ClassificationTask(EvaluatesClassification, L.LightningModule):
     """Cross-entropy training, accuracy metrics and the optimiser; networks come from subclasses."""
 
     # what ModelCheckpoint keeps the best of: the loss, smoother than accuracy on small val splits
@@ -56,19 +78,6 @@ class ClassificationTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
-
-    def _eval_step(self, batch, stage: str, metric):
-        x, y = batch
-        logits = self(x)
-        metric(logits, y)
-        self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True)
-        self.log(f"{stage}/acc", metric, prog_bar=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val", self.val_acc)
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test", self.test_acc)
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

@@ -45,11 +45,12 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..models.darts_search import SearchNetwork
 from ..models.darts_search_fast import FastSearchNetwork
 from ..models.genotype import Genotype
+from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
 
 
-class DARTSSearch(L.LightningModule):
+class DARTSSearch(EvaluatesClassification, L.LightningModule):
     """Searches a DARTS cell on a bilevel datamodule.
 
     Example::
@@ -259,19 +260,6 @@ class DARTSSearch(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
-
-    def _eval_step(self, batch, stage: str, metric) -> None:
-        x, y = batch
-        logits = self.net(x)
-        metric(logits, y)
-        self.log(f"{stage}/loss", self.loss(logits, y), sync_dist=True)
-        self.log(f"{stage}/acc", metric, prog_bar=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch, "val", self.val_acc)
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch, "test", self.test_acc)
 
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.optimizers()[0].param_groups[0]["lr"], sync_dist=True)
