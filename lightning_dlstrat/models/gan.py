@@ -34,6 +34,15 @@ def _sn(layer: nn.Module, enabled: bool) -> nn.Module:
     return _spectral_norm(layer) if enabled else layer
 
 
+def _critic_layers(width: int, hidden: tuple[int, ...], spectral_norm: bool) -> list[nn.Module]:
+    """Linear + LeakyReLU(0.2) per hidden width, then one logit: the dense discriminators' body."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [_sn(nn.Linear(width, h), spectral_norm), nn.LeakyReLU(0.2)]
+        width = h
+    return layers + [_sn(nn.Linear(width, 1), spectral_norm)]
+
+
 def dcgan_plan(size: int) -> tuple[int, int]:
     """``(seed, doublings)`` with ``seed * 2**doublings == size``, 4 <= seed <= 7, doublings >= 1.
 
@@ -79,13 +88,7 @@ class DenseGenerator(nn.Module, HubMixin, tags=["gan", "unconditional-image-gene
 class DenseDiscriminator(nn.Module):
     def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), hidden: tuple[int, ...] = (512, 256), spectral_norm: bool = False):
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = prod(in_shape)
-        for h in hidden:
-            layers += [_sn(nn.Linear(width, h), spectral_norm), nn.LeakyReLU(0.2)]
-            width = h
-        layers.append(_sn(nn.Linear(width, 1), spectral_norm))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.Flatten(), *_critic_layers(prod(in_shape), hidden, spectral_norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)  # (B, C, H, W) -> (B,) logits
@@ -164,13 +167,7 @@ class MLPGenerator(nn.Module, HubMixin, tags=["gan", "2d-points"]):
 class MLPDiscriminator(nn.Module):
     def __init__(self, in_dim: int = 2, hidden: tuple[int, ...] = (256, 256, 256), spectral_norm: bool = False):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = in_dim
-        for h in hidden:
-            layers += [_sn(nn.Linear(width, h), spectral_norm), nn.LeakyReLU(0.2)]
-            width = h
-        layers.append(_sn(nn.Linear(width, 1), spectral_norm))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*_critic_layers(in_dim, hidden, spectral_norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)  # (B, 2) -> (B,) logits
