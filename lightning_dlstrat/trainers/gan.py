@@ -408,12 +408,14 @@ class GAN(L.LightningModule):
 
     # --- samples every epoch ---------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
-        if not self.trainer.is_global_zero or self.trainer.sanity_checking:
-            return
-        out = self._generate(self.fixed_z)  # (num_fixed, *in_shape)
-        path = Path(self.trainer.default_root_dir) / "samples" / f"epoch-{self.current_epoch + 1:04d}.png"
-        modes = getattr(getattr(self.trainer, "datamodule", None), "modes", None)
-        render_samples(out, path, modes=modes() if modes else None, title=f"epoch {self.current_epoch + 1}, generator step {self.global_step}")
+        if self.trainer.is_global_zero:
+            out = self._generate(self.fixed_z)  # (num_fixed, *in_shape)
+            path = Path(self.trainer.default_root_dir) / "samples" / f"epoch-{self.current_epoch + 1:04d}.png"
+            modes = getattr(getattr(self.trainer, "datamodule", None), "modes", None)
+            render_samples(out, path, modes=modes() if modes else None, title=f"epoch {self.current_epoch + 1}, generator step {self.global_step}")
+        # The other ranks wait for rank 0's drawing: after the last epoch, a rank that ran ahead would tear
+        # its process group down (atexit) while rank 0 still draws, and gloo aborts such a rank now and then.
+        self.trainer.strategy.barrier("gan-samples")
 
     # --- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
