@@ -91,7 +91,7 @@ MODELS: dict[str, Recipe] = {
         Recipe(
             "gan",
             "lightning_dlstrat.trainers.gan:GAN",
-            "GAN (non-saturating / hinge / WGAN-GP / LSGAN, EMA generator): DCGAN for images, MLPs for 2-D points",
+            "GAN (non-saturating / hinge / WGAN-GP / LSGAN, EMA generator): dense nets for small images, DCGAN for larger ones, MLPs for 2-D points",
             max_epochs=50,  # datasets without a tuned length (ring8, grid25, digits: trainers/gan.py DEFAULT_EPOCHS)
             data_args={"normalization": "tanh"},  # generators end in tanh; 2-D mixtures stay in raw coordinates
             test=False,  # no test loop: the metrics come from after_fit

@@ -65,7 +65,7 @@ ZOO: dict[str, ZooEntry] = {
     for e in (
         ZooEntry("mlp-digits", "MLP 64-128-10 on the 8x8 digits"),
         ZooEntry("darts-digits", "DARTS cell searched on the 8x8 digits, retrained (C=8, 5 cells)"),
-        ZooEntry("gan-digits", "GAN generator (EMA, DCGAN) for the 8x8 digits"),
+        ZooEntry("gan-digits", "GAN generator (EMA, dense) for the 8x8 digits"),
         ZooEntry("gan-ring8", "GAN generator (EMA, MLP) for the ring of 8 Gaussians"),
         ZooEntry("darts-v2-cifar10", "the published DARTS (2nd order) CIFAR-10 cell", kind="genotype"),
         ZooEntry("pc-darts-cifar10", "the published PC-DARTS CIFAR-10 cell", kind="genotype"),

@@ -113,6 +113,8 @@ def test_dcgan_is_sized_from_the_data(shape):
 
 
 def test_dense_and_mlp_families():
+    assert GAN(in_shape=(1, 8, 8), noise_seed=0).arch == "dense"  # auto: a DCGAN under 16x16 has one upsampling step
+    assert GAN(in_shape=(1, 28, 28), noise_seed=0).arch == "dcgan"
     dense = GAN(in_shape=(1, 28, 28), arch="dense", noise_seed=0)
     assert dense.generator(torch.randn(4, 100)).shape == (4, 1, 28, 28)
     assert dense.discriminator(torch.randn(4, 1, 28, 28)).shape == (4,)
@@ -125,7 +127,9 @@ def test_size_the_generator_cannot_produce_is_a_clear_error(tmp_path):
     assert dcgan_plan(28) == (7, 2) and dcgan_plan(8) == (4, 1)
     for bad in (9, 6, 18 * 2 + 1):
         with pytest.raises(ValueError, match=f"cannot produce {bad}x{bad}"):
-            GAN(in_shape=(1, bad, bad))
+            GAN(in_shape=(1, bad, bad), arch="dcgan")
+    with pytest.raises(ValueError, match="cannot produce 37x37"):
+        GAN(in_shape=(1, 37, 37))  # auto picks dcgan from 16x16 up
     with pytest.raises(ValueError, match="square"):
         GAN(in_shape=(3, 32, 16))
     # From the CLI: exit 2 with the reason, before any training.

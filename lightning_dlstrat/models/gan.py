@@ -174,11 +174,18 @@ class MLPDiscriminator(nn.Module):
 
 
 def resolve_arch(arch: str, shape: tuple[int, ...]) -> str:
-    """``"auto"`` -> ``"mlp"`` for vectors (2-D points), ``"dcgan"`` for (C, H, W) images."""
+    """``"auto"`` -> ``"mlp"`` for vectors (2-D points), ``"dense"`` for images under 16x16, else ``"dcgan"``.
+
+    Under 16 pixels a DCGAN has a single upsampling step (a 4..7 seed doubled once), and on the
+    8x8 digits the classic dense pair did far better: 87% of samples confidently labelled after
+    6,300 generator steps against 75% for the DCGAN (docs/gan.md).
+    """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHS)}")
     if arch == "auto":
-        return "mlp" if len(shape) == 1 else "dcgan"
+        if len(shape) == 1:
+            return "mlp"
+        return "dense" if min(shape[1:]) < 16 else "dcgan"
     if arch == "mlp" and len(shape) != 1:
         raise ValueError(f"arch 'mlp' is for vector data such as 2-D points; the data has shape {tuple(shape)}. Use dcgan or dense")
     if arch in ("dcgan", "dense") and len(shape) != 3:
