@@ -12,6 +12,7 @@ The CLI is a thin layer over :func:`fit`, so the Python API and the CLI run the 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -30,6 +31,25 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .data import BaseDataModule, get_datamodule
 from .registry import Recipe, get_recipe, load_hook
+
+
+def destroy_gloo_group_at_exit() -> None:
+    """Destroy this process's gloo process group when it exits, as Lightning does only for NCCL.
+
+    Call from a LightningModule's ``setup``, which runs in every DDP process once the group
+    exists. A gloo group still alive at interpreter shutdown can kill the process with SIGABRT
+    ("terminate called without an active exception"): its worker threads still hold tensors
+    while Python is torn down (pytorch/pytorch#179291, #190489). It happened in this project's CI
+    to a 2-process ``ddp_spawn`` test, once in many runs.
+    """
+    global _gloo_exit_hook
+    dist = torch.distributed
+    if not _gloo_exit_hook and dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
+        atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
+        _gloo_exit_hook = True
+
+
+_gloo_exit_hook = False  # registered in this process yet?
 
 
 class DlstratError(Exception):

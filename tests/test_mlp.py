@@ -1,5 +1,7 @@
 """The MLP network and its LightningModule: shapes, DDP on two CPU processes, bf16, resume."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -65,6 +67,24 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
     # and training did something: the weights moved away from the initialisation
     init = MLPClassifier(in_shape=dm.dims, hidden=(32,)).state_dict()
     assert not torch.equal(w0["model.head.weight"], init["model.head.weight"])
+
+
+def test_modules_destroy_their_gloo_group_at_exit(tmp_path):
+    # A gloo group alive at interpreter shutdown can abort the process (SIGABRT), which once failed
+    # the DDP test above in CI; Lightning destroys only NCCL groups at exit, so the modules do it.
+    script = f"""
+import atexit, torch.distributed as dist
+from lightning_dlstrat import MLPClassifier
+dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1)
+atexit._run_exitfuncs()
+print("without setup:", dist.is_initialized())
+MLPClassifier(in_shape=(1, 8, 8)).setup("fit")
+atexit._run_exitfuncs()
+print("after setup:", dist.is_initialized())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "without setup: True" in out.stdout and "after setup: False" in out.stdout
 
 
 def test_bf16_mixed_on_cpu_trains():

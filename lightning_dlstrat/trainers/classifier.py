@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models.mlp import MLP
+from ..run import destroy_gloo_group_at_exit
 
 
 class EvaluatesClassification:
@@ -82,6 +83,9 @@ class ClassificationTask(EvaluatesClassification, L.LightningModule):
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self(x).argmax(dim=1)
+
+    def setup(self, stage: str) -> None:
+        destroy_gloo_group_at_exit()
 
     def configure_optimizers(self):
         params = self.model.parameters()

@@ -45,6 +45,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..models.darts_search import SearchNetwork
 from ..models.darts_search_fast import FastSearchNetwork
 from ..models.genotype import Genotype
+from ..run import destroy_gloo_group_at_exit
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
@@ -133,6 +134,9 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
         return w_opt, a_opt
+
+    def setup(self, stage: str) -> None:
+        destroy_gloo_group_at_exit()
 
     def configure_optimizers(self):
         w_opt, a_opt = self.make_optimizers()

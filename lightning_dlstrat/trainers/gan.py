@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..models.gan import build_gan_networks, resolve_arch
-from ..run import DlstratError, atomic_write_bytes
+from ..run import DlstratError, atomic_write_bytes, destroy_gloo_group_at_exit
 
 LOSSES = ("ns", "hinge", "wgan-gp", "lsgan")
 FID_CHOICES = ("auto", "classifier", "inception", "none")
@@ -247,6 +247,7 @@ class GAN(L.LightningModule):
 
     # --- setup and checks ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        destroy_gloo_group_at_exit()
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None:
             return
@@ -416,14 +417,12 @@ class GAN(L.LightningModule):
 
     # --- samples every epoch ---------------------------------------------------------------------
     def on_train_epoch_end(self) -> None:
-        if self.trainer.is_global_zero:
-            out = self._generate(self.fixed_z)  # (num_fixed, *in_shape)
-            path = Path(self.trainer.default_root_dir) / "samples" / f"epoch-{self.current_epoch + 1:04d}.png"
-            modes = getattr(getattr(self.trainer, "datamodule", None), "modes", None)
-            render_samples(out, path, modes=modes() if modes else None, title=f"epoch {self.current_epoch + 1}, generator step {self.global_step}")
-        # The other ranks wait for rank 0's drawing: after the last epoch, a rank that ran ahead would tear
-        # its process group down (atexit) while rank 0 still draws, and gloo aborts such a rank now and then.
-        self.trainer.strategy.barrier("gan-samples")
+        if not self.trainer.is_global_zero or self.trainer.sanity_checking:
+            return
+        out = self._generate(self.fixed_z)  # (num_fixed, *in_shape)
+        path = Path(self.trainer.default_root_dir) / "samples" / f"epoch-{self.current_epoch + 1:04d}.png"
+        modes = getattr(getattr(self.trainer, "datamodule", None), "modes", None)
+        render_samples(out, path, modes=modes() if modes else None, title=f"epoch {self.current_epoch + 1}, generator step {self.global_step}")
 
     # --- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
