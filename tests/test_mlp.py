@@ -71,7 +71,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
 
 def test_modules_destroy_their_gloo_group_at_exit(tmp_path):
     # A gloo group alive at interpreter shutdown can abort the process (SIGABRT), which once failed
-    # the DDP test above in CI; Lightning destroys only NCCL groups at exit, so the modules do it.
+    # a 2-process DDP test in CI; Lightning destroys only NCCL groups at exit, so the modules do it.
     script = f"""
 import atexit, torch.distributed as dist
 from lightning_dlstrat import MLPClassifier
