@@ -198,6 +198,21 @@ def test_cli_fit_ring8_writes_samples_metrics_and_sample_command(tmp_path):
     assert bad.exit_code == 2 and "at least 1" in bad.output
 
 
+def test_cli_fit_digits_default_recipe_learns_digits(tmp_path):
+    # The digits recipe (dense nets, R1) for 1,000 of its 6,300 generator steps: measured 74.9%
+    # confident samples, classes 7.4-12.0%, Frechet distance 5.94 (real vs real 6.28). The DCGAN
+    # it replaced fails all three bars under the same command: 64.6%, a class at 4.8%, 14.51.
+    result = runner.invoke(app, ["fit", "--model", "gan", "--trainer.max_steps=1000", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run_dir_of(result.output) / "summary.json").read_text())
+    m = summary["gan_metrics"]
+    assert m["kind"] == "classifier" and summary["generator_steps"] == 1000
+    assert m["confident_pct"] >= 65.0
+    assert all(5.0 <= c <= 15.0 for c in m["class_pct"]), m["class_pct"]
+    assert m["fd"] < 2 * m["fd_real_baseline"]
+    assert "confidently labelled (p >= 0.9)" in result.output
+
+
 def _weights(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
