@@ -556,9 +556,10 @@ def run(ctx) -> dict[str, Any]:
     threads = torch.get_num_threads()
     dims = getattr(DATAMODULES.get(ctx.data_name), "dims", ()) or (0,)
     if prod(dims) <= 64 and "OMP_NUM_THREADS" not in os.environ:
-        # The networks for 2-D points and 8x8 digits are too small for intra-op threads to pay:
-        # measured on 2 shared cores, one thread ran a DCGAN digits step in 58 ms and two in
-        # 770 ms (and 4 ms vs 50 ms for the 2-D MLPs). OMP_NUM_THREADS, when set, wins.
+        # Small networks (2-D points, 8x8 digits): on 2 shared cores two threads' OpenMP spinning
+        # made a DCGAN digits step take 770 ms against 58 ms for one (50 vs 4 ms for the 2-D MLPs),
+        # and one thread gives the same numbers on any machine (docs/gan.md, Threads).
+        # OMP_NUM_THREADS, when set, wins.
         torch.set_num_threads(1)
     try:
         return fit_once(ctx, ctx.run_dir)
