@@ -52,6 +52,22 @@ def destroy_gloo_group_at_exit() -> None:
 _gloo_exit_hook = False  # registered in this process yet?
 
 
+def mean_over_ranks(module: L.LightningModule, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``tensors`` averaged over the DDP ranks of the Trainer or Fabric running ``module``.
+
+    One collective on one flat buffer; every rank must pass tensors of the same shapes. In a
+    single process (or without a runner) the tensors come back as they are.
+    """
+    fabric, trainer = module._fabric, module._trainer
+    if fabric is not None and fabric.world_size > 1:
+        flat = fabric.all_reduce(torch.cat([t.reshape(-1) for t in tensors]), reduce_op="mean")  # (total,)
+    elif trainer is not None and trainer.world_size > 1:
+        flat = trainer.strategy.reduce(torch.cat([t.reshape(-1) for t in tensors]), reduce_op="mean")  # (total,)
+    else:
+        return list(tensors)
+    return [f.view_as(t) for f, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 class DlstratError(Exception):
     """Bad input: the CLI prints the message (no traceback) and exits with code 2."""
 

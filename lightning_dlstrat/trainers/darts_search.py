@@ -45,7 +45,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..models.darts_search import SearchNetwork
 from ..models.darts_search_fast import FastSearchNetwork
 from ..models.genotype import Genotype
-from ..run import destroy_gloo_group_at_exit
+from ..run import destroy_gloo_group_at_exit, mean_over_ranks
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
@@ -185,14 +185,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         alphas = self.net.arch_parameters()
         scale = self._loss_scale()  # as the precision plugin's backward would scale the loss
         grads = torch.autograd.grad(loss * scale, alphas, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g / scale for p, g in zip(alphas, grads)]
-        if self._fabric is not None and self._fabric.world_size > 1:
-            flat = self._fabric.all_reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")  # (num_alpha,)
-        elif self._trainer is not None and self.trainer.world_size > 1:
-            flat = self.trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")  # (num_alpha,)
-        else:
-            return grads
-        return [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)]
+        return mean_over_ranks(self, [torch.zeros_like(p) if g is None else g / scale for p, g in zip(alphas, grads)])
 
     def architecture_gradient(self, train: Batch, val: Batch, w_opt: torch.optim.Optimizer) -> list[torch.Tensor]:
         """The hypergradient dL_val/dalpha (order 1 or 2), one tensor per architecture parameter.

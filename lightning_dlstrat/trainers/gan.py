@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..models.gan import build_gan_networks, resolve_arch
-from ..run import DlstratError, atomic_write_bytes, destroy_gloo_group_at_exit
+from ..run import DlstratError, atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks
 
 LOSSES = ("ns", "hinge", "wgan-gp", "lsgan")
 FID_CHOICES = ("auto", "classifier", "inception", "none")
@@ -328,10 +328,8 @@ class GAN(L.LightningModule):
         for p in params:
             if p.grad is None:  # keeps the flat layout identical on every rank
                 p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])  # (num_params,)
-        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
-        for p, g in zip(params, flat.split([p.numel() for p in params])):
-            p.grad.copy_(g.view_as(p))
+        for p, g in zip(params, mean_over_ranks(self, [p.grad for p in params])):
+            p.grad.copy_(g)
 
     def _update(self, optimizer, loss: torch.Tensor, net: nn.Module, generator_step: bool) -> None:
         optimizer.zero_grad(set_to_none=True)
