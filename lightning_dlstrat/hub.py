@@ -37,7 +37,7 @@ from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
 
 from .registry import load_target
-from .run import DlstratError
+from .core import DlstratError
 
 LIBRARY_NAME = "lightning-dlstrat"
 REPO_URL = "https://github.com/lightning-dlstrat/lightning-dlstrat"

@@ -27,7 +27,7 @@ from .models.genotype import Genotype, derive_genotype, num_edges
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = 120) -> None:
-    from .run import atomic_write_bytes
+    from .core import atomic_write_bytes
 
     FigureCanvasAgg(fig)  # attach the Agg canvas: rendering never touches a GUI backend
     buf = io.BytesIO()

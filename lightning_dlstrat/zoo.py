@@ -42,7 +42,7 @@ from .hub import (
     load_model,
     read_config,
 )
-from .run import atomic_write_bytes, atomic_write_json
+from .core import atomic_write_bytes, atomic_write_json
 
 SUMMARY_NAME = "training_summary.json"
 SEARCH_SUMMARY_NAME = "search_summary.json"  # darts-net models: the architecture search that found the genotype

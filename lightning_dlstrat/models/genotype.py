@@ -131,7 +131,7 @@ class Genotype:
 
     def save(self, path: str | Path) -> None:
         """Write JSON atomically, one field per line (readable and diff-friendly)."""
-        from ..run import atomic_write_bytes
+        from ..core import atomic_write_bytes
 
         body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in self.to_dict().items())
         atomic_write_bytes(path, ("{\n" + body + "\n}\n").encode())

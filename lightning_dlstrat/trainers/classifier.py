@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models.mlp import MLP
-from ..run import destroy_gloo_group_at_exit
+from ..core import destroy_gloo_group_at_exit
 
 
 class EvaluatesClassification:

@@ -45,7 +45,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..models.darts_search import SearchNetwork
 from ..models.darts_search_fast import FastSearchNetwork
 from ..models.genotype import Genotype
-from ..run import destroy_gloo_group_at_exit, mean_over_ranks
+from ..core import destroy_gloo_group_at_exit, mean_over_ranks
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
@@ -316,7 +316,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
 
     def write_history(self, directory: Path) -> Path:
         """Write every epoch's record as one JSON line to ``directory/genotype_history.jsonl``."""
-        from ..run import atomic_write_bytes
+        from ..core import atomic_write_bytes
 
         path = Path(directory) / "genotype_history.jsonl"
         atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in self.history).encode())

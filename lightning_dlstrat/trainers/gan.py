@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..models.gan import build_gan_networks, resolve_arch
-from ..run import DlstratError, atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks
+from ..core import DlstratError, atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks
 
 LOSSES = ("ns", "hinge", "wgan-gp", "lsgan")
 FID_CHOICES = ("auto", "classifier", "inception", "none")

@@ -26,7 +26,8 @@ from typing import Any
 import lightning as L
 
 from ..models.genotype import Genotype, sample_genotype
-from ..run import DlstratError, FitContext, atomic_write_json, fit_once
+from ..core import DlstratError, atomic_write_json
+from ..run import FitContext, fit_once
 from ..viz import plot_genotype
 
 DEFAULT_TRIALS = 8
