@@ -6,55 +6,71 @@
     dm = DigitsDataModule()
     model = MLPClassifier(in_shape=dm.dims, num_classes=dm.num_classes)
     L.Trainer(max_epochs=30).fit(model, datamodule=dm)
+
+Names are imported on first use (PEP 562), so ``import lightning_dlstrat`` and ``dlstrat --version``
+load neither torch nor Lightning. The timm entry points (``darts_net``, ``dlstrat_mlp``) are
+registered as soon as timm is imported, before or after this package.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-from .data import (  # noqa: E402
-    DATAMODULES,
-    CIFAR10DataModule,
-    DigitsDataModule,
-    FashionMNISTDataModule,
-    FolderDataModule,
-    Grid25DataModule,
-    MNISTDataModule,
-    Ring8DataModule,
-    get_datamodule,
-)
-from .models.darts_net import DARTSNetwork  # noqa: E402
-from .models.darts_search import SearchNetwork  # noqa: E402
-from .models.genotype import DARTS_V1, DARTS_V2, GENOTYPES, PC_DARTS, Genotype, derive_genotype, resolve_genotype  # noqa: E402
-from .models.mlp import MLP  # noqa: E402
-from .trainers.classifier import ClassificationTask, MLPClassifier  # noqa: E402
-from .trainers.darts_net import DARTSNetClassifier  # noqa: E402
-from .trainers.darts_search import DARTSSearch  # noqa: E402
-from .trainers.gan import GAN  # noqa: E402
-from . import timm_models  # noqa: E402,F401  (registers darts_net / dlstrat_mlp with timm)
+# public name -> the module that defines it
+_EXPORTS = {
+    "DATAMODULES": ".data",
+    "CIFAR10DataModule": ".data",
+    "DigitsDataModule": ".data",
+    "FashionMNISTDataModule": ".data",
+    "FolderDataModule": ".data",
+    "Grid25DataModule": ".data",
+    "MNISTDataModule": ".data",
+    "Ring8DataModule": ".data",
+    "get_datamodule": ".data",
+    "DARTSNetwork": ".models.darts_net",
+    "SearchNetwork": ".models.darts_search",
+    "DARTS_V1": ".models.genotype",
+    "DARTS_V2": ".models.genotype",
+    "GENOTYPES": ".models.genotype",
+    "PC_DARTS": ".models.genotype",
+    "Genotype": ".models.genotype",
+    "derive_genotype": ".models.genotype",
+    "resolve_genotype": ".models.genotype",
+    "MLP": ".models.mlp",
+    "ClassificationTask": ".trainers.classifier",
+    "MLPClassifier": ".trainers.classifier",
+    "DARTSNetClassifier": ".trainers.darts_net",
+    "DARTSSearch": ".trainers.darts_search",
+    "GAN": ".trainers.gan",
+    "zoo": ".zoo",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
 
-__all__ = [
-    "CIFAR10DataModule",
-    "ClassificationTask",
-    "DARTSNetClassifier",
-    "DARTSNetwork",
-    "DARTSSearch",
-    "DARTS_V1",
-    "DARTS_V2",
-    "DATAMODULES",
-    "DigitsDataModule",
-    "FashionMNISTDataModule",
-    "FolderDataModule",
-    "GAN",
-    "GENOTYPES",
-    "Genotype",
-    "Grid25DataModule",
-    "MLP",
-    "MLPClassifier",
-    "MNISTDataModule",
-    "PC_DARTS",
-    "Ring8DataModule",
-    "SearchNetwork",
-    "__version__",
-    "derive_genotype",
-    "get_datamodule",
-    "resolve_genotype",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name], __name__)
+    value = module if name == "zoo" else getattr(module, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _register_with_timm() -> None:
+    """Register the timm entry points now if timm is loaded, else right after it is first imported."""
+    if "timm" in sys.modules:
+        importlib.import_module(".timm_models", __name__)
+        return
+    from ._timm_hook import install
+
+    install(lambda: importlib.import_module(".timm_models", __name__))
+
+
+_register_with_timm()

@@ -1,7 +1,8 @@
 """The foundation every other module may import: errors, atomic files, DDP helpers, bounded text.
 
-It imports nothing from this package (only the standard library and torch), so networks, data,
-trainers, recipes and the CLI can all depend on it without a cycle.
+It imports nothing from this package, so networks, data, trainers, recipes and the CLI can all
+depend on it without a cycle; torch is imported inside the functions that need it, so the CLI can
+report an error or print ``--version`` without loading torch.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 class DlstratError(Exception):
@@ -61,8 +60,9 @@ def destroy_gloo_group_at_exit() -> None:
     ("terminate called without an active exception"): its worker threads still hold tensors
     while Python is torn down (pytorch/pytorch#179291, #190489).
     """
+    import torch.distributed as dist
+
     global _gloo_exit_hook
-    dist = torch.distributed
     if not _gloo_exit_hook and dist.is_available() and dist.is_initialized() and dist.get_backend() == "gloo":
         atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
         _gloo_exit_hook = True
@@ -71,12 +71,14 @@ def destroy_gloo_group_at_exit() -> None:
 _gloo_exit_hook = False  # registered in this process yet?
 
 
-def mean_over_ranks(module: Any, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+def mean_over_ranks(module: Any, tensors: list) -> list:
     """``tensors`` averaged over the DDP ranks of the Trainer or Fabric running ``module``.
 
     One collective on one flat buffer; every rank must pass tensors of the same shapes. In a
     single process (or without a runner) the tensors come back as they are.
     """
+    import torch
+
     fabric, trainer = module._fabric, module._trainer
     if fabric is not None and fabric.world_size > 1:
         flat = fabric.all_reduce(torch.cat([t.reshape(-1) for t in tensors]), reduce_op="mean")  # (total,)
@@ -85,3 +87,43 @@ def mean_over_ranks(module: Any, tensors: list[torch.Tensor]) -> list[torch.Tens
     else:
         return list(tensors)
     return [f.view_as(t) for f, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it, before any Trainer or process group exists.
+
+    torchrun and Lightning's own ``ddp`` launcher set ``RANK`` or ``LOCAL_RANK`` / ``NODE_RANK``
+    in the environment; SLURM sets ``SLURM_PROCID`` for each task. 0 for a plain single process.
+    Used to let only rank 0 create the run directory (:mod:`lightning_dlstrat.run`).
+    """
+
+    def env(name: str) -> int:
+        value = os.environ.get(name, "0")
+        return int(value) if value.isdigit() else 0
+
+    if "RANK" in os.environ:
+        return env("RANK")
+    if env("SLURM_NTASKS") > 1 and "SLURM_PROCID" in os.environ:
+        return env("SLURM_PROCID")
+    return env("NODE_RANK") + env("LOCAL_RANK")  # 0 only for the first process of the first node
+
+
+def planned_epochs(trainer: Any, steps_per_batch: float = 1.0) -> int:
+    """How many epochs ``trainer`` will really run: ``max_epochs``, or fewer when ``max_steps`` stops it first.
+
+    ``steps_per_batch``: how much ``trainer.global_step`` grows per training batch (2 for a DARTS
+    search, whose two optimisers both step; 1 / n_critic for a GAN, which counts generator
+    steps). Schedules planned per epoch (cosine, drop-path) read this instead of ``max_epochs``,
+    so ``max_steps`` alone, or both together, give the schedule the run's real length.
+    """
+    import math
+
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()  # what estimated_stepping_batches does to learn the batch count
+    batches_per_epoch = trainer.num_training_batches
+    by_epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+    by_steps = trainer.max_steps / steps_per_batch if trainer.max_steps not in (None, -1) else math.inf
+    batches = min(by_epochs * batches_per_epoch, by_steps)
+    if math.isinf(batches) or batches_per_epoch in (0, math.inf):
+        raise ValueError("the run has no planned end (max_epochs=-1 and no max_steps): set max_epochs or max_steps")
+    return max(1, math.ceil(batches / batches_per_epoch))

@@ -8,6 +8,11 @@ A model folder (or Hub model repo) holds::
 
 ``config.json`` holds all that rebuilds the network: ``architecture`` names a class in
 :data:`ARCHITECTURES`, ``model_args`` are its ``__init__`` arguments (a DARTS genotype as JSON lists).
+
+:data:`ARCHITECTURES` is the one registry of deployable networks. A class joins it by declaring
+its name and kind where it is defined, ``class MLP(nn.Module, HubMixin, architecture="dlstrat_mlp",
+kind="classifier")``; the Hub format, the timm entry points (:mod:`lightning_dlstrat.timm_models`)
+and the zoo all read it. Importing :mod:`lightning_dlstrat.models` registers every network.
 Classifiers also carry timm's fields (``num_classes``, ``num_features``, ``pretrained_cfg``), so
 ``timm.create_model("hf-hub:ORG/NAME", pretrained=True)`` reads the same file
 (:mod:`lightning_dlstrat.timm_models`).
@@ -30,14 +35,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
 
-from .registry import load_target
-from .core import DlstratError
+from .core import DlstratError, shorten
 
 LIBRARY_NAME = "lightning-dlstrat"
 REPO_URL = "https://github.com/lightning-dlstrat/lightning-dlstrat"
@@ -45,16 +49,13 @@ DOCS_URL = f"{REPO_URL}/blob/main/docs/zoo.md"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-# architecture name in config.json -> the nn.Module that rebuilds it ("module:Class").
-# Classifier names double as timm model names (registered in lightning_dlstrat.timm_models).
-ARCHITECTURES: dict[str, str] = {
-    "dlstrat_mlp": "lightning_dlstrat.models.mlp:MLP",
-    "darts_net": "lightning_dlstrat.models.darts_net:DARTSNetwork",
-    "dense_generator": "lightning_dlstrat.models.gan:DenseGenerator",
-    "dcgan_generator": "lightning_dlstrat.models.gan:DCGANGenerator",
-    "mlp_generator": "lightning_dlstrat.models.gan:MLPGenerator",
-}
-CLASSIFIERS = ("dlstrat_mlp", "darts_net")
+# architecture name in config.json -> the network class; filled by HubMixin subclasses as they are
+# defined (see the module docstring). Classifier names double as timm model names.
+ARCHITECTURES: dict[str, type] = {}
+KINDS = ("classifier", "generator")
+# Networks a config.json may ask for are built on the meta device first and refused above this
+# many parameters, so a downloaded config cannot make the loader allocate without bound.
+MAX_PARAMETERS = 500_000_000
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub spells repo ids
 
@@ -63,21 +64,18 @@ class HubError(DlstratError):
     """A model could not be saved, found, downloaded or loaded; the message says why and what to do."""
 
 
-def architecture_name(cls: type) -> str:
-    target = f"{cls.__module__}:{cls.__qualname__}"
-    for name, value in ARCHITECTURES.items():
-        if value == target:
-            return name
-    raise HubError(f"{cls.__qualname__} is not in lightning_dlstrat.hub.ARCHITECTURES, so config.json could not name it")
+def architectures(kind: str | None = None) -> dict[str, type]:
+    """The registered networks (of one ``kind``), by architecture name."""
+    return {name: cls for name, cls in ARCHITECTURES.items() if kind is None or cls.kind == kind}
 
 
 def architecture_class(name: Any, source: str = "config.json") -> type:
     if name not in ARCHITECTURES:
         raise HubError(
-            f"{source} names the architecture {name!r}, which this version of lightning-dlstrat does not know; "
+            f"{source} names the architecture {shorten(name, 80)}, which this version of lightning-dlstrat does not know; "
             f"known: {', '.join(ARCHITECTURES)}. Upgrade lightning-dlstrat or check the repo."
         )
-    return load_target(ARCHITECTURES[name])
+    return ARCHITECTURES[name]
 
 
 # README.md for save_pretrained / push_to_hub outside `dlstrat push` (which writes a full card)
@@ -108,22 +106,46 @@ class HubMixin(
 ):
     """``PyTorchModelHubMixin`` with this package's config.json and strict, safetensors-only loading.
 
-    Put it after ``nn.Module`` in a network's bases (``class MLP(nn.Module, HubMixin, tags=[...])``)
-    and add the class to :data:`ARCHITECTURES`. The ``__init__`` arguments, captured by the mixin
-    when the network is built, become ``model_args``.
+    Put it after ``nn.Module`` in a network's bases and name the network there::
+
+        class MLP(nn.Module, HubMixin, architecture="dlstrat_mlp", kind="classifier", tags=[...]): ...
+
+    That registers the class in :data:`ARCHITECTURES`. The ``__init__`` arguments of each instance
+    are kept in ``init_args`` and become config.json's ``model_args``.
     """
+
+    architecture: ClassVar[str] = ""  # the name in config.json (and timm's model name for classifiers)
+    kind: ClassVar[str] = ""  # "classifier" or "generator"
+
+    def __init_subclass__(cls, *, architecture: str | None = None, kind: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if architecture is None:
+            return
+        if kind not in KINDS:
+            raise TypeError(f"{cls.__qualname__}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if architecture in ARCHITECTURES and ARCHITECTURES[architecture].__qualname__ != cls.__qualname__:
+            raise TypeError(f"architecture {architecture!r} is already registered by {ARCHITECTURES[architecture].__qualname__}")
+        cls.architecture, cls.kind = architecture, kind
+        ARCHITECTURES[architecture] = cls
+
+    def __new__(cls, *args, **kwargs):
+        instance = super().__new__(cls, *args, **kwargs)
+        bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        bound.apply_defaults()
+        # set through __dict__: nn.Module.__init__ has not run yet
+        instance.__dict__["init_args"] = {k: v for k, v in list(bound.arguments.items())[1:]}
+        return instance
 
     def hub_config(self) -> dict[str, Any]:
         """What config.json holds for this network (see the module docstring)."""
-        args = dict(self._hub_mixin_config or {})
+        args = dict(self.init_args)
         genotype = getattr(self, "genotype", None)
         if hasattr(genotype, "to_dict"):  # the resolved cell, never a name or a path
             args["genotype"] = genotype.to_dict()
         if "num_classes" in args and hasattr(self, "num_classes"):  # reset_classifier may have changed it
             args["num_classes"] = self.num_classes
-        name = architecture_name(type(self))
-        config: dict[str, Any] = {"library_name": LIBRARY_NAME, "architecture": name, "model_args": args}
-        if name in CLASSIFIERS:
+        config: dict[str, Any] = {"library_name": LIBRARY_NAME, "architecture": self.architecture, "model_args": args}
+        if self.kind == "classifier":
             config.update(timm_fields(self))
         return json.loads(json.dumps(config))  # tuples -> lists, and fail here if anything is not JSON
 
@@ -316,24 +338,25 @@ def read_config(path: Path, where: str) -> dict[str, Any]:
 
 
 def build_from_config(config: dict[str, Any], where: str = CONFIG_NAME, **overrides) -> torch.nn.Module:
-    """The network config.json describes, with fresh weights."""
+    """The network config.json describes, with fresh weights.
+
+    Built on the meta device first (no memory), so a config that would allocate more than
+    :data:`MAX_PARAMETERS` parameters is refused before anything is allocated.
+    """
     cls = architecture_class(config["architecture"], f"{CONFIG_NAME} in {where}")
     params = inspect.signature(cls.__init__).parameters
     args = {**config.get("model_args", {}), **overrides}
-    if isinstance(args.get("genotype"), dict):  # a DARTS cell, stored as JSON lists
-        from .models.genotype import Genotype
-
-        try:
-            args["genotype"] = Genotype.from_dict(args["genotype"])
-        except ValueError as e:
-            raise HubError(f"{CONFIG_NAME} in {where} holds an invalid genotype: {e}") from None
     unknown = [k for k in args if k not in params]
     if unknown:
-        raise HubError(f"{CONFIG_NAME} in {where}: {cls.__name__} takes no argument(s) {', '.join(unknown)}")
+        raise HubError(f"{CONFIG_NAME} in {where}: {cls.__name__} takes no argument(s) {shorten(', '.join(unknown), 200)}")
     try:
+        with torch.device("meta"):
+            size = sum(p.numel() for p in cls(**args).parameters())
+        if size > MAX_PARAMETERS:
+            raise HubError(f"{CONFIG_NAME} in {where} describes a {cls.__name__} of {size:,} parameters, more than this loader allows ({MAX_PARAMETERS:,}); it is not a model of this package's sizes")
         return cls(**args)
-    except (TypeError, ValueError, KeyError) as e:
-        raise HubError(f"{CONFIG_NAME} in {where} does not describe a valid {cls.__name__}: {e}") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise HubError(f"{CONFIG_NAME} in {where} does not describe a valid {cls.__name__}: {shorten(str(e), 300)}") from None
 
 
 def load_weights(model: torch.nn.Module, path: Path, where: str, map_location: str | torch.device = "cpu") -> None:
@@ -370,7 +393,8 @@ def load_model(
     """Any of this package's networks from a folder or ``ORG/NAME``, whatever its architecture.
 
     ``expect``: the class the caller wants (``MLP.from_pretrained`` passes ``MLP``); a repo holding
-    another architecture is an error naming the right class.
+    another architecture is an error naming the right class. The architecture must be registered:
+    import :mod:`lightning_dlstrat.models` (``lightning_dlstrat.zoo.load_model`` does) to register all.
     """
     where = str(source) + (f"@{revision}" if revision else "")
     download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only, token=token)
@@ -381,5 +405,4 @@ def load_model(
         raise HubError(f"{where} holds a {cls.__name__} (architecture {config['architecture']!r}), not a {expect.__name__}; load it with {cls.__name__}.from_pretrained or lightning_dlstrat.hub.load_model")
     model = build_from_config(config, where, **model_kwargs)
     load_weights(model, fetch(source, (WEIGHTS_NAME,), **download)[WEIGHTS_NAME], where, map_location)
-    model._hub_mixin_config = dict(config.get("model_args", {}), **model_kwargs)  # save_pretrained writes it back
     return model.eval()

@@ -1,54 +1,116 @@
-"""Runs: the run directory, the Trainer the CLI builds, and what a finished run writes.
+"""Runs: the run directory, the Trainer a recipe gets, and what a finished run writes.
 
 A run directory holds everything one ``dlstrat fit`` produced::
 
     runs/mlp-digits-20261130-171400/
+        config.yaml                        # the resolved configuration: `dlstrat fit --config` replays it
         checkpoints/best.ckpt, last.ckpt   # written atomically (temp file + rename)
         hparams.yaml, metrics.csv          # Lightning's CSVLogger
-        summary.json                       # final metrics, the exact command, versions
+        summary.json                       # final metrics, what it was made from, the command, versions
 
-The CLI is a thin layer over :func:`fit`, so the Python API and the CLI run the same code.
+:func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
+:class:`~lightning_dlstrat.config.RunConfig`; :func:`fit_once` is one ``Trainer.fit`` (and test)
+of it, which recipes that fit several times (random-nas) call per trial.
+
+Guarantees (docs/reliability.md):
+
+- **One directory per run under DDP.** Only global rank 0 creates, names and writes the run
+  directory; it is made atomically (``mkdir`` without ``exist_ok``, retried with a suffix), so
+  parallel starts never share or clash. Lightning's own ``ddp`` launcher re-runs the command for
+  ranks 1..N-1, which inherit the path in ``DLSTRAT_RUN_DIR``; under torchrun or SLURM the other
+  ranks never touch the disk, and ModelCheckpoint and ``trainer.log_dir`` broadcast rank 0's path.
+- **Resume continues the run.** ``--resume RUN`` (or ``RUN/checkpoints/last.ckpt``) trains on in
+  ``RUN``: ``metrics.csv`` keeps its rows up to the checkpoint and is appended to, and
+  ``summary.json`` is written there. Checkpoints are read with ``weights_only=True``, always.
+- **No empty run directories.** A run that fails before its first checkpoint removes its directory.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import random
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .data import BaseDataModule, get_datamodule
-from .registry import Recipe, get_recipe, load_hook
+from .config import RunConfig, build
+from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
+from .data import DATAMODULES, BaseDataModule
+
+RUN_DIR_ENV = "DLSTRAT_RUN_DIR"  # rank 0's run directory, inherited by the ranks Lightning's ddp launcher starts
 
 
-from .core import DlstratError, atomic_write_bytes, atomic_write_json, destroy_gloo_group_at_exit, mean_over_ranks  # noqa: E402,F401
+class RunInterrupted(DlstratError):
+    """Ctrl-C (SIGINT) during a run; the message says where the partial run is and how to resume it."""
 
 
+# --- checkpoints ---------------------------------------------------------------------------------
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temp file and ``os.replace``.
 
     A run killed mid-save leaves the previous ``last.ckpt`` intact instead of a truncated one.
     """
 
-    def save_checkpoint(self, checkpoint: dict, path: _PATH, storage_options=None) -> None:
-        import io
-
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(path, buffer.getvalue())
 
 
-# --- callbacks ---------------------------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint as tensors and plain containers (``weights_only=True``), or one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlstratError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise DlstratError(f"checkpoint {path} is empty (0 bytes); it was never written completely. Use another one, e.g. last.ckpt of the run")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zips, pickles with code in them, other files
+        why = " ".join(str(e).split())
+        why = why.split(" Please file an issue")[0].split("(1) In PyTorch")[0].split(" Check the documentation")[0]
+        raise DlstratError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {shorten(why, 300)}). Checkpoints are read as tensors and "
+            "plain containers only, never as arbitrary pickles, so a damaged file or one holding code is refused."
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise DlstratError(f"{path} is not a Lightning checkpoint (it holds a {type(ckpt).__name__}, not a mapping)")
+    return ckpt
+
+
+def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, str]:
+    """The recipe and dataset a ``dlstrat fit`` checkpoint was made by."""
+    info = ckpt.get("dlstrat")
+    if not isinstance(info, dict) or not {"model", "data"} <= set(info):
+        raise DlstratError(f"{path} was not written by `dlstrat fit` (it has no 'dlstrat' entry naming its model and dataset)")
+    return info
+
+
+def resume_target(path: str | Path) -> tuple[Path, Path]:
+    """``(checkpoint, run_dir)`` for ``--resume RUN_DIR`` or ``--resume RUN/checkpoints/NAME.ckpt``."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise DlstratError(f"--resume {path}: no checkpoints/last.ckpt in it; the run stopped before its first epoch ended, so there is nothing to resume from")
+        return ckpt, path
+    if not path.is_file():
+        raise DlstratError(f"--resume {path} does not exist; give a run directory or one of its checkpoints")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return path, run_dir
+
+
 class RunInfo(Callback):
     """Stores which recipe and dataset made a checkpoint, and the RNG states of the run.
 
@@ -62,8 +124,6 @@ class RunInfo(Callback):
         self.info = {"model": model, "data": data}
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        import random
-
         checkpoint["dlstrat"] = dict(self.info)
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
@@ -71,8 +131,6 @@ class RunInfo(Callback):
         checkpoint["dlstrat_rng"] = rng
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
-        import random
-
         rng = checkpoint.get("dlstrat_rng")
         if not rng:
             return
@@ -82,176 +140,241 @@ class RunInfo(Callback):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
 
+# --- logs ----------------------------------------------------------------------------------------
+class _ContinuedWriter(ExperimentWriter):
+    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued instead of deleted.
+
+    Rows logged after the checkpoint a run resumes from (a partial epoch) are dropped, since the
+    resumed run logs them again; the rest stay, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, log_dir: str, keep_until_step: int | None):
+        self.keep_until_step = keep_until_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        import csv
+
+        if self.keep_until_step is None or not os.path.isfile(self.metrics_file_path):
+            return  # a new run (its directory holds config.yaml already, which is no reason to warn)
+        with open(self.metrics_file_path, newline="") as f:
+            reader = csv.DictReader(f)
+            keys, rows = list(reader.fieldnames or []), [r for r in reader if r.get("step") and int(float(r["step"])) <= self.keep_until_step]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(self.metrics_file_path, buf.getvalue().encode())
+        self.metrics_keys = keys
+
+
+class RunLogger(CSVLogger):
+    """``metrics.csv`` and ``hparams.yaml`` in the run directory itself (no version sub-folders)."""
+
+    def __init__(self, run_dir: str | Path, keep_until_step: int | None = None):
+        super().__init__(save_dir=str(run_dir), name="", version="")
+        self.keep_until_step = keep_until_step
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedWriter(self.log_dir, self.keep_until_step)
+        return super().experiment
+
+
 class PlainProgress(Callback):
-    """One line per epoch, for logs and CI where there is no terminal for a progress bar."""
+    """One line per epoch, for logs and CI where there is no terminal for a progress bar.
+
+    An epoch's line is printed when the next epoch starts (or training ends): by then the
+    module's own epoch-end logs (DARTS's alpha, lr) and the epoch averages are in. Names of more
+    than two parts (the per-edge alpha weights) go to metrics.csv only.
+    """
 
     def __init__(self):
         self._start = time.time()
+        self._epoch: int | None = None
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        if not trainer.is_global_zero or trainer.sanity_checking:
+    def _print(self, trainer) -> None:
+        if self._epoch is None or not trainer.is_global_zero:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and k.count("/") < 2}
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-        print(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  [{time.time() - self._start:.0f}s]", flush=True)
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
+        print(f"epoch {self._epoch + 1}{of}  {shown}  [{time.time() - self._start:.0f}s]", flush=True)
+        self._epoch = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._print(trainer)
+        self._epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer, pl_module):
+        self._print(trainer)
 
 
-# --- the run -----------------------------------------------------------------------------------
-@dataclass
-class FitContext:
-    """Everything one ``fit`` needs; the CLI fills it from flags and ``--config``."""
-
-    model: str = "mlp"
-    data: str | None = None  # None: the recipe's default dataset
-    seed: int = 0
-    data_dir: str = "data"
-    out: str = "runs"
-    trainer: dict[str, Any] = field(default_factory=dict)  # Trainer keyword arguments
-    model_args: dict[str, Any] = field(default_factory=dict)
-    data_args: dict[str, Any] = field(default_factory=dict)
-    command: str = ""  # the exact command, recorded in summary.json
-    resume: str | None = None  # checkpoint to resume from
-    run_dir: Path | None = None  # set by fit()
-
-    @property
-    def recipe(self) -> Recipe:
-        return get_recipe(self.model)
-
-    @property
-    def data_name(self) -> str:
-        return self.data or self.recipe.default_data
-
-
-def make_run_dir(out: str, name: str) -> Path:
+# --- the run directory ---------------------------------------------------------------------------
+def make_run_dir(out: str | Path, name: str) -> Path:
+    """``out/NAME-YYYYmmdd-HHMMSS[-k]``, created atomically: concurrent calls get distinct folders."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(out) / f"{name}-{stamp}"
-    run_dir, i = base, 1
-    while run_dir.exists():
-        i += 1
-        run_dir = base.with_name(f"{base.name}-{i}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 10_000):
+        run_dir = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            run_dir.mkdir()  # exist_ok=False: exactly one caller wins each name
+            return run_dir
+        except FileExistsError:
+            continue
+    raise DlstratError(f"could not create a run directory under {out}: 10,000 names taken")
 
 
-def build_datamodule(ctx: FitContext) -> BaseDataModule:
-    args = {**ctx.recipe.data_args, "data_dir": ctx.data_dir, "seed": ctx.seed, **ctx.data_args}
+def open_run_dir(cfg: RunConfig) -> tuple[Path, bool]:
+    """``(run_dir, created)``: rank 0 creates it (or reuses a resumed one); other ranks only learn the path."""
+    if cfg.run_dir:
+        return Path(cfg.run_dir), False
+    if launch_rank() != 0:
+        # ranks 1..N-1 of Lightning's ddp launcher inherit rank 0's path; under torchrun / SLURM a
+        # placeholder that is never created: everything written goes through rank 0
+        return Path(os.environ.get(RUN_DIR_ENV) or Path(cfg.out) / f".rank{launch_rank()}-of-{cfg.model}"), False
     try:
-        return get_datamodule(ctx.data_name, **args)
-    except KeyError as e:
-        raise DlstratError(e.args[0]) from None
-    except TypeError as e:
-        raise DlstratError(f"bad --data.KEY option for {ctx.data_name}: {e}") from None
+        run_dir = make_run_dir(cfg.out, f"{cfg.model}-{cfg.data}")
+    except OSError as e:
+        raise DlstratError(f"cannot create a run directory under --out {cfg.out}: {e.strerror or e}") from None
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    return run_dir, True
 
 
-def build_module(ctx: FitContext, dm: BaseDataModule, **overrides) -> L.LightningModule:
-    """The recipe's LightningModule, sized from the datamodule (``in_shape`` / ``num_classes``)."""
-    recipe = ctx.recipe
-    params = recipe.module_signature().parameters
-    args = dict(recipe.model_args)
-    dm.setup("fit")  # folder datasets learn num_classes here
-    if "in_shape" in params:
-        args["in_shape"] = tuple(dm.dims)
-    if "num_classes" in params and dm.num_classes:
-        args["num_classes"] = dm.num_classes
-    args.update(ctx.model_args)
-    args.update(overrides)
-    unknown = [k for k in args if k not in params]
-    if unknown:
-        raise DlstratError(f"unknown --model.KEY option(s) for {recipe.name}: {', '.join(unknown)}; valid: {', '.join(p for p in params if p != 'self')}")
-    try:
-        return recipe.module_class(**args)
-    except (ValueError, TypeError) as e:
-        raise DlstratError(f"{recipe.name}: {e}") from None
+# --- building the parts --------------------------------------------------------------------------
+def build_datamodule(cfg: RunConfig) -> BaseDataModule:
+    return build(DATAMODULES[cfg.data], cfg.data_args, f"dataset {cfg.data}")
 
 
-def build_trainer(ctx: FitContext, run_dir: Path, monitor: str | None, mode: str = "max", **overrides) -> L.Trainer:
-    """A Trainer that logs and checkpoints into ``run_dir``; ``ctx.trainer`` wins over defaults."""
-    callbacks: list[Callback] = [RunInfo(ctx.model, ctx.data_name)]
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best",
-            monitor=monitor,
-            mode=mode,
-            save_top_k=1,
-            save_last=True,
-            auto_insert_metric_name=False,
-        )
-    )
+def build_module(recipe, cfg: RunConfig, **overrides) -> L.LightningModule:
+    """The recipe's LightningModule with the resolved arguments (the data's shape is among them)."""
+    return build(recipe.module, {**cfg.model_args, **overrides}, recipe.name)
+
+
+def build_trainer(cfg: RunConfig, run_dir: Path, monitor: str | None, mode: str = "max", keep_until_step: int | None = None) -> L.Trainer:
+    """A Trainer that logs and checkpoints into ``run_dir``; ``cfg.trainer`` wins over the defaults here."""
+    settings = dict(cfg.trainer)
     interactive = sys.stdout.isatty()
-    callbacks.append(RichProgressBar() if interactive else PlainProgress())
+    progress_bar = settings.pop("enable_progress_bar", True)  # a bar in a terminal, one line an epoch elsewhere
+    extra_callbacks = list(settings.pop("callbacks", None) or [])  # Callback objects, from the Python API
+    use_logger = settings.pop("logger", True) not in (False, None)
+    callbacks: list[Callback] = [
+        RunInfo(cfg.model, cfg.data),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
+            save_top_k=1, save_last=True, auto_insert_metric_name=False,
+            enable_version_counter=False,  # a resumed run overwrites its best.ckpt (atomically) instead of adding best-v1.ckpt
+        ),
+    ]
+    if progress_bar:
+        callbacks.append(RichProgressBar() if interactive else PlainProgress())
     kwargs: dict[str, Any] = dict(
-        max_epochs=ctx.recipe.max_epochs,
         default_root_dir=str(run_dir),
-        logger=CSVLogger(save_dir=str(run_dir), name="", version=""),
-        enable_progress_bar=interactive,
+        logger=RunLogger(run_dir, keep_until_step) if use_logger else False,
+        enable_progress_bar=bool(progress_bar and interactive),
         enable_model_summary=interactive,
         log_every_n_steps=10,
         plugins=[AtomicCheckpointIO()],
+        callbacks=callbacks + extra_callbacks,
     )
-    kwargs.update(ctx.trainer)
-    kwargs.update(overrides)
-    kwargs["callbacks"] = callbacks + list(kwargs.get("callbacks") or [])
+    kwargs.update(settings)
     try:
         return L.Trainer(**kwargs)
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise DlstratError(f"invalid Trainer settings: {e}") from None
+    except Exception as e:  # Lightning's MisconfigurationException and ValueErrors for bad settings
+        raise DlstratError(f"invalid Trainer settings: {shorten(str(e), 400)}") from None
 
 
 def versions() -> dict[str, str]:
-    import lightning
-
     from . import __version__
 
-    return {"lightning_dlstrat": __version__, "torch": torch.__version__, "lightning": lightning.__version__, "python": sys.version.split()[0]}
+    return {"lightning_dlstrat": __version__, "torch": torch.__version__, "lightning": L.__version__, "python": sys.version.split()[0]}
 
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if not hasattr(v, "numel") or v.numel() == 1}
 
 
-def fit(ctx: FitContext) -> dict[str, Any]:
-    """Run one recipe end to end and return (and write) its summary."""
-    recipe = ctx.recipe
-    L.seed_everything(ctx.seed, workers=True, verbose=False)
-    ctx.run_dir = run_dir = make_run_dir(ctx.out, f"{ctx.model}-{ctx.data_name}")
+# --- the run -------------------------------------------------------------------------------------
+def fit(recipe, cfg: RunConfig) -> dict[str, Any]:
+    """Run ``recipe`` end to end on ``cfg`` and return (and, on rank 0, write) its summary."""
+    if cfg.resume and not cfg.run_dir:  # the Python API: continue in the checkpoint's run directory
+        checkpoint, run_dir = resume_target(cfg.resume)
+        cfg.resume, cfg.run_dir = str(checkpoint), str(run_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    threads = torch.get_num_threads()
+    if cfg.threads and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cfg.threads)
+    run_dir, created = open_run_dir(cfg)
+    rank0 = launch_rank() == 0
     started = time.time()
-    custom_run = load_hook(recipe.run)
-    if custom_run is not None:
-        result = custom_run(ctx)
-    else:
-        result = fit_once(ctx, run_dir)
+    try:
+        if rank0:
+            atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
+        result = recipe.run(recipe, cfg, run_dir) if recipe.run is not None else fit_once(recipe, cfg, run_dir)
+    except BaseException:
+        # a run that failed before its first checkpoint leaves nothing behind
+        if created and rank0 and not any(run_dir.rglob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
     summary = {
-        "model": ctx.model,
-        "data": ctx.data_name,
-        "seed": ctx.seed,
-        "command": ctx.command,
+        "model": cfg.model,
+        "data": cfg.data,
+        "seed": cfg.seed,
+        "command": cfg.command,
         "run_dir": str(run_dir),
+        "made_from": {"recipe": cfg.model, **cfg.made_from},
         "wall_time_s": round(time.time() - started, 2),
         "versions": versions(),
         **result,
     }
-    atomic_write_json(run_dir / "summary.json", summary)
+    if rank0:
+        atomic_write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def fit_once(ctx: FitContext, run_dir: Path, **module_overrides) -> dict[str, Any]:
+def fit_once(recipe, cfg: RunConfig, run_dir: Path, **module_overrides) -> dict[str, Any]:
     """Fit the recipe's module in ``run_dir``, test the best checkpoint, return the metrics."""
-    recipe = ctx.recipe
-    dm = build_datamodule(ctx)
-    module = build_module(ctx, dm, **module_overrides)
-    monitor = getattr(module, "monitor", None)
-    trainer = build_trainer(ctx, run_dir, monitor, getattr(module, "mode", "max"))
-    trainer.fit(module, datamodule=dm, ckpt_path=ctx.resume)
+    dm = build_datamodule(cfg)
+    module = build_module(recipe, cfg, **module_overrides)
+    keep = None
+    if cfg.resume:
+        ckpt = read_checkpoint(cfg.resume)
+        loops = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+        keep = int(loops.get("_batches_that_stepped", ckpt.get("global_step", 0)))  # the CSV logger's step axis
+    trainer = build_trainer(cfg, run_dir, getattr(module, "monitor", None), getattr(module, "mode", "max"), keep)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        last = run_dir / "checkpoints" / "last.ckpt"
+        where = f"The partial run is in {run_dir}" + (" (checkpoints/last.ckpt from the last finished epoch)" if last.is_file() else "")
+        how = f"resume it with: dlstrat fit --resume {run_dir}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
+        raise RunInterrupted(f"interrupted. {where}; {how}") from None
     result: dict[str, Any] = {"fit_metrics": scalar_metrics(trainer.callback_metrics)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path or ckpt_cb.last_model_path
     result["best_checkpoint"] = best
     result["last_checkpoint"] = ckpt_cb.last_model_path
     if recipe.test and trainer.test_loop is not None:
-        tested = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+        tested = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
         result["test_metrics"] = scalar_metrics(tested[0]) if tested else {}
-    after_fit = load_hook(recipe.after_fit)
-    if after_fit is not None:
-        result.update(after_fit(module, trainer, dm, run_dir) or {})
+    if recipe.after_fit is not None:
+        result.update(recipe.after_fit(module, trainer, dm, run_dir) or {})
     return result
+
+
+def summary_of(run_dir: str | Path) -> dict[str, Any]:
+    """A finished run's ``summary.json``."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise DlstratError(f"{run_dir} is not a finished run directory (no summary.json); pass the folder `dlstrat fit` printed")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DlstratError(f"{path} is not valid JSON ({e})") from None

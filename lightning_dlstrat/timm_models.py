@@ -6,7 +6,7 @@ timm never imports third-party code; a library registers its architectures so th
 
     timm.create_model("darts_net", genotype="DARTS_V2", num_classes=10)      # untrained, CIFAR-10 size
     timm.create_model("hf-hub:ORG/NAME", pretrained=True)                    # a classifier from `dlstrat push`
-    timm.create_model("local-dir:lightning_dlstrat/zoo_models/mlp-digits", pretrained=True)
+    timm.create_model("local-dir:zoo/mlp-digits", pretrained=True)          # a zoo folder (checkout)
 
 Our config.json is in timm's format (``architecture``, ``num_classes``, ``num_features``,
 ``model_args``, ``pretrained_cfg``; see :mod:`lightning_dlstrat.hub`), so timm reads the
@@ -15,8 +15,10 @@ rather than by timm's loader, through :func:`lightning_dlstrat.hub.fetch`: safet
 would fall back to ``torch.load`` of a ``pytorch_model.bin``), strict, checked against the Hub's
 ETag, and purged from the cache when bad.
 
-Layout as timm's model files (``timm/models/convmixer.py``): ``_create``, ``_cfg``,
-``default_cfgs``, then one-line ``@register_model`` entrypoints.
+The entry points are made from the architecture registry (:data:`lightning_dlstrat.hub.ARCHITECTURES`,
+kind ``"classifier"``), each class giving its timm defaults in ``timm_cfg``: adding a classifier
+touches only its own file. Layout otherwise as timm's model files (``timm/models/convmixer.py``):
+``_create``, ``_cfg``, ``default_cfgs``, then the registered entry points.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from typing import Any
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from .hub import WEIGHTS_NAME, HubError, fetch, load_weights
-from .registry import load_target
+from . import models  # noqa: F401  (registers the networks in hub.ARCHITECTURES)
+from .hub import WEIGHTS_NAME, HubError, architectures, fetch, load_weights
 
-__all__ = ["darts_net", "dlstrat_mlp"]
+__all__: list[str] = []  # register_model appends each entry point's name
 
 
 def _pretrained_weights(model: torch.nn.Module, cfg: dict[str, Any]) -> None:
@@ -44,12 +46,9 @@ def _pretrained_weights(model: torch.nn.Module, cfg: dict[str, Any]) -> None:
     load_weights(model, files[WEIGHTS_NAME], where)
 
 
-def _create(variant: str, target: str, pretrained: bool = False, kwargs_filter: tuple[str, ...] = (), **kwargs) -> torch.nn.Module:
-    from .models.genotype import Genotype
-
-    if isinstance(kwargs.get("genotype"), dict):  # from config.json's model_args
-        kwargs["genotype"] = Genotype.from_dict(kwargs["genotype"])
-    model = build_model_with_cfg(load_target(target), variant, pretrained=False, kwargs_filter=kwargs_filter, **kwargs)
+def _create(variant: str, cls: type, pretrained: bool = False, **kwargs) -> torch.nn.Module:
+    # the network decodes its own genotype (a dict from config.json's model_args, a name, text)
+    model = build_model_with_cfg(cls, variant, pretrained=False, kwargs_filter=cls.timm_kwargs_filter, **kwargs)
     if pretrained:
         _pretrained_weights(model, model.pretrained_cfg)
     return model
@@ -59,20 +58,16 @@ def _cfg(**kwargs) -> dict[str, Any]:
     return {"num_classes": 10, "crop_pct": 1.0, "license": "apache-2.0", "origin_url": "https://github.com/lightning-dlstrat/lightning-dlstrat", **kwargs}
 
 
-default_cfgs = generate_default_cfgs({
-    # the paper's CIFAR-10 network (Liu et al. 2019); weights come from Hub repos (hf-hub:)
-    "darts_net": _cfg(input_size=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), first_conv="stem.0", classifier="classifier", paper_ids="arXiv:1806.09055"),
-    "dlstrat_mlp": _cfg(input_size=(1, 28, 28), mean=(0.1307,), std=(0.3081,), classifier="head"),
-})
+def _entrypoint(name: str, cls: type):
+    def entrypoint(pretrained: bool = False, **kwargs) -> torch.nn.Module:
+        return _create(name, cls, pretrained, **kwargs)
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name  # timm registers an entry point under its __name__
+    entrypoint.__doc__ = f"{cls.__name__} ({cls.__module__}); keyword arguments are its __init__'s."
+    return entrypoint
 
 
-@register_model
-def darts_net(pretrained: bool = False, **kwargs) -> torch.nn.Module:
-    """DARTS evaluation network of a genotype (``genotype=`` a name, text or Genotype; C, layers, ...)."""
-    return _create("darts_net", "lightning_dlstrat.models.darts_net:DARTSNetwork", pretrained, **kwargs)
-
-
-@register_model
-def dlstrat_mlp(pretrained: bool = False, **kwargs) -> torch.nn.Module:
-    """The MLP classifier (``in_shape``, ``hidden``, ...); it flattens its input, so timm's in_chans is dropped."""
-    return _create("dlstrat_mlp", "lightning_dlstrat.models.mlp:MLP", pretrained, kwargs_filter=("in_chans",), **kwargs)
+CLASSIFIERS = architectures("classifier")
+default_cfgs = generate_default_cfgs({name: _cfg(**cls.timm_cfg) for name, cls in CLASSIFIERS.items()})
+for _name, _cls in CLASSIFIERS.items():
+    globals()[_name] = register_model(_entrypoint(_name, _cls))

@@ -1,4 +1,4 @@
-"""Pictures for DARTS: architecture-weight heatmaps and cell diagrams, drawn with matplotlib alone.
+"""Every picture the package draws: DARTS weight heatmaps and cell diagrams, GAN sample grids and scatter plots.
 
 The reference code (quark0/darts ``cnn/visualize.py``) draws cells with graphviz, which needs a
 system binary many machines lack (pt.darts #44); here both pictures use matplotlib's Agg canvas
@@ -9,6 +9,8 @@ directly (no ``pyplot``, so no GUI backend and no global figure state) and are w
 - :func:`plot_genotype`: both cells of a genotype as left-to-right DAGs, inputs ``c_{k-2}``,
   ``c_{k-1}`` (states s0, s1), intermediate nodes n2, n3, ... (numbered as the genotype's input
   indices), and the concatenated output ``c_{k}``.
+- :func:`render_samples`: GAN samples, an image grid for (N, C, H, W) or a scatter plot over the
+  true modes for 2-D points.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
+from .core import atomic_write_bytes
 from .layers.darts_ops import PRIMITIVES
 from .models.genotype import Genotype, derive_genotype, num_edges
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = 120) -> None:
-    from .core import atomic_write_bytes
-
     FigureCanvasAgg(fig)  # attach the Agg canvas: rendering never touches a GUI backend
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
@@ -145,3 +146,33 @@ def plot_genotype(genotype: Genotype, path: str | Path = "genotype.png", title: 
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def render_samples(samples: torch.Tensor, path: str | Path, modes: torch.Tensor | None = None, title: str = "") -> None:
+    """Write a PNG (atomically): an image grid for (N, C, H, W) in [-1, 1], a scatter plot for (N, 2)."""
+    samples = samples.detach().float().cpu()
+    if samples.dim() == 2:
+        fig = Figure(figsize=(4, 4))
+        ax = fig.add_subplot()
+        ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, label="samples")
+        if modes is not None:
+            ax.scatter(modes[:, 0], modes[:, 1], s=40, marker="x", color="red", label="true modes")
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=8)
+        ax.legend(loc="upper right", fontsize=6)
+        fig.tight_layout()
+        FigureCanvasAgg(fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+        atomic_write_bytes(path, buf.getvalue())
+        return
+    import torch.nn.functional as F
+    from torchvision.utils import make_grid, save_image
+
+    images = ((samples + 1.0) / 2.0).clamp(0.0, 1.0)  # (N, C, H, W) in [0, 1]
+    if images.shape[-1] < 32:  # small images (8x8 digits): enlarge so the grid is legible
+        images = F.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
+    grid = make_grid(images, nrow=int(len(images) ** 0.5 + 0.5), padding=2, pad_value=1.0)  # (C, H', W')
+    buf = io.BytesIO()
+    save_image(grid, buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,113 +1,109 @@
 """The model zoo: trained networks of this package's own recipes, in Hub model-repo layout.
 
-Each zoo model is a folder ``lightning_dlstrat/zoo_models/NAME/`` (shipped in the wheel, so
-:func:`load` works offline right after install) holding what its Hub repo holds: ``config.json``,
-``model.safetensors`` (none for genotype cards), ``README.md`` (the model card) with its pictures,
-and ``training_summary.json`` (the run's summary.json: metrics, seed, versions and the exact
-command that produced it). :data:`ZOO` names the Hub repo each is published under.
+The zoo's one home is the top-level ``zoo/`` folder of the repository, one folder per model,
+laid out as its Hub repo: ``config.json`` (with a one-line ``summary``), ``model.safetensors``
+(none for genotype cards), ``README.md`` (the model card) with its pictures, and
+``training_summary.json`` / ``config.yaml`` of the run that made it. The wheel ships the same
+folder as ``lightning_dlstrat.zoo_models``, so :func:`load` works offline right after install.
+The index is the folders themselves: adding a model is adding its folder.
 
     from lightning_dlstrat import zoo
     net = zoo.load("mlp-digits")                       # the packaged copy, offline
     net = zoo.load("mlp-digits", source="hub")         # the published repo, through the HF cache
-    zoo.export_run("runs/mlp-digits-...", "out/")      # a run's best network + card, Hub layout
-    zoo.push("runs/mlp-digits-...", "ORG/NAME")        # ... and pushed to the Hub
+    net = zoo.load_model("ORG/NAME")                   # any network of this package, any repo
 
-The CLI: ``dlstrat push RUN_DIR --repo-id ORG/NAME``, ``dlstrat zoo list|pull|publish|export|export-genotype``.
+Exporting runs and writing cards: :mod:`lightning_dlstrat.export`. The CLI: ``dlstrat zoo
+list|pull|publish|export|export-genotype`` and ``dlstrat push``.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import torch
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 
-from .hub import (
-    ARCHITECTURES,
-    CLASSIFIERS,
-    CONFIG_NAME,
-    DOCS_URL,
-    LIBRARY_NAME,
-    REPO_URL,
-    HubError,
-    HubMixin,
-    fetch,
-    hub_error,
-    load_model,
-    read_config,
-)
-from .core import atomic_write_bytes, atomic_write_json
+from . import hub, models  # noqa: F401  (models: registers every network, so any config.json's architecture is known)
+from .hub import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, HubError, check_cached_blob, fetch, hub_error, read_config
 
 SUMMARY_NAME = "training_summary.json"
-SEARCH_SUMMARY_NAME = "search_summary.json"  # darts-net models: the architecture search that found the genotype
 HUB_ORG = "lightning-dlstrat"
+
+
+def zoo_root() -> Path:
+    """The folder of zoo models: the installed ``lightning_dlstrat.zoo_models``, or a checkout's ``zoo/``."""
+    try:
+        return Path(str(resources.files("lightning_dlstrat.zoo_models")))
+    except ModuleNotFoundError:  # run from a checkout without installing (python cli.py)
+        return Path(__file__).resolve().parents[1] / "zoo"
 
 
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
-    summary: str  # one line for `dlstrat zoo list`
-    kind: str = "weights"  # "weights": a trained network; "genotype": a published DARTS cell, no weights
+    folder: Path
 
     @property
     def repo_id(self) -> str:
         return f"{HUB_ORG}/{self.name}"
 
+    @property
+    def kind(self) -> str:
+        """"weights": a trained network; "genotype": a published DARTS cell, no weights."""
+        return "weights" if (self.folder / WEIGHTS_NAME).is_file() else "genotype"
 
-ZOO: dict[str, ZooEntry] = {
-    e.name: e
-    for e in (
-        ZooEntry("mlp-digits", "MLP 64-128-10 on the 8x8 digits"),
-        ZooEntry("darts-digits", "DARTS cell searched on the 8x8 digits, retrained (C=8, 5 cells)"),
-        ZooEntry("gan-digits", "GAN generator (EMA, dense) for the 8x8 digits"),
-        ZooEntry("gan-ring8", "GAN generator (EMA, MLP) for the ring of 8 Gaussians"),
-        ZooEntry("darts-v2-cifar10", "the published DARTS (2nd order) CIFAR-10 cell", kind="genotype"),
-        ZooEntry("pc-darts-cifar10", "the published PC-DARTS CIFAR-10 cell", kind="genotype"),
-    )
-}
+    @property
+    def config(self) -> dict[str, Any]:
+        return read_config(self.folder / CONFIG_NAME, str(self.folder))
+
+    @property
+    def summary(self) -> str:
+        return self.config.get("summary", "")
+
+    def headline(self) -> str:
+        """The key measured metric, for `dlstrat zoo list` ("" if none)."""
+        path = self.folder / SUMMARY_NAME
+        if not path.is_file():
+            return ""
+        summary = json.loads(path.read_text())
+        tested, gan = summary.get("test_metrics") or {}, summary.get("gan_metrics") or {}
+        if "test/acc" in tested:
+            return f"test accuracy {tested['test/acc']:.4f}"
+        if gan.get("kind") == "modes":
+            return f"{gan['modes_captured']}/{gan['num_modes']} modes, {gan['high_quality_pct']:.1f}% high-quality samples"
+        if gan.get("kind") == "classifier":
+            return f"Frechet distance {gan['fd']:.2f} (real vs real {gan['fd_real_baseline']:.2f})"
+        return ""
+
+
+@cache
+def entries() -> dict[str, ZooEntry]:
+    """Every zoo model, by name: the folders holding a config.json."""
+    root = zoo_root()
+    return {p.parent.name: ZooEntry(p.parent.name, p.parent) for p in sorted(root.glob(f"*/{CONFIG_NAME}"))}
 
 
 def get_entry(name: str) -> ZooEntry:
-    if name not in ZOO:
-        raise HubError(f"unknown zoo model {name!r}; the zoo has: {', '.join(ZOO)} (see `dlstrat zoo list`)")
-    return ZOO[name]
+    if name not in entries():
+        raise HubError(f"unknown zoo model {name[:80]!r}; the zoo has: {', '.join(entries())} (see `dlstrat zoo list`)")
+    return entries()[name]
 
 
 def local_folder(name: str) -> Path:
-    """The packaged copy of a zoo model (inside the installed package, found with importlib.resources)."""
-    entry = get_entry(name)
-    folder = Path(str(resources.files("lightning_dlstrat") / "zoo_models" / entry.name))
-    if not (folder / CONFIG_NAME).is_file():
-        raise HubError(f"zoo model {name!r} is not packaged in this installation ({folder}); load it from the Hub with source='hub'")
-    return folder
-
-
-def headline(name: str) -> str:
-    """The key measured metric of a packaged zoo model, for `dlstrat zoo list` ("" if none)."""
-    try:
-        path = local_folder(name) / SUMMARY_NAME
-    except HubError:
-        return ""
-    if not path.is_file():
-        return ""
-    summary = json.loads(path.read_text())
-    tested, gan = summary.get("test_metrics") or {}, summary.get("gan_metrics") or {}
-    if "test/acc" in tested:
-        return f"test accuracy {tested['test/acc']:.4f}"
-    if gan.get("kind") == "modes":
-        return f"{gan['modes_captured']}/{gan['num_modes']} modes, {gan['high_quality_pct']:.1f}% high-quality samples"
-    if gan.get("kind") == "classifier":
-        return f"Frechet distance {gan['fd']:.2f} (real vs real {gan['fd_real_baseline']:.2f})"
-    return ""
+    """The packaged copy of a zoo model."""
+    return get_entry(name).folder
 
 
 # --- using the zoo --------------------------------------------------------------------------------
+def load_model(source: str | Path, **kwargs):
+    """Any of this package's networks from a folder or ``ORG/NAME`` (see :func:`lightning_dlstrat.hub.load_model`)."""
+    return hub.load_model(source, **kwargs)
+
+
 def load(name: str, *, source: str = "auto", revision: str | None = None, **kwargs) -> Any:
     """A zoo model: the network (eval mode), or for a genotype card its :class:`Genotype`.
 
@@ -119,27 +115,38 @@ def load(name: str, *, source: str = "auto", revision: str | None = None, **kwar
         raise HubError(f"source must be 'auto', 'local' or 'hub', not {source!r}")
     entry = get_entry(name)
     use_hub = source == "hub" or (source == "auto" and revision is not None)
-    where: str | Path = entry.repo_id if use_hub else local_folder(name)
+    where: str | Path = entry.repo_id if use_hub else entry.folder
     if entry.kind == "genotype":
         from .models.genotype import Genotype
 
         download = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "local_files_only", "force_download")}
         config = read_config(fetch(where, (CONFIG_NAME,), revision=revision if use_hub else None, **download)[CONFIG_NAME], str(where))
-        return Genotype.from_dict(config["model_args"]["genotype"])
+        try:
+            return Genotype.coerce(config["model_args"]["genotype"])
+        except (KeyError, ValueError) as e:
+            raise HubError(f"{CONFIG_NAME} in {where} holds no valid genotype: {str(e)[:300]}") from None
     return load_model(where, revision=revision if use_hub else None, **kwargs)
 
 
 def pull(name_or_repo: str, *, revision: str | None = None, cache_dir: str | Path | None = None, token: str | bool | None = None) -> Path:
-    """Download a zoo model's repo (or any ``ORG/NAME``) into huggingface_hub's cache; returns the snapshot folder."""
+    """Download a zoo model's repo (or any ``ORG/NAME``) into huggingface_hub's cache; returns the snapshot folder.
+
+    Every file is checked against the Hub's hash (its blob name), as ``from_pretrained`` does, and
+    one that fails is removed from the cache. A repo with only pickled weights is refused.
+    """
     repo_id = get_entry(name_or_repo).repo_id if "/" not in name_or_repo else name_or_repo
     where = repo_id + (f"@{revision}" if revision else "")
     try:
         path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token))
     except Exception as e:
         raise hub_error(e, where) from None
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        check_cached_blob(file, where, str(file.relative_to(path)))
     if not (path / CONFIG_NAME).is_file():
         raise HubError(f"{where} has no {CONFIG_NAME}: it is not a lightning-dlstrat model repo")
     read_config(path / CONFIG_NAME, where)
+    if not (path / WEIGHTS_NAME).is_file() and any(path.glob("*.bin")) or any(path.glob("*.pt")) and not (path / WEIGHTS_NAME).is_file():
+        raise HubError(f"{where} holds only pickled weights (*.bin / *.pt), which lightning-dlstrat never loads; it needs {WEIGHTS_NAME}")
     return path
 
 
@@ -162,317 +169,4 @@ def upload(folder: Path, repo_id: str, *, private: bool = False, revision: str |
 def publish(name: str, *, repo_id: str | None = None, private: bool = False, revision: str | None = None, token: str | bool | None = None) -> str:
     """Push the packaged copy of a zoo model to its Hub repo (or ``repo_id``)."""
     entry = get_entry(name)
-    return upload(local_folder(name), repo_id or entry.repo_id, private=private, revision=revision, token=token, message=f"Publish zoo model {name}")
-
-
-# --- exporting runs -------------------------------------------------------------------------------
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
-        raise HubError(f"{run_dir} is not a finished run directory (no summary.json); pass the folder `dlstrat fit` printed")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise HubError(f"{path} is not valid JSON ({e})") from None
-
-
-def exportable_network(module: torch.nn.Module) -> HubMixin | None:
-    """The network a LightningModule deploys: an EMA copy if it keeps one, else its Hub-format network."""
-    found = [(name, child) for name, child in module.named_children() if isinstance(child, HubMixin)]
-    found.sort(key=lambda item: "ema" not in item[0])
-    return found[0][1] if found else None
-
-
-def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None) -> Path:
-    """A run's best network as a Hub model folder: weights, config.json, card, pictures, summary.
-
-    ``repo_id`` only goes into the card's loading snippet.
-    """
-    from .registry import get_recipe
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    summary = read_summary(run_dir)
-    ckpt = summary.get("best_checkpoint") or summary.get("last_checkpoint")
-    ckpt = Path(ckpt) if ckpt else run_dir / "checkpoints" / "best.ckpt"
-    if not ckpt.is_absolute() and not ckpt.is_file():
-        ckpt = run_dir / "checkpoints" / ckpt.name
-    if not ckpt.is_file():
-        raise HubError(f"{run_dir} has no checkpoint to export ({ckpt} is missing)")
-    try:
-        recipe = get_recipe(summary["model"])
-    except KeyError as e:
-        raise HubError(str(e.args[0])) from None
-    module = recipe.module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
-    net = exportable_network(module)
-    if net is None:
-        hint = ""
-        if (run_dir / "genotype.json").is_file():  # an architecture search: its product is the genotype
-            hint = f"; retrain its genotype with `dlstrat fit --model darts-net --genotype {run_dir / 'genotype.json'}` and push that run"
-        raise HubError(f"the {summary['model']} recipe has no network in the Hub format to export{hint}")
-    net.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = net.hub_config()
-    if config["architecture"] in CLASSIFIERS:
-        config["pretrained_cfg"].update(data_config(summary["data"]))
-    net.save_pretrained(out_dir, config=config)
-    atomic_write_json(out_dir / SUMMARY_NAME, summary)
-    search_dir = search_run_dir(summary)
-    search = read_summary(search_dir) if search_dir is not None else None
-    if search is not None:  # the searched genotype's own record: the search command, seed, metrics
-        atomic_write_json(out_dir / SEARCH_SUMMARY_NAME, search)
-    pictures = draw_pictures(net, summary, search_dir, out_dir)
-    monitor, mode = getattr(module, "monitor", None), getattr(module, "mode", "max")
-    selection = f"checkpoint with the {'lowest' if mode == 'min' else 'highest'} {monitor}" if monitor else "last checkpoint"
-    run_card(out_dir.name, config, summary, pictures, repo_id or f"{HUB_ORG}/{out_dir.name}", selection, search).write(out_dir)
-    return out_dir
-
-
-def data_config(data: str) -> dict[str, Any]:
-    """Preprocessing for timm's pretrained_cfg: the datamodule's normalisation statistics."""
-    from .data import DATAMODULES
-
-    cls = DATAMODULES.get(data)
-    out: dict[str, Any] = {"description": f"trained on {data} with lightning-dlstrat"}
-    if cls is not None and cls.mean:
-        out.update(mean=list(cls.mean), std=list(cls.std))
-    if cls is not None and cls.num_classes:
-        out["label_names"] = [str(i) for i in range(cls.num_classes)]
-    return out
-
-
-def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, out_dir: Path) -> dict[str, str]:
-    """Pictures for the card: cell diagram (+ the search's alpha heatmap) for DARTS networks,
-    samples of the exported network for generators."""
-    pictures: dict[str, str] = {}
-    if hasattr(net, "latent_dim"):  # a generator: draw from the exported weights themselves
-        from .data import DATAMODULES
-        from .trainers.gan import render_samples
-
-        points = len(net.out_shape) == 1
-        n = 2500 if points else 64  # the metrics' sample count for points; an 8x8 grid for images
-        z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(0))  # (n, latent_dim)
-        with torch.no_grad():
-            samples = net(z)  # (n, *out_shape)
-        modes = DATAMODULES[summary["data"]].modes() if points and hasattr(DATAMODULES.get(summary["data"]), "modes") else None
-        render_samples(samples, out_dir / "samples.png", modes=modes, title=f"{n} samples, latent seed 0")
-        pictures["samples.png"] = f"{n} samples of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if modes is not None else "")
-    genotype = getattr(net, "genotype", None)
-    if genotype is not None and hasattr(genotype, "to_dict"):
-        from .viz import plot_genotype
-
-        plot_genotype(genotype, out_dir / "cell.png")
-        pictures["cell.png"] = "normal and reduction cells of the genotype"
-        if search_dir is not None and (search_dir / "alpha.png").is_file():
-            shutil.copyfile(search_dir / "alpha.png", out_dir / "alpha.png")
-            pictures["alpha.png"] = "architecture weights (softmax of alpha) at the end of the search"
-    return pictures
-
-
-def search_run_dir(summary: dict) -> Path | None:
-    """The architecture-search run a darts-net run's ``--genotype`` came from, if it is at hand."""
-    words = [part for word in summary.get("command", "").split() for part in word.split("=", 1)]
-    for flag, value in zip(words, words[1:]):
-        if flag == "--genotype":
-            path = Path(value)
-            folder = path if path.is_dir() else path.parent
-            return folder if (folder / "genotype.json").is_file() and (folder / "summary.json").is_file() else None
-    return None
-
-
-# --- published DARTS cells ------------------------------------------------------------------------
-# The papers' CIFAR-10 results for their cells, quoted (not measured here) on the genotype cards.
-PUBLISHED = {
-    "DARTS_V2": {
-        "paper": "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
-        "url": "https://arxiv.org/abs/1806.09055", "code": "https://github.com/quark0/darts",
-        "error": 2.76, "error_std": 0.09, "params": "3.3M", "search": "4 GPU-days (second-order DARTS, 4 search runs, GTX 1080Ti)",
-    },
-    "PC_DARTS": {
-        "paper": "Xu, Xie, Zhang, Chen, Qi, Tian, Xiong. PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search. ICLR 2020",
-        "url": "https://arxiv.org/abs/1907.05737", "code": "https://github.com/yuhuixu1993/PC-DARTS",
-        "error": 2.57, "error_std": 0.07, "params": "3.6M", "search": "0.1 GPU-days (GTX 1080Ti)",
-    },
-}
-
-
-def export_genotype(name: str, out_dir: str | Path, *, repo_id: str | None = None) -> Path:
-    """A genotype card for a published cell: config.json of the paper's CIFAR-10 network, card, cell picture.
-
-    No weights: ``zoo.load`` returns the :class:`Genotype`, and
-    ``timm.create_model("local-dir:FOLDER")`` builds the untrained paper-sized network to train.
-    """
-    from .models.darts_net import DARTSNetwork
-    from .models.genotype import GENOTYPES
-    from .viz import plot_genotype
-
-    if name not in PUBLISHED:
-        raise HubError(f"no published results recorded for {name!r}; genotype cards exist for: {', '.join(PUBLISHED)}")
-    paper, genotype = PUBLISHED[name], GENOTYPES[name]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # the paper's evaluation network: 36 channels, 20 cells, auxiliary head, 32x32 RGB
-    net = DARTSNetwork(genotype, C=36, layers=20, num_classes=10, in_chans=3, img_size=32, auxiliary=True)
-    params = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("auxiliary_head."))
-    config = net.hub_config()
-    config["pretrained_cfg"].update(mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], description=f"{name} cell, untrained (genotype card)")
-    atomic_write_bytes(out_dir / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-    plot_genotype(genotype, out_dir / "cell.png")
-    result = EvalResult(
-        task_type="image-classification", task_name="Image classification", dataset_type="cifar10", dataset_name="CIFAR-10",
-        dataset_split="test", metric_type="error", metric_name="test error (%)", metric_value=paper["error"],
-        source_name=paper["paper"], source_url=paper["url"],
-    )
-    about = (
-        f"The {name} cell, as published: {paper['paper']} ({paper['url']}, code {paper['code']}). "
-        "A genotype card: the architecture of the paper's CIFAR-10 network, without weights.\n\n"
-        f"Published CIFAR-10 test error {paper['error']} ± {paper['error_std']} % with {paper['params']} parameters "
-        f"after 600 epochs (as reported in the paper, not measured by this package); search cost {paper['search']}. "
-        f"This package's `DARTSNetwork` built from config.json (C=36, 20 cells) has {params:,} parameters without its auxiliary head.\n\n"
-        f"```\n{genotype}\n```"
-    )
-    ref = repo_id or f"{HUB_ORG}/{out_dir.name}"
-    Card(
-        out_dir.name, config, about=about, datasets=["cifar10"], results=[result],
-        commands=[f"dlstrat zoo export-genotype {name} --out {out_dir.name}"],
-        pictures={"cell.png": f"normal and reduction cells of {name}"}, tags=("image-classification", "darts", "nas", "genotype"),
-        use=[
-            "from lightning_dlstrat import zoo", "", f'genotype = zoo.load("{out_dir.name}")  # the Genotype', "",
-            "import timm, lightning_dlstrat", f'net = timm.create_model("hf-hub:{ref}")  # the paper-sized network, untrained', "",
-            f"# train it: dlstrat fit --model darts-net --genotype {name} --data cifar10",
-        ],
-    ).write(out_dir)
-    return out_dir
-
-
-# --- model cards ----------------------------------------------------------------------------------
-METRIC_NAMES = {"acc": ("accuracy", "accuracy"), "loss": ("loss", "cross-entropy loss")}
-
-
-@dataclass
-class Card:
-    """What a model card says; :meth:`write` renders README.md (YAML metadata + markdown)."""
-
-    name: str
-    config: dict[str, Any]
-    about: str = ""
-    datasets: list[str] | None = None
-    results: list[EvalResult] | None = None  # model-index entries
-    table: list[tuple[str, str, str]] | None = None  # (metric, value, how it was measured)
-    commands: list[str] | None = None  # the exact commands that made it
-    versions: dict[str, str] | None = None
-    pictures: dict[str, str] | None = None  # file -> caption
-    use: list[str] | None = None  # Python lines of the usage snippet
-    tags: tuple[str, ...] = ()
-
-    def write(self, out_dir: Path) -> None:
-        arch = self.config["architecture"]
-        results = self.results or []
-        data = ModelCardData(
-            library_name=LIBRARY_NAME,
-            license="apache-2.0",
-            tags=sorted({LIBRARY_NAME, "pytorch", arch, *self.tags}),
-            datasets=self.datasets,
-            metrics=sorted({r.metric_type for r in results}) or None,
-            pipeline_tag="image-classification" if arch in CLASSIFIERS else None,
-            model_name=self.name,
-            eval_results=results or None,
-        )
-        module_name, cls_name = ARCHITECTURES[arch].split(":")
-        lines = [f"# {self.name}", ""]
-        if self.about:
-            lines += [self.about, ""]
-        lines += [f"Network: `{cls_name}` (architecture `{arch}`) from [lightning-dlstrat]({REPO_URL}), a plain `torch.nn.Module`; its arguments in `{CONFIG_NAME}`.", ""]
-        if self.table:
-            lines += ["## Results", "", "| metric | value | how it was measured |", "|---|---|---|"]
-            lines += [f"| {m} | {v} | {how} |" for m, v, how in self.table] + [""]
-        if self.commands:
-            lines += ["## How it was made", "", "```bash", *self.commands, "```", ""]
-            if self.versions:
-                lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items())) + f". Training summary: [`{SUMMARY_NAME}`]({SUMMARY_NAME}).", ""]
-        if self.pictures:
-            lines += ["## Pictures", ""]
-            for file, caption in self.pictures.items():
-                lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
-        if self.use:
-            lines += ["## Use", "", "```python", *self.use, "```", ""]
-        lines += [f"Loading, fine-tuning and publishing: {DOCS_URL}", ""]
-        atomic_write_bytes(out_dir / "README.md", str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))).encode())
-
-
-def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str, search: dict | None = None) -> Card:
-    """The card of an exported run: its measured metrics, commands (the search's too) and versions."""
-    arch = config["architecture"]
-    module_name, cls_name = ARCHITECTURES[arch].split(":")
-    data, seed = summary["data"], summary.get("seed")
-    results, table = [], []
-    commands = [summary.get("command") or f"dlstrat fit --model {summary['model']}", f"dlstrat push RUN_DIR --repo-id {repo_id}  # RUN_DIR: the folder the fit printed"]
-    about = ""
-    if search is not None:
-        commands.insert(0, f"{search['command']}  # the architecture search ({SEARCH_SUMMARY_NAME}); it prints the run folder holding genotype.json")
-        about = f"A genotype found by DARTS architecture search on {search['data']} (seed {search.get('seed')}), then retrained from scratch:\n\n```\n{net_genotype(config)}\n```"
-    card = Card(name, config, about=about, datasets=[data], commands=commands, versions=summary.get("versions"), pictures=pictures)
-    load = [f"from {module_name} import {cls_name}", "", f'net = {cls_name}.from_pretrained("{repo_id}")  # strict, safetensors only, eval mode']
-    if arch in CLASSIFIERS:
-        for key, value in sorted((summary.get("test_metrics") or {}).items()):
-            split, _, metric = key.partition("/")
-            metric_type, metric_name = METRIC_NAMES.get(metric, (metric, metric))
-            results.append(EvalResult(
-                task_type="image-classification", task_name="Image classification", dataset_type=data, dataset_name=data,
-                dataset_split=split, metric_type=metric_type, metric_name=f"{split} {metric_name}", metric_value=round(float(value), 4),
-                source_name="lightning-dlstrat", source_url=REPO_URL,
-            ))
-            table.append((f"{split} {metric_name}", f"{value:.4f}", f"{data} {split} split, held out from training and model selection; {selection}; seed {seed}"))
-        card.tags = ("safetensors", "image-classification", "timm")
-        card.use = load + ["logits = net(images)  # (B, num_classes); images normalised with config.json's pretrained_cfg mean/std", "",
-                           "import timm, lightning_dlstrat  # registers the architecture with timm", f'net = timm.create_model("hf-hub:{repo_id}", pretrained=True)']
-    else:
-        gan = summary.get("gan_metrics") or {}
-        results, table = gan_results(gan, data, summary)
-        card.tags = ("safetensors", "gan", "unconditional-image-generation" if gan.get("kind") != "modes" else "2d-points")
-        card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
-    card.results, card.table = results, table
-    return card
-
-
-def net_genotype(config: dict) -> str:
-    from .models.genotype import Genotype
-
-    return str(Genotype.from_dict(config["model_args"]["genotype"]))
-
-
-def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], list[tuple[str, str, str]]]:
-    """model-index entries and table rows for the metrics ``trainers/gan.py`` measures (see ``metrics.py``)."""
-    n, steps = gan.get("num_samples"), summary.get("generator_steps")
-    who = f"{n} samples of the EMA generator after {steps} generator steps, seed {summary.get('seed')}"
-    if gan.get("kind") == "modes":
-        rows = [
-            ("modes captured", f"{gan['modes_captured']} / {gan['num_modes']}", f"{who}; a mode is captured when a high-quality sample is nearest to it (VEEGAN/PacGAN)", "modes-captured", gan["modes_captured"]),
-            ("high-quality samples (%)", f"{gan['high_quality_pct']:.1f}", f"{who}; within 3 standard deviations of the nearest mode", "high-quality-samples", round(gan["high_quality_pct"], 2)),
-        ]
-        if gan.get("reverse_kl") is not None:
-            rows.append(("reverse KL", f"{gan['reverse_kl']:.4f}", f"{who}; KL(q || uniform) of the mode histogram of high-quality samples", "reverse-kl", round(gan["reverse_kl"], 4)))
-        task, split = ("unconditional-generation", "Unconditional generation (2-D points)"), None  # against the mixture itself
-    elif gan.get("kind") == "classifier":
-        rows = [
-            ("Frechet distance (digits classifier)", f"{gan['fd']:.2f}", f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier; real test vs training images: {gan['fd_real_baseline']:.2f}", "frechet-distance", round(gan["fd"], 3)),
-            ("confidently labelled (%)", f"{gan['confident_pct']:.1f}", f"{who}; top class probability >= 0.9 under the digits classifier", "confident-samples", round(gan["confident_pct"], 2)),
-        ]
-        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
-    elif gan.get("kind") == "inception":
-        rows = [("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3))]
-        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
-    else:
-        return [], []
-    results = [
-        EvalResult(task_type=task[0], task_name=task[1], dataset_type=data, dataset_name=data, dataset_split=split,
-                   metric_type=metric_type, metric_name=metric, metric_value=value, source_name="lightning-dlstrat", source_url=REPO_URL)
-        for metric, _, _, metric_type, value in rows
-    ]
-    return results, [(metric, shown, how) for metric, shown, how, _, _ in rows]
-
-
-def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None, token: str | bool | None = None) -> str:
-    """Export a run (:func:`export_run`) and push it to ``repo_id``; returns the commit URL."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export_run(run_dir, Path(tmp) / repo_id.split("/")[-1], repo_id=repo_id)
-        return upload(folder, repo_id, private=private, revision=revision, token=token, message=f"dlstrat push {Path(run_dir).name}")
+    return upload(entry.folder, repo_id or entry.repo_id, private=private, revision=revision, token=token, message=f"Publish zoo model {name}")

@@ -22,7 +22,8 @@ from safetensors.torch import save
 
 from lightning_dlstrat.data import DigitsDataModule
 from lightning_dlstrat.metrics import CONFIDENCE, DIGITS_CLASSIFIER_PATH, load_digits_classifier
-from lightning_dlstrat.run import FitContext, atomic_write_bytes, fit
+from lightning_dlstrat.core import atomic_write_bytes
+from lightning_dlstrat.recipes import fit
 from lightning_dlstrat.trainers.classifier import MLPClassifier
 
 
@@ -33,19 +34,17 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = FitContext(
-            model="mlp",
+        summary = fit(
+            "mlp",
             data="digits",
             seed=args.seed,
             out=tmp,
             # Two hidden layers and no dropout: 98% test accuracy and, what the confidence metric
             # needs, confident on real digits (95% of the test split at p >= 0.9; the one-layer
             # recipe default with dropout reaches 79%).
-            model_args={"hidden": [256, 256], "dropout": 0.0, "scheduler": "cosine"},
+            model={"hidden": [256, 256], "dropout": 0.0, "scheduler": "cosine"},
             trainer={"max_epochs": 60},
-            command="scripts/train_digits_classifier.py",
         )
-        summary = fit(ctx)
         task = MLPClassifier.load_from_checkpoint(summary["best_checkpoint"], map_location="cpu", weights_only=True)
     net = task.model.eval()
     dm = DigitsDataModule()

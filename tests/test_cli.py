@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from lightning_dlstrat import __version__
 from lightning_dlstrat.cli import app
-from lightning_dlstrat.run import atomic_write_bytes
+from lightning_dlstrat.core import atomic_write_bytes
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_config_file_and_pass_through(tmp_path):
         (["fit", "--model", "resnet"], "unknown model 'resnet'; choose one of: mlp"),
         (["fit", "--data", "imagenet"], "unknown dataset 'imagenet'; choose one of: digits, mnist"),
         (["fit", "--trainer.max_epoch=3"], "unknown trainer option 'max_epoch'. Did you mean: max_epochs"),
-        (["fit", "--model.hiden=[3]"], "unknown --model.KEY option(s) for mlp: hiden"),
+        (["fit", "--model.hiden=[3]"], "unknown --model.hiden for mlp. Did you mean: hidden"),
         (["fit", "--precision", "17-mixed"], "invalid Trainer settings"),
         (["fit", "--config", "/nonexistent/run.yaml"], "config file /nonexistent/run.yaml does not exist"),
         (["fit", "--bogus"], "unexpected argument '--bogus'"),

@@ -181,11 +181,18 @@ def test_optimisers_are_disjoint_and_steps_touch_only_their_own():
     assert not same(alphas, a0) and not same(weights, w0)  # and both did move
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_searches_without_a_normal_cell_are_refused(layers):
+    # with 1 or 2 cells both sit at the reduction positions: the normal alpha would stay untrained
+    with pytest.raises(ValueError, match="at least 3 cells"):
+        DARTSSearch(in_shape=(1, 8, 8), C=4, layers=layers)
+
+
 def test_too_small_input_is_rejected():
     with pytest.raises(ValueError, match="too small"):
         SearchNetwork(C=4, layers=8, in_shape=(3, 3, 3))  # 2 reductions need >= 4x4
     with pytest.raises(ValueError, match="too small"):
-        DARTSSearch(in_shape=(1, 1, 1), C=4, layers=1)
+        DARTSSearch(in_shape=(1, 1, 1), C=4, layers=3)
     SearchNetwork(C=4, layers=8, steps=2, multiplier=2, in_shape=(1, 4, 4))  # the smallest that fits
 
 

@@ -15,16 +15,9 @@ from lightning_dlstrat.cli import app
 from lightning_dlstrat.data import DigitsDataModule, Ring8DataModule, ring8_modes
 from lightning_dlstrat.metrics import digits_metrics, load_digits_classifier, mode_metrics
 from lightning_dlstrat.models.gan import DCGANDiscriminator, DCGANGenerator, dcgan_plan
-from lightning_dlstrat.run import FitContext, fit
-from lightning_dlstrat.trainers.gan import (
-    GAN,
-    GANDivergedError,
-    discriminator_loss,
-    ema_update,
-    generator_loss,
-    gradient_penalty,
-    r1_penalty,
-)
+from lightning_dlstrat.gan_losses import discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty
+from lightning_dlstrat.recipes import fit
+from lightning_dlstrat.trainers.gan import GAN, GANDivergedError
 
 runner = CliRunner()
 
@@ -33,9 +26,10 @@ def run_dir_of(output: str) -> Path:
     return Path([l for l in output.splitlines() if l.startswith("run directory: ")][-1].removeprefix("run directory: "))
 
 
-def tiny_ctx(tmp_path, data="ring8", epochs=2, batches=5, **trainer) -> FitContext:
-    return FitContext(
-        model="gan",
+def tiny(tmp_path, data="ring8", epochs=2, batches=5, **trainer) -> dict:
+    """Settings of a short gan run (recipes.fit keywords)."""
+    return dict(
+        recipe="gan",
         data=data,
         seed=0,
         out=str(tmp_path),
@@ -225,13 +219,12 @@ class _StopAfterEpoch(L.Callback):
 
 
 def test_resume_continues_the_same_run(tmp_path):
-    whole = fit(tiny_ctx(tmp_path / "whole", epochs=3))
-    first = fit(tiny_ctx(tmp_path / "part", epochs=3, callbacks=[_StopAfterEpoch()]))
+    whole = fit(**tiny(tmp_path / "whole", epochs=3))
+    first = fit(**tiny(tmp_path / "part", epochs=3, callbacks=[_StopAfterEpoch()]))
     ckpt = torch.load(first["last_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["gan"]["noise_states"].shape[0] == 1 and ckpt["gan"]["d_steps"] == 5
-    resumed_ctx = tiny_ctx(tmp_path / "part", epochs=3)
-    resumed_ctx.resume = first["last_checkpoint"]
-    resumed = fit(resumed_ctx)
+    resumed = fit(**tiny(tmp_path / "part", epochs=3), resume=first["last_checkpoint"])
+    assert resumed["run_dir"] == first["run_dir"]  # the same run, continued in its own directory
     a, b = _weights(whole["last_checkpoint"]), _weights(resumed["last_checkpoint"])
     assert a.keys() == b.keys()
     for key in a:
@@ -252,12 +245,12 @@ class _PoisonAtEpoch(L.Callback):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    ctx = tiny_ctx(tmp_path, epochs=3, callbacks=[_PoisonAtEpoch(1)])
     with pytest.raises(GANDivergedError) as e:
-        fit(ctx)
+        fit(**tiny(tmp_path, epochs=3, callbacks=[_PoisonAtEpoch(1)]))
     message = str(e.value)
     assert "training diverged: d_loss became nan" in message and "epoch 2" in message
-    last = ctx.run_dir / "checkpoints" / "last.ckpt"
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    last = run_dir / "checkpoints" / "last.ckpt"
     assert str(last) in message
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 5

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_dlstrat import MLP, DigitsDataModule, MLPClassifier
-from lightning_dlstrat.run import FitContext, fit
+from lightning_dlstrat.recipes import fit
 
 
 def test_mlp_defaults_are_the_classic_784_128_10_network():
@@ -102,9 +102,9 @@ def test_bf16_mixed_on_cpu_trains():
 def test_resume_continues_the_same_run(tmp_path):
     """4 epochs in one go == 2 epochs, stop, resume from that checkpoint for the other 2."""
     every_epoch = ModelCheckpoint(dirpath=tmp_path / "all", filename="{epoch}", save_top_k=-1)
-    common = dict(model="mlp", out=str(tmp_path), model_args={"dropout": 0.3, "hidden": [32]})
-    straight = fit(FitContext(**common, trainer={"max_epochs": 4, "callbacks": [every_epoch]}))
-    resumed = fit(FitContext(**common, trainer={"max_epochs": 4}, resume=str(tmp_path / "all" / "epoch=1.ckpt")))
+    common = dict(recipe="mlp", out=str(tmp_path), model={"dropout": 0.3, "hidden": [32]})
+    straight = fit(**common, trainer={"max_epochs": 4, "callbacks": [every_epoch]})
+    resumed = fit(**common, trainer={"max_epochs": 4}, resume=str(tmp_path / "all" / "epoch=1.ckpt"))
     a = torch.load(straight["last_checkpoint"], weights_only=True)["state_dict"]
     b = torch.load(resumed["last_checkpoint"], weights_only=True)["state_dict"]
     for k in a:

@@ -23,7 +23,9 @@ from typer.testing import CliRunner
 import lightning_dlstrat  # noqa: F401  (registers the timm entrypoints)
 from lightning_dlstrat import MLP, zoo
 from lightning_dlstrat.cli import app
-from lightning_dlstrat.hub import HubError, load_model
+from lightning_dlstrat import export
+from lightning_dlstrat.hub import HubError
+from lightning_dlstrat.zoo import load_model
 from lightning_dlstrat.models.darts_net import DARTSNetwork
 from lightning_dlstrat.models.genotype import PC_DARTS
 from lightning_dlstrat.testing.hub_server import HubServer, git_blob_sha1
@@ -103,7 +105,7 @@ def test_bad_configs_are_clear_errors(tmp_path):
     config_path = tmp_path / "m" / "config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "architecture": "resnet_9000"}))
-    with pytest.raises(HubError, match="resnet_9000.*known: dlstrat_mlp, darts_net"):
+    with pytest.raises(HubError, match="resnet_9000.*known: darts_net, dense_generator"):
         load_model(tmp_path / "m")
     config_path.write_text(json.dumps({"hidden_size": 3}))  # someone else's config.json
     with pytest.raises(HubError, match="not written by lightning-dlstrat"):
@@ -255,8 +257,8 @@ def test_timm_hf_hub_with_revision(hub):
 def test_packaged_zoo_folders_resolve_and_reproduce_their_metric():
     from lightning_dlstrat.data import DigitsDataModule
 
-    for name, entry in zoo.ZOO.items():
-        folder = zoo.local_folder(name)  # via importlib.resources: inside the installed package
+    for name, entry in zoo.entries().items():
+        folder = entry.folder  # via importlib.resources: inside the installed package
         assert (folder / "config.json").is_file() and (folder / "README.md").is_file()
         card = (folder / "README.md").read_text()
         meta = yaml.safe_load(card.split("---")[1])
@@ -277,7 +279,7 @@ def test_packaged_zoo_folders_resolve_and_reproduce_their_metric():
         with torch.no_grad():
             correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in dm.test_dataloader())
         assert correct / len(dm.test_set) == pytest.approx(summary["test_metrics"]["test/acc"], abs=1e-6)
-    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: mlp-digits, darts-digits, gan-digits, gan-ring8"):
+    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: darts-digits, darts-v2-cifar10, gan-digits, gan-ring8, mlp-digits, pc-darts-cifar10"):
         zoo.load("mlp-mnist")
 
 
@@ -328,13 +330,13 @@ def test_zoo_publish_pull_and_load_from_the_hub(hub, tmp_path, monkeypatch):
     result = runner.invoke(app, ["zoo", "list"])
     assert result.exit_code == 0 and "lightning-dlstrat/mlp-digits" in result.output
     result = runner.invoke(app, ["zoo", "pull", "nope"])
-    assert result.exit_code == 2 and "the zoo has: mlp-digits" in result.output
+    assert result.exit_code == 2 and "the zoo has: darts-digits" in result.output
 
 
 def test_dlstrat_push_exports_a_run_with_its_card(hub, tmp_path):
-    from lightning_dlstrat.run import FitContext, fit
+    from lightning_dlstrat.recipes import fit
 
-    summary = fit(FitContext(model="mlp", out=str(tmp_path / "runs"), trainer={"max_epochs": 2, "accelerator": "cpu"}, command="dlstrat fit --model mlp --max-epochs 2"))
+    summary = fit("mlp", out=str(tmp_path / "runs"), trainer={"max_epochs": 2, "accelerator": "cpu"}, command="dlstrat fit --model mlp --max-epochs 2")
     run_dir = summary["run_dir"]
     result = runner.invoke(app, ["push", run_dir, "--repo-id", "org/tiny", "--revision", "dev", "--private"])
     assert result.exit_code == 0, result.output
@@ -358,10 +360,10 @@ def test_dlstrat_push_exports_a_run_with_its_card(hub, tmp_path):
 
 def test_gan_run_exports_its_ema_generator_with_samples(tmp_path):
     from lightning_dlstrat.models.gan import MLPGenerator
-    from lightning_dlstrat.run import FitContext, fit
+    from lightning_dlstrat.recipes import fit
     from lightning_dlstrat.trainers.gan import GAN
 
-    summary = fit(FitContext(model="gan", data="ring8", out=str(tmp_path / "runs"), trainer={"max_steps": 3, "accelerator": "cpu"}, command="dlstrat fit --model gan --data ring8 --trainer.max_steps=3"))
+    summary = fit("gan", data="ring8", out=str(tmp_path / "runs"), trainer={"max_steps": 3, "accelerator": "cpu"}, command="dlstrat fit --model gan --data ring8 --trainer.max_steps=3")
     result = runner.invoke(app, ["zoo", "export", summary["run_dir"], "--out", str(tmp_path / "gan-ring8")])
     assert result.exit_code == 0, result.output
     folder = tmp_path / "gan-ring8"
@@ -396,7 +398,8 @@ def test_fine_tune_a_zoo_model_as_docs_show(tmp_path):
 def test_darts_net_run_exports_with_its_search(tmp_path):
     """A darts-net run trained from a search's genotype.json carries the search's record and picture."""
     from lightning_dlstrat.models.genotype import sample_genotype
-    from lightning_dlstrat.run import FitContext, atomic_write_json, fit
+    from lightning_dlstrat.core import atomic_write_json
+    from lightning_dlstrat.recipes import fit
 
     search = tmp_path / "runs" / "darts-digits-search"
     genotype = sample_genotype(0)
@@ -404,12 +407,15 @@ def test_darts_net_run_exports_with_its_search(tmp_path):
     (search / "alpha.png").write_bytes((zoo.local_folder("pc-darts-cifar10") / "cell.png").read_bytes())
     atomic_write_json(search / "summary.json", {"command": "dlstrat fit --model darts --data digits --seed 3", "data": "digits", "seed": 3, "model": "darts"})
     command = f"dlstrat fit --model darts-net --genotype {search / 'genotype.json'} --model.C=4 --model.layers=3"
-    summary = fit(FitContext(model="darts-net", out=str(tmp_path / "runs"), model_args={"genotype": str(search / "genotype.json"), "C": 4, "layers": 3},
-                             trainer={"max_steps": 2, "accelerator": "cpu"}, command=command))
-    folder = zoo.export_run(summary["run_dir"], tmp_path / "darts-digits")
-    assert {"cell.png", "alpha.png", zoo.SEARCH_SUMMARY_NAME, zoo.SUMMARY_NAME, "model.safetensors"} <= {p.name for p in folder.iterdir()}
+    summary = fit("darts-net", out=str(tmp_path / "runs"), model={"genotype": str(search / "genotype.json"), "C": 4, "layers": 3},
+                  trainer={"max_steps": 2, "accelerator": "cpu"}, command=command)
+    assert summary["made_from"] == {"recipe": "darts-net", "genotype": str(search / "genotype.json"), "search_run": str(search.resolve())}
+    folder = export.export_run(summary["run_dir"], tmp_path / "darts-digits")
+    assert {"cell.png", "alpha.png", export.SEARCH_SUMMARY_NAME, zoo.SUMMARY_NAME, "model.safetensors", "config.yaml"} <= {p.name for p in folder.iterdir()}
     card = (folder / "README.md").read_text()
-    assert card.index("--model darts --data digits --seed 3") < card.index(command) and str(genotype) in card
+    published = command.replace(str(search), "runs/darts-digits-search")  # no path of the machine it ran on
+    assert card.index("--model darts --data digits --seed 3") < card.index(published) and str(genotype) in card
+    assert str(tmp_path) not in card and str(tmp_path) not in (folder / zoo.SUMMARY_NAME).read_text()
     net = DARTSNetwork.from_pretrained(folder)
     assert net.genotype == genotype and net.C == 4
     assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(X), net(X))

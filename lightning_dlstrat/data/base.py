@@ -108,6 +108,10 @@ class BaseDataModule(L.LightningDataModule):
         super().__init__()
         if normalization not in ("standard", "tanh", "none"):
             raise ValueError(f"normalization must be 'standard', 'tanh' or 'none', not {normalization!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"num_workers must be 0 or more, not {num_workers}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
         self.save_hyperparameters()

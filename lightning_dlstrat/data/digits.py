@@ -13,6 +13,8 @@ from .base import BaseDataModule, TensorData
 
 
 class DigitsDataModule(BaseDataModule):
+    """scikit-learn's 8x8 handwritten digits, 1x8x8, 10 classes: embedded, offline (the default)."""
+
     name = "digits"
     dims = (1, 8, 8)
     num_classes = 10

@@ -58,12 +58,16 @@ class MixtureDataModule(BaseDataModule):
 
 
 class Ring8DataModule(MixtureDataModule):
+    """8 Gaussians on the unit circle, sigma 0.01: 2-D points for GAN mode coverage (generated)."""
+
     name = "ring8"
     sigma = 0.01
     modes = staticmethod(ring8_modes)
 
 
 class Grid25DataModule(MixtureDataModule):
+    """25 Gaussians on a 5x5 grid, sigma 0.05: 2-D points for GAN mode coverage (generated)."""
+
     name = "grid25"
     sigma = 0.05
     modes = staticmethod(grid25_modes)

@@ -64,18 +64,24 @@ class _IdxDataModule(BaseDataModule):
 
 
 class MNISTDataModule(_IdxDataModule):
+    """MNIST handwritten digits, 1x28x28, 10 classes (downloaded into --data-dir)."""
+
     name = "mnist"
     _tv_class = "MNIST"
     mean, std = (0.1307,), (0.3081,)
 
 
 class FashionMNISTDataModule(_IdxDataModule):
+    """Fashion-MNIST clothing images, 1x28x28, 10 classes (downloaded into --data-dir)."""
+
     name = "fashion-mnist"
     _tv_class = "FashionMNIST"
     mean, std = (0.2860,), (0.3530,)
 
 
 class CIFAR10DataModule(BaseDataModule):
+    """CIFAR-10 colour images, 3x32x32, 10 classes (the binary release, downloaded into --data-dir)."""
+
     name = "cifar10"
     dims = (3, 32, 32)
     num_classes = 10

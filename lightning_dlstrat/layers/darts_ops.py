@@ -127,3 +127,22 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_3x3": lambda c, stride, affine: DilConv(c, c, 3, stride, 2, 2, affine),
     "dil_conv_5x5": lambda c, stride, affine: DilConv(c, c, 5, stride, 4, 2, affine),
 }
+
+
+def cell_inputs(c_prev_prev: int, c_prev: int, channels: int, reduction_prev: bool, affine: bool = False) -> tuple[nn.Module, nn.Module]:
+    """The 1x1 convolutions that bring a cell's two inputs to ``channels``.
+
+    After a reduction cell the cell two back has twice the resolution, so it is reduced to match.
+    ``affine=False`` in the supernets (BatchNorm without learnable scale, as the reference search
+    code), ``True`` in evaluation networks.
+    """
+    if reduction_prev:
+        pre0 = FactorizedReduce(c_prev_prev, channels, affine=affine)
+    else:
+        pre0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=affine)
+    return pre0, ReLUConvBN(c_prev, channels, 1, 1, 0, affine=affine)
+
+
+def reduction_layers(layers: int) -> list[int]:
+    """Indices of the reduction cells: a third and two thirds of the way through (one for layers < 3)."""
+    return sorted({layers // 3, 2 * layers // 3})

@@ -1,0 +1,11 @@
+"""Plain ``nn.Module`` networks: the MLP, the DARTS supernets and evaluation network, the GAN pairs.
+
+Nothing here imports training code. Importing this package registers every deployable network
+in :data:`lightning_dlstrat.hub.ARCHITECTURES` (each declares ``architecture=`` and ``kind=``).
+"""
+
+from .darts_net import DARTSNetwork
+from .gan import DCGANGenerator, DenseGenerator, MLPGenerator
+from .mlp import MLP
+
+__all__ = ["DARTSNetwork", "DCGANGenerator", "DenseGenerator", "MLP", "MLPGenerator"]

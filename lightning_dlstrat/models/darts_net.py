@@ -28,8 +28,8 @@ from timm.layers import drop_path
 from torch import nn
 
 from ..hub import HubMixin
-from ..layers.darts_ops import OPS, FactorizedReduce, Identity, ReLUConvBN
-from .genotype import Genotype, resolve_genotype
+from ..layers.darts_ops import OPS, Identity, cell_inputs, reduction_layers
+from .genotype import Genotype
 
 
 class Cell(nn.Module):
@@ -37,9 +37,7 @@ class Cell(nn.Module):
 
     def __init__(self, genotype: Genotype, c_prev_prev: int, c_prev: int, c: int, reduction: bool, reduction_prev: bool):
         super().__init__()
-        # the older input is twice the resolution of the newer one after a reduction cell
-        self.preprocess0 = FactorizedReduce(c_prev_prev, c) if reduction_prev else ReLUConvBN(c_prev_prev, c, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0)
+        self.preprocess0, self.preprocess1 = cell_inputs(c_prev_prev, c_prev, c, reduction_prev, affine=True)
         pairs = genotype.reduce if reduction else genotype.normal
         self.concat = genotype.reduce_concat if reduction else genotype.normal_concat
         self.steps, self.multiplier, self.reduction = len(pairs) // 2, len(self.concat), reduction
@@ -95,12 +93,7 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))  # (B, num_classes)
 
 
-def reduction_layers(layers: int) -> list[int]:
-    """Indices of the reduction cells: at 1/3 and 2/3 of the depth (one index when they coincide)."""
-    return sorted({layers // 3, 2 * layers // 3})
-
-
-class DARTSNetwork(nn.Module, HubMixin, tags=["image-classification", "darts", "nas"], paper_url="https://arxiv.org/abs/1806.09055"):
+class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifier", tags=["image-classification", "darts", "nas"], paper_url="https://arxiv.org/abs/1806.09055"):
     """The evaluation network of a genotype.
 
     Example::
@@ -111,9 +104,16 @@ class DARTSNetwork(nn.Module, HubMixin, tags=["image-classification", "darts", "
         logits = net.eval()(images)                                      # (B, num_classes)
     """
 
+    # timm's defaults for the entry point (lightning_dlstrat.timm_models): the paper's CIFAR-10 network
+    timm_cfg = dict(
+        input_size=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+        first_conv="stem.0", classifier="classifier", paper_ids="arXiv:1806.09055",
+    )
+    timm_kwargs_filter: tuple[str, ...] = ()
+
     def __init__(
         self,
-        genotype: Genotype | str = "DARTS_V2",  # a Genotype, built-in name, file or genotype text
+        genotype: Genotype | dict | str = "DARTS_V2",  # a Genotype, its JSON mapping, a built-in name or genotype text (never a file)
         C: int = 36,  # channels of the first cells (36 in the paper's CIFAR-10 network)
         layers: int = 20,  # cells (20 for CIFAR-10)
         num_classes: int = 10,
@@ -126,7 +126,7 @@ class DARTSNetwork(nn.Module, HubMixin, tags=["image-classification", "darts", "
         super().__init__()
         if C < 1 or layers < 1:
             raise ValueError(f"C and layers must be positive, got C={C}, layers={layers}")
-        self.genotype = resolve_genotype(genotype)
+        self.genotype = Genotype.coerce(genotype)
         self.C, self.layers, self.num_classes, self.in_chans = C, layers, num_classes, in_chans
         self.auxiliary, self.drop_path_prob = auxiliary, drop_path_prob
         self.reductions = reduction_layers(layers)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.darts_ops import OPS, PRIMITIVES, FactorizedReduce, ReLUConvBN
+from ..layers.darts_ops import OPS, PRIMITIVES, cell_inputs, reduction_layers
 from .genotype import Genotype, derive_genotype, num_edges
 
 __all__ = ["MixedOp", "SearchCell", "SearchNetwork", "cell_inputs", "channel_shuffle", "edge_normalisation"]
@@ -83,18 +83,6 @@ class MixedOp(nn.Module):
         if self.bypass_pool is not None:
             bypass = self.bypass_pool(bypass)
         return channel_shuffle(torch.cat([mixed, bypass], dim=1), self.k)  # (B, C, H/s, W/s)
-
-
-def cell_inputs(c_prev_prev: int, c_prev: int, channels: int, reduction_prev: bool) -> tuple[nn.Module, nn.Module]:
-    """The 1x1 convolutions that bring a cell's two inputs to ``channels`` (BatchNorm without affine).
-
-    After a reduction cell the cell two back has twice the resolution, so it is reduced to match.
-    """
-    if reduction_prev:
-        pre0 = FactorizedReduce(c_prev_prev, channels, affine=False)
-    else:
-        pre0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
-    return pre0, ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
 
 
 class SearchCell(nn.Module):
@@ -252,11 +240,6 @@ class SearchNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def reduction_layers(layers: int) -> set[int]:
-    """Indices of the reduction cells: a third and two thirds of the way through."""
-    return {layers // 3, 2 * layers // 3}
 
 
 def _check_config(C: int, layers: int, steps: int, multiplier: int, primitives: tuple[str, ...], in_shape: Sequence[int], k: int) -> None:

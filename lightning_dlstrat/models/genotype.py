@@ -30,6 +30,11 @@ from ..layers.darts_ops import OPS, PRIMITIVES
 
 Pair = tuple[str, int]
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+# Bounds checked before anything from text is expanded: genotypes come from files, flags and
+# downloaded configs, and ``range(0, 200000000)`` must not cost gigabytes before it is refused.
+MAX_TEXT = 64_000  # characters of genotype text (a DARTS cell prints in about 400)
+MAX_PAIRS = 64  # (op, input) pairs per cell: 32 intermediate nodes (DARTS has 4)
+MAX_RANGE = 256  # elements a range(...) may expand to
 
 
 @dataclass(frozen=True, repr=False)
@@ -96,11 +101,31 @@ class Genotype:
         return cls(*(d[k] for k in FIELDS))
 
     @classmethod
+    def coerce(cls, value: Any) -> Genotype:
+        """The one genotype codec: a Genotype, its JSON form (:meth:`to_dict`), a built-in name or genotype text.
+
+        Never a file path: networks built from a downloaded config.json come through here, and a
+        string there must not make the loader read local files (:func:`resolve_genotype` does
+        that, for what a user types).
+        """
+        if isinstance(value, Genotype):
+            return value
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        if isinstance(value, str):
+            if value.strip().upper() in GENOTYPES:
+                return GENOTYPES[value.strip().upper()]
+            return cls.parse(value)
+        raise ValueError(f"a genotype must be a Genotype, its JSON mapping, a built-in name or genotype text, not {type(value).__name__}")
+
+    @classmethod
     def parse(cls, text: str) -> Genotype:
         """Parse JSON (see :meth:`to_dict`) or the reference string form ``Genotype(normal=[...], ...)``.
 
         ``NAME = Genotype(...)``, as written in the reference ``genotypes.py``, is accepted too.
         """
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"genotype text of {len(text):,} characters is longer than the {MAX_TEXT:,} a genotype can need")
         text = text.strip()
         if not text:
             raise ValueError("empty genotype text")
@@ -141,6 +166,8 @@ class Genotype:
         """Read a file written by :meth:`save`, or any text :meth:`parse` accepts."""
         path = Path(path)
         try:
+            if path.stat().st_size > MAX_TEXT:
+                raise ValueError(f"cannot read genotype file {path}: {path.stat().st_size:,} bytes is larger than a genotype can be")
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read genotype file {path}: {e}") from None
@@ -154,6 +181,8 @@ class Genotype:
 def _check_cell(name: str, pairs: Any) -> tuple[Pair, ...]:
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise ValueError(f"{name} must be a list of (op, input) pairs, not {type(pairs).__name__}")
+    if len(pairs) > MAX_PAIRS:
+        raise ValueError(f"{name} has {len(pairs):,} entries; a cell has at most {MAX_PAIRS} (op, input) pairs here")
     # pt.darts nests the pairs per node ([[(op, i), (op, j)], ...]); flatten to the reference layout
     if pairs and all(isinstance(p, (list, tuple)) and p and isinstance(p[0], (list, tuple)) for p in pairs):
         pairs = [q for node in pairs for q in node]
@@ -181,6 +210,8 @@ def _check_cell(name: str, pairs: Any) -> tuple[Pair, ...]:
 def _check_concat(name: str, concat: Any, steps: int) -> tuple[int, ...]:
     if isinstance(concat, (str, bytes)) or not isinstance(concat, (Sequence, range)):
         raise ValueError(f"{name} must be a list of state indices, not {type(concat).__name__}")
+    if len(concat) > MAX_PAIRS:  # len() of a range is computed, not expanded
+        raise ValueError(f"{name} has {len(concat):,} entries; a cell concatenates at most {MAX_PAIRS} states")
     concat = tuple(concat)
     if not concat:
         raise ValueError(f"{name} is empty; the cell output needs at least one state")
@@ -208,8 +239,11 @@ def _literal(node: ast.AST) -> Any:
         return [_literal(e) for e in node.elts]
     if isinstance(node, ast.Call) and _call_name(node) == "range" and not node.keywords and 1 <= len(node.args) <= 3:
         args = [_literal(a) for a in node.args]
-        if all(type(a) is int for a in args):
-            return list(range(*args))
+        if all(type(a) is int for a in args) and (len(args) < 3 or args[2] != 0):
+            r = range(*args)
+            if len(r) > MAX_RANGE:  # measured before expanding
+                raise ValueError(f"{ast.unparse(node)} has {len(r):,} elements; a genotype never needs more than {MAX_RANGE}")
+            return list(r)
     raise ValueError(f"unsupported expression {ast.unparse(node)!r} in genotype text (only strings, integers, lists, tuples and range(a, b) are allowed)")
 
 
@@ -240,24 +274,26 @@ GENOTYPES: dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "P
 def resolve_genotype(value: str | Genotype) -> Genotype:
     """A genotype from a built-in name (``DARTS_V2``, any case), a ``.json``/``.txt`` file (or a run
     directory holding ``genotype.json``), or literal JSON / ``Genotype(...)`` text."""
-    if isinstance(value, Genotype):
-        return value
     if not isinstance(value, str):
-        raise ValueError(f"a genotype must be a built-in name, a file path or genotype text, not {type(value).__name__}")
+        return Genotype.coerce(value)
     text = value.strip()
-    if text.upper() in GENOTYPES:
-        return GENOTYPES[text.upper()]
-    if text.startswith(("{", "Genotype(")) or ("=" in text and "Genotype(" in text):
-        return Genotype.parse(text)
+    if text.upper() in GENOTYPES or text.startswith(("{", "Genotype(")) or ("=" in text and "Genotype(" in text):
+        return Genotype.coerce(text)
+    if len(text.encode()) > 4096:  # longer than any path the OS accepts: not a file name
+        raise ValueError(f"genotype {text[:60]!r}... ({len(text):,} characters) is not a built-in name, genotype text or a file")
     path = Path(text)
-    if path.is_dir() and (path / "genotype.json").is_file():
-        path = path / "genotype.json"
-    if path.is_file():
+    try:
+        if path.is_dir() and (path / "genotype.json").is_file():
+            path = path / "genotype.json"
+        is_file = path.is_file()
+    except OSError:  # a name component over 255 bytes, and the like
+        is_file = False
+    if is_file:
         return Genotype.load(path)
     if path.suffix in (".json", ".txt") or "/" in text:
         raise ValueError(f"genotype file {text} does not exist")
     raise ValueError(
-        f"genotype {value!r} is not a built-in ({', '.join(GENOTYPES)}), an existing file, or genotype text "
+        f"genotype {text[:200]!r} is not a built-in ({', '.join(GENOTYPES)}), an existing file, or genotype text "
         "(JSON or Genotype(normal=[...], ...))"
     )
 

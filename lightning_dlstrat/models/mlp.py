@@ -19,7 +19,12 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tan
 NORMS = {"none": None, "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 
 
-class MLP(nn.Module, HubMixin, tags=["image-classification", "mlp"]):
+class MLP(nn.Module, HubMixin, architecture="dlstrat_mlp", kind="classifier", tags=["image-classification", "mlp"]):
+    # timm's defaults for the entry point (lightning_dlstrat.timm_models); it flattens its input,
+    # so timm's in_chans is dropped
+    timm_cfg = dict(input_size=(1, 28, 28), mean=(0.1307,), std=(0.3081,), classifier="head")
+    timm_kwargs_filter: tuple[str, ...] = ("in_chans",)
+
     def __init__(
         self,
         in_shape: tuple[int, ...] | list[int] = (1, 28, 28),  # flattened: 784 features by default

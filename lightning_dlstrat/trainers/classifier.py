@@ -14,16 +14,21 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models.mlp import MLP
-from ..core import destroy_gloo_group_at_exit
+from ..core import destroy_gloo_group_at_exit, planned_epochs
 
 
 class EvaluatesClassification:
-    """Validation and test steps of a classifier: cross-entropy and accuracy, logged per stage.
+    """Accuracy metrics and the validation and test steps of a classifier, logged per stage.
 
-    Mixed into LightningModules that define ``forward`` (logits), ``loss(logits, y)`` and the
-    torchmetrics ``val_acc`` / ``test_acc``; shared by :class:`ClassificationTask` and the DARTS
+    Mixed into LightningModules that define ``forward`` (logits) and ``loss(logits, y)`` and call
+    :meth:`configure_metrics` in ``__init__``; shared by :class:`ClassificationTask` and the DARTS
     search, which trains differently but is evaluated the same way.
     """
+
+    def configure_metrics(self, num_classes: int) -> None:
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def _eval_step(self, batch, stage: str, metric):
         x, y = batch
@@ -48,11 +53,13 @@ class ClassificationTask(EvaluatesClassification, L.LightningModule):
     def __init__(
         self,
         num_classes: int = 10,
-        optimizer: str = "adam",  # "adam", "adamw" or "sgd" (momentum 0.9, nesterov)
+        optimizer: str = "adam",  # "adam", "adamw" or "sgd"
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        scheduler: str = "none",  # "none" or "cosine" (per epoch, over trainer.max_epochs)
+        scheduler: str = "none",  # "none" or "cosine" (per epoch, to 0 over the run's real length)
         label_smoothing: float = 0.0,
+        momentum: float = 0.9,  # sgd only
+        nesterov: bool = True,  # sgd only
     ):
         super().__init__()
         for name, value, valid in (("optimizer", optimizer, ("adam", "adamw", "sgd")), ("scheduler", scheduler, ("none", "cosine"))):
@@ -60,21 +67,28 @@ class ClassificationTask(EvaluatesClassification, L.LightningModule):
                 raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(valid)}")
         self.optimizer_name, self.lr, self.weight_decay = optimizer, lr, weight_decay
         self.scheduler_name, self.label_smoothing = scheduler, label_smoothing
+        self.momentum, self.nesterov = momentum, nesterov
         self.model: nn.Module | None = None  # set by subclasses
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.configure_metrics(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # (B, num_classes) logits
 
+    def export_network(self) -> nn.Module:
+        """The network a Hub export publishes (:mod:`lightning_dlstrat.export`)."""
+        return self.model
+
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
 
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one training batch; subclasses add augmentation or auxiliary losses."""
+        logits = self(x)  # (B, num_classes)
+        return self.loss(logits, y), logits
+
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        loss = self.loss(logits, y)
+        x, y = batch  # (B, *in_shape), (B,)
+        loss, logits = self.training_loss(x, y)
         self.train_acc(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
@@ -90,13 +104,13 @@ class ClassificationTask(EvaluatesClassification, L.LightningModule):
     def configure_optimizers(self):
         params = self.model.parameters()
         if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay)
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay)
         else:
             cls = torch.optim.Adam if self.optimizer_name == "adam" else torch.optim.AdamW
             opt = cls(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler_name == "none":
             return opt
-        epochs = max(1, self.trainer.max_epochs or 1)
+        epochs = planned_epochs(self.trainer)  # max_steps may end the run before max_epochs
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)}
 
 

@@ -5,8 +5,8 @@ The evaluation protocol of Liu, Simonyan, Yang, "DARTS: Differentiable Architect
 3e-4) with cosine annealing to 0 over the run, gradient-norm clipping at 5, an auxiliary loss
 weighted 0.4, drop-path whose probability grows linearly from 0 to 0.2 over the epochs, and
 cutout (16x16 holes on 32x32 CIFAR images). Module defaults are the paper's CIFAR-10 network
-(C=36, 20 cells); the ``darts-net`` recipe in :mod:`lightning_dlstrat.registry` shrinks it for the
-8x8 digits.
+(C=36, 20 cells); the ``darts-net`` recipe's digits preset (``recipes/presets/darts-net.yaml``)
+shrinks it for the 8x8 digits.
 
 The genotype is stored in the hyperparameters as its text form, so checkpoints hold plain
 strings and load with ``torch.load(weights_only=True)``.
@@ -18,6 +18,7 @@ import torch
 
 from ..models.darts_net import DARTSNetwork
 from ..models.genotype import Genotype, resolve_genotype
+from ..core import planned_epochs
 from .classifier import ClassificationTask
 
 
@@ -73,7 +74,8 @@ class DARTSNetClassifier(ClassificationTask):
         # the text form, so hparams (and checkpoints) hold a plain string; save_hyperparameters
         # reads this local variable
         genotype = str(resolve_genotype(genotype))
-        super().__init__(num_classes, "sgd", lr, weight_decay, scheduler, label_smoothing)
+        # plain momentum SGD as the paper (no Nesterov)
+        super().__init__(num_classes, "sgd", lr, weight_decay, scheduler, label_smoothing, momentum, nesterov=False)
         self.save_hyperparameters()
         if len(in_shape) != 3:
             raise ValueError(f"DARTSNetClassifier needs image data (C, H, W), got samples of shape {tuple(in_shape)}")
@@ -86,49 +88,18 @@ class DARTSNetClassifier(ClassificationTask):
 
     def on_train_epoch_start(self) -> None:
         # scheduled drop-path (reference train.py): 0 in the first epoch, drop_path_prob * (E-1)/E in the last
-        epochs = max(1, self.trainer.max_epochs or 1)
-        self.model.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / epochs
+        self.model.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / planned_epochs(self.trainer)
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch  # (B, C, H, W), (B,)
-        x = cutout(x, self.cutout_length)
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = cutout(x, self.cutout_length)  # (B, C, H, W)
         logits, aux_logits = self.model.forward_with_aux(x)  # (B, num_classes), (B, num_classes) or None
         loss = self.loss(logits, y)
         if aux_logits is not None:
             loss = loss + self.hparams.auxiliary_weight * self.loss(aux_logits, y)
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        return loss
-
-    def configure_optimizers(self):
-        # plain momentum SGD as the paper (the base class's "sgd" adds Nesterov momentum)
-        opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.hparams.momentum, weight_decay=self.weight_decay)
-        if self.scheduler_name == "none":
-            return opt
-        epochs = max(1, self.trainer.max_epochs or 1)
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)}
+        return loss, logits
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         # the paper clips the gradient norm at 5; a Trainer-level gradient_clip_val wins when set
         clip = gradient_clip_val if gradient_clip_val is not None else self.hparams.grad_clip
         if clip:
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm)
-
-
-def after_fit(module: DARTSNetClassifier, trainer, datamodule, run_dir) -> dict:
-    """Recipe hook: write the trained genotype (``genotype.json``) and its picture (``genotype.png``) into the run directory."""
-    from pathlib import Path
-
-    from ..viz import plot_genotype
-
-    run_dir = Path(run_dir)
-    genotype = module.genotype
-    genotype.save(run_dir / "genotype.json")
-    plot_genotype(genotype, run_dir / "genotype.png", title=f"{module.hparams.layers} cells, C={module.hparams.C}")
-    params = sum(p.numel() for name, p in module.model.named_parameters() if not name.startswith("auxiliary_head."))
-    return {
-        "genotype": str(genotype),
-        "params": params,  # without the auxiliary head, which is dropped at test time (as the paper counts)
-        "report": [f"genotype: {genotype}", f"parameters (without the auxiliary head): {params:,}"],
-    }

@@ -40,12 +40,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from ..models.darts_search import SearchNetwork
 from ..models.darts_search_fast import FastSearchNetwork
 from ..models.genotype import Genotype
-from ..core import destroy_gloo_group_at_exit, mean_over_ranks
+from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
@@ -97,6 +96,11 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         channels_last: bool = True,  # fast implementation only: NHWC memory (much faster on CPU)
     ):
         super().__init__()
+        if layers < 3:
+            # reduction cells sit at layers // 3 and 2 * layers // 3: with 1 or 2 cells every cell
+            # reduces, the normal alpha never receives a gradient, and its "searched" cell would be
+            # read from untrained (uniform) weights
+            raise ValueError(f"a DARTS search needs at least 3 cells (layers >= 3) so that a normal cell is searched; got layers={layers}")
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), not {order!r}")
         if warmup_epochs < 0 or fd_radius <= 0 or grad_clip <= 0:
@@ -111,9 +115,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             self.net = FastSearchNetwork(*args, channels_last=channels_last)
         else:
             self.net = SearchNetwork(*args)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.configure_metrics(num_classes)
         self.history: list[dict[str, Any]] = []  # one record per epoch; kept in checkpoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,6 +123,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
 
     def genotype(self) -> Genotype:
         return self.net.genotype()
+
+    def export_network(self) -> None:
+        """A search publishes its genotype, not a network: retrain it with darts-net and export that."""
+        return None
 
     @staticmethod
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -140,7 +146,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
 
     def configure_optimizers(self):
         w_opt, a_opt = self.make_optimizers()
-        epochs = max(1, self.trainer.max_epochs or 1)
+        # the run's real length: max_steps may end it before max_epochs (two optimiser steps a batch)
+        epochs = planned_epochs(self.trainer, steps_per_batch=2)
         # stepped by hand at the end of every epoch (manual optimisation)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=epochs, eta_min=self.hparams.lr_min)
         return [w_opt, a_opt], [schedule]
@@ -178,9 +185,9 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         """grad_alpha of ``loss`` alone, unscaled and averaged over DDP ranks.
 
         ``torch.autograd.grad`` with alpha as its only inputs lets every convolution's backward
-        skip the weight gradient that a plain ``backward`` would compute and throw away: a
-        first-order search step on digits went from 0.27 to 0.21 s on 2 CPU cores. It bypasses
-        DDP's gradient hooks, so the ranks' gradients are averaged here, in one collective.
+        skip the weight gradient that a plain ``backward`` would compute and throw away (its
+        effect on speed: docs/benchmarks.md). It bypasses DDP's gradient hooks, so the ranks'
+        gradients are averaged here, in one collective.
         """
         alphas = self.net.arch_parameters()
         scale = self._loss_scale()  # as the precision plugin's backward would scale the loss
@@ -304,20 +311,18 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         if "val/acc" in self.trainer.callback_metrics:
             record["val_acc"] = float(self.trainer.callback_metrics["val/acc"])
         self.history.append(record)
+        # all 2 x E x O weights go to the loggers (metrics.csv) on Lightning's step axis, as every
+        # other metric; the progress line leaves out names of more than two parts
+        per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in (("normal", normal), ("reduce", reduce)) for i in range(w.shape[0]) for o, op in enumerate(self.net.primitives)}
+        self.log_dict(per_edge)
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
         if not self.trainer.is_global_zero:
             return
-        # all 2 x E x O weights go to the loggers (metrics.csv) directly, not to the progress line
-        per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in (("normal", normal), ("reduce", reduce)) for i in range(w.shape[0]) for o, op in enumerate(self.net.primitives)}
-        for logger in self.loggers:
-            logger.log_metrics(per_edge, step=self.global_step)
         self.write_history(log_dir)
         rank_zero_info(f"epoch {self.current_epoch} genotype: {genotype}")
 
     def write_history(self, directory: Path) -> Path:
         """Write every epoch's record as one JSON line to ``directory/genotype_history.jsonl``."""
-        from ..core import atomic_write_bytes
-
         path = Path(directory) / "genotype_history.jsonl"
         atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in self.history).encode())
         return path
@@ -331,49 +336,3 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("darts_search_history", []))
-
-
-# --- the `darts` recipe ----------------------------------------------------------------------------
-# Per-dataset defaults (flags win): the bundled digits get a small search that runs in about
-# two minutes on two CPU cores; every other dataset gets the paper's CIFAR-10 setting (the module
-# defaults, 50 epochs, batch 64).
-SEARCH_PRESETS: dict[str, dict[str, Any]] = {
-    # Digits has ~650 images per half, so an epoch is only ~20 steps at batch 32. At the paper's
-    # arch_lr 3e-4 alpha stays within 1% of uniform over such a short search and the genotype is
-    # a coin toss; 1e-2 over 15 epochs (~300 alpha steps) separates the operations (softmax
-    # entropy 2.05 vs 2.08 for uniform) and still runs in about a minute and a half on 2 cores.
-    "digits": {"max_epochs": 15, "model": {"C": 8, "layers": 5, "order": 1, "arch_lr": 1e-2}, "data": {"batch_size": 32}},
-}
-PAPER_EPOCHS = 50
-
-
-def run_search(ctx) -> dict[str, Any]:
-    """``dlstrat fit --model darts``: apply the dataset's preset, then fit once (see run.fit_once)."""
-    from ..run import fit_once
-
-    preset = SEARCH_PRESETS.get(ctx.data_name, {})
-    ctx.trainer.setdefault("max_epochs", preset.get("max_epochs", PAPER_EPOCHS))
-    for key, value in preset.get("data", {}).items():
-        ctx.data_args.setdefault(key, value)
-    overrides = {k: v for k, v in preset.get("model", {}).items() if k not in ctx.model_args}
-    return fit_once(ctx, ctx.run_dir, **overrides)
-
-
-def after_search(module: DARTSSearch, trainer: L.Trainer, datamodule, run_dir: Path) -> dict[str, Any]:
-    """Write ``genotype.json``, the history and the pictures; say how to retrain the result."""
-    from .. import viz
-
-    run_dir = Path(run_dir)
-    genotype = module.genotype()  # the same on every rank: alpha is kept identical
-    if not trainer.is_global_zero:
-        return {"genotype": str(genotype)}
-    genotype.save(run_dir / "genotype.json")
-    if not (run_dir / "genotype_history.jsonl").is_file():
-        module.write_history(run_dir)
-    normal, reduce = module.net.edge_weights()
-    viz.plot_alpha(normal.cpu(), reduce.cpu(), module.net.primitives, run_dir / "alpha.png")
-    viz.plot_genotype(genotype, run_dir / "genotype.png")
-    return {
-        "genotype": str(genotype),
-        "report": [f"genotype: {genotype}", f"retrain with: dlstrat fit --model darts-net --genotype {run_dir / 'genotype.json'}"],
-    }

@@ -33,116 +33,25 @@ What this module gets right where common Lightning GAN code does not:
 
 from __future__ import annotations
 
-import io
-import os
-from math import prod
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..gan_losses import LOSSES, discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty
 from ..models.gan import build_gan_networks, resolve_arch
-from ..core import DlstratError, atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks
+from ..viz import render_samples
+from ..core import DlstratError, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
 
-LOSSES = ("ns", "hinge", "wgan-gp", "lsgan")
 FID_CHOICES = ("auto", "classifier", "inception", "none")
 LR_SCHEDULES = ("constant", "linear")
 
 
 class GANDivergedError(DlstratError):
     """A loss became NaN or infinite; training stopped before the bad step touched the weights."""
-
-
-# --- losses (on raw discriminator logits, computed in fp32) --------------------------------------
-def discriminator_loss(loss: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The discriminator's loss for ``real_logits`` / ``fake_logits`` of shape (B,); a scalar."""
-    r, f = real_logits.float(), fake_logits.float()
-    if loss == "ns":  # binary cross-entropy with labels 1 / 0: -log sigmoid(r) - log(1 - sigmoid(f))
-        return F.softplus(-r).mean() + F.softplus(f).mean()
-    if loss == "hinge":
-        return F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean()
-    if loss == "wgan-gp":  # the critic's negated Wasserstein estimate; the penalty is added separately
-        return f.mean() - r.mean()
-    if loss == "lsgan":  # Mao et al. (a, b, c) = (0, 1, 1)
-        return 0.5 * ((r - 1.0) ** 2).mean() + 0.5 * (f**2).mean()
-    raise ValueError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-
-
-def generator_loss(loss: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The generator's loss for the discriminator's ``fake_logits`` (B,); a scalar."""
-    f = fake_logits.float()
-    if loss == "ns":  # non-saturating: -log sigmoid(f) instead of log(1 - sigmoid(f))
-        return F.softplus(-f).mean()
-    if loss in ("hinge", "wgan-gp"):
-        return -f.mean()
-    if loss == "lsgan":
-        return 0.5 * ((f - 1.0) ** 2).mean()
-    raise ValueError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-
-
-def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """WGAN-GP: E[(||grad D(x_hat)|| - 1)^2] at x_hat = eps * real + (1 - eps) * fake, in fp32.
-
-    ``eps``: (B, 1, ...) uniform weights broadcastable to ``real``. Autocast is switched off, so
-    under ``bf16-mixed`` / ``16-mixed`` the penalty's double backward runs in full precision.
-    """
-    with torch.autocast(device_type=real.device.type, enabled=False):
-        x_hat = (eps * real.detach().float() + (1.0 - eps) * fake.detach().float()).requires_grad_(True)  # (B, *shape)
-        out = discriminator(x_hat).float()  # (B,)
-        (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)  # (B, *shape)
-        return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
-
-
-def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
-    """R1: E[||grad D(x)||^2] on real data, in fp32 (weight it by gamma / 2)."""
-    with torch.autocast(device_type=real.device.type, enabled=False):
-        x = real.detach().float().requires_grad_(True)  # (B, *shape)
-        (grad,) = torch.autograd.grad(discriminator(x).float().sum(), x, create_graph=True)  # (B, *shape)
-        return grad.flatten(1).pow(2).sum(dim=1).mean()
-
-
-# --- EMA -----------------------------------------------------------------------------------------
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> float:
-    """One EMA step after ``step`` (>= 1) updates of ``model``; returns the decay used.
-
-    Warm-up: the decay is min(decay, (1 + step) / (10 + step)) (TensorFlow's
-    ExponentialMovingAverage with num_updates), so the average is not dominated by the random
-    initial weights early on. Buffers (BatchNorm running statistics) are copied, not averaged:
-    they describe the activations of the current weights and are cheap to re-estimate.
-    """
-    d = min(decay, (1.0 + step) / (10.0 + step))
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p.detach(), 1.0 - d)  # p_ema = d * p_ema + (1 - d) * p
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
-    return d
-
-
-def _defaults(arch: str) -> dict[str, Any]:
-    """Values for arguments left as None, by network family (tuned for docs/gan.md's targets)."""
-    if arch == "mlp":
-        # 2-D points: with a 2-D latent, 93% of ring8 samples were within 3 sigma after 4,000
-        # steps, against 75% with a 16-D latent (both 128 wide, decaying 1e-3, R1); R1 keeps the
-        # generator from orbiting the ring (without it the EMA average collapses to the centre),
-        # the linear decay lets the samples settle into the 0.01-wide modes, and a short EMA
-        # (0.99) does not lag behind a generator that is still converging.
-        return {"latent_dim": 2, "width": 128, "lr": 1e-3, "r1_weight": 1.0, "lr_schedule": "linear", "ema_decay": 0.99}
-    # Images: a decaying 5e-4 reached a given confidence on the digits in fewer steps than a
-    # constant 2e-4; DCGAN widths 32 trained 4x faster than 64, to the same quality.
-    images = {"latent_dim": 100, "width": 32, "lr": 5e-4, "r1_weight": 0.0, "lr_schedule": "linear", "ema_decay": 0.999}
-    if arch == "dense":
-        # The dense pair (auto: images under 16x16, the 8x8 digits): R1 (gamma 1) keeps the
-        # discriminator from overfitting 1,294 training digits. Over 3 seeds it evened out the
-        # class shares (5.8-14.6% per class without, 8.3-12.6% with) and took the Frechet distance
-        # from 4.7-7.1 to 1.4-2.8, at the same 86-88% confident samples (docs/gan.md).
-        return {**images, "r1_weight": 1.0}
-    return images
 
 
 class GAN(L.LightningModule):
@@ -163,18 +72,18 @@ class GAN(L.LightningModule):
         self,
         in_shape: tuple[int, ...] = (1, 8, 8),  # shape of one sample, from the datamodule
         arch: str = "auto",  # "auto" (mlp for vectors, dense under 16x16, dcgan for larger images), "dense", "dcgan" or "mlp"
-        latent_dim: int | None = None,  # None: 2 for 2-D points, 100 for images
-        width: int | None = None,  # MLP hidden width / DCGAN base channels; None: 128 / 32 (dense: fixed classic widths)
+        latent_dim: int = 100,  # 2 suits 2-D points (the ring8 / grid25 presets)
+        width: int = 32,  # MLP hidden width / DCGAN base channels (dense nets: fixed classic widths); 32 trained 4x faster than 64 to the same quality
         loss: str = "ns",  # "ns" (non-saturating), "hinge", "wgan-gp" or "lsgan"
         gp_weight: float = 10.0,  # lambda of the WGAN-GP penalty (loss="wgan-gp" only)
-        r1_weight: float | None = None,  # gamma of the R1 penalty on real data, 0: off; None: 1 for 2-D points and dense nets, 0 for DCGAN
-        lr_g: float | None = None,  # generator learning rate (TTUR: set it apart from lr_d); None: 1e-3 for 2-D points, 5e-4 for images
-        lr_d: float | None = None,  # discriminator learning rate; None: as lr_g's default
-        betas: tuple[float, float] | None = None,  # Adam betas; None: (0.5, 0.999), (0.0, 0.9) for wgan-gp
+        r1_weight: float = 0.0,  # gamma of the R1 penalty on real data, 0: off (the digits and 2-D presets use 1)
+        lr_g: float = 5e-4,  # generator learning rate (TTUR: set it apart from lr_d)
+        lr_d: float = 5e-4,  # discriminator learning rate
+        betas: tuple[float, float] | None = None,  # Adam betas; None: (0.5, 0.999), or (0.0, 0.9) for wgan-gp (Gulrajani et al.)
         n_critic: int | None = None,  # discriminator steps per generator step; None: 5 for wgan-gp, else 1
-        lr_schedule: str | None = None,  # "constant", or "linear": both rates decay to 0 over the run (the default)
+        lr_schedule: str = "linear",  # "constant", or "linear": both rates decay to 0 over the run's real length
         spectral_norm: bool = False,  # spectral normalisation on every discriminator layer
-        ema_decay: float | None = None,  # EMA of the generator (warm-up in ema_update); None: 0.99 for 2-D points, 0.999 for images
+        ema_decay: float = 0.999,  # EMA of the generator (warm-up in ema_update); 0.99 for 2-D points
         noise_seed: int | None = None,  # seeds the latent noise; None: drawn from torch's (seeded) global RNG
         num_fixed: int | None = None,  # fixed latents drawn every epoch; None: 64 images / 2,500 points
         num_eval_samples: int = 2500,  # samples for the metrics after fit (PacGAN / VEEGAN use 2,500)
@@ -189,14 +98,6 @@ class GAN(L.LightningModule):
         if noise_seed is None:
             noise_seed = int(torch.randint(2**31 - 1, ()))
         arch = resolve_arch(arch, tuple(in_shape))  # ValueError before training for a bad arch / size
-        defaults = _defaults(arch)
-        latent_dim = latent_dim or defaults["latent_dim"]
-        width = width or defaults["width"]
-        lr_g = defaults["lr"] if lr_g is None else lr_g
-        lr_d = defaults["lr"] if lr_d is None else lr_d
-        r1_weight = defaults["r1_weight"] if r1_weight is None else r1_weight
-        lr_schedule = lr_schedule or defaults["lr_schedule"]
-        ema_decay = defaults["ema_decay"] if ema_decay is None else ema_decay
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
         betas = tuple(betas) if betas is not None else ((0.0, 0.9) if loss == "wgan-gp" else (0.5, 0.999))
@@ -206,8 +107,7 @@ class GAN(L.LightningModule):
         self.save_hyperparameters()
         # The resolved values, so a checkpoint records what actually ran.
         self.hparams.update(
-            arch=arch, noise_seed=noise_seed, latent_dim=latent_dim, width=width, lr_g=lr_g, lr_d=lr_d, r1_weight=r1_weight,
-            lr_schedule=lr_schedule, ema_decay=ema_decay, betas=list(betas), n_critic=n_critic, in_shape=list(in_shape),
+            arch=arch, noise_seed=noise_seed, betas=list(betas), n_critic=n_critic, in_shape=list(in_shape),
         )
         self.automatic_optimization = False
 
@@ -244,6 +144,10 @@ class GAN(L.LightningModule):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator_ema(z)  # (B, latent) -> (B, *in_shape)
+
+    def export_network(self) -> nn.Module:
+        """The network a Hub export publishes: the EMA generator, as sampling and the metrics use."""
+        return self.generator_ema
 
     # --- setup and checks ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -344,10 +248,11 @@ class GAN(L.LightningModule):
             self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=lambda: None, model=self)
 
     def _total_generator_steps(self) -> int:
-        """The run's length in generator steps: ``max_steps``, else epochs x batches / n_critic."""
-        if self.trainer.max_steps and self.trainer.max_steps > 0:
-            return self.trainer.max_steps
-        return max(1, int(self.trainer.estimated_stepping_batches) // self.hparams.n_critic)
+        """The run's real length in generator steps: the fewer of ``max_steps`` and epochs x batches / n_critic."""
+        n_critic = self.hparams.n_critic
+        by_epochs = planned_epochs(self.trainer, steps_per_batch=1 / n_critic) * self.trainer.num_training_batches // n_critic
+        max_steps = self.trainer.max_steps
+        return max(1, min(by_epochs, max_steps) if max_steps not in (None, -1) else by_epochs)
 
     def _schedule_lr(self, opt_g, opt_d) -> None:
         """Set both learning rates for the next steps; a function of ``global_step``, so resuming needs no state."""
@@ -447,153 +352,3 @@ def metric_kind(fid: str, shape: tuple[int, ...], data_name: str) -> str:
     if fid == "auto":
         return "classifier" if data_name == "digits" else "inception"
     return fid
-
-
-def render_samples(samples: torch.Tensor, path: Path, modes: torch.Tensor | None = None, title: str = "") -> None:
-    """Write a PNG (atomically): an image grid for (N, C, H, W) in [-1, 1], a scatter plot for (N, 2)."""
-    buf = io.BytesIO()
-    samples = samples.detach().float().cpu()
-    if samples.dim() == 2:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, no display
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
-        ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, label="samples")
-        if modes is not None:
-            ax.scatter(modes[:, 0], modes[:, 1], s=40, marker="x", color="red", label="true modes")
-        ax.set_aspect("equal")
-        ax.set_title(title, fontsize=8)
-        ax.legend(loc="upper right", fontsize=6)
-        fig.tight_layout()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-    else:
-        from torchvision.utils import make_grid, save_image
-
-        images = ((samples + 1.0) / 2.0).clamp(0.0, 1.0)  # (N, C, H, W) in [0, 1]
-        if images.shape[-1] < 32:  # small images (8x8 digits): enlarge so the grid is legible
-            images = F.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
-        grid = make_grid(images, nrow=int(len(images) ** 0.5 + 0.5), padding=2, pad_value=1.0)  # (C, H', W')
-        save_image(grid, buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-# --- after fit: metrics on the EMA generator ------------------------------------------------------
-def _images01(dm, subset) -> torch.Tensor:
-    x = torch.stack([subset[i][0] for i in range(len(subset))])  # (N, C, H, W), normalised
-    return dm.denormalize(x).clamp(0.0, 1.0)
-
-
-def evaluate(module: GAN, dm, n: int | None = None) -> dict[str, Any]:
-    """The metrics for ``module``'s EMA generator on ``dm``'s kind of data (see :mod:`..metrics`)."""
-    from .. import metrics
-
-    n = n or module.hparams.num_eval_samples
-    samples = module.sample(n)  # (n, *in_shape)
-    kind = metric_kind(module.hparams.fid, module.in_shape, getattr(dm, "name", ""))
-    dm.setup("fit")
-    if kind == "modes":
-        return {"kind": kind, **metrics.mode_metrics(samples, dm.modes(), dm.sigma)}
-    if kind == "none":
-        return {"kind": kind, "num_samples": n}
-    fake = ((samples + 1.0) / 2.0).clamp(0.0, 1.0)  # (n, C, H, W) in [0, 1]
-    real = _images01(dm, dm.train_set)
-    if kind == "classifier":
-        return {"kind": kind, **metrics.digits_metrics(fake, real, _images01(dm, dm.test_set))}
-    weights = metrics.inception_weights(module.hparams.inception_weights)
-    return {"kind": kind, "fid": metrics.inception_fid(fake, real[:n], weights), "num_samples": n, "num_real": min(n, len(real))}
-
-
-def report_lines(result: dict[str, Any]) -> list[str]:
-    kind, n = result["kind"], result["num_samples"]
-    if kind == "modes":
-        kl = "n/a" if result["reverse_kl"] is None else f"{result['reverse_kl']:.3f}"
-        return [
-            f"modes captured: {result['modes_captured']}/{result['num_modes']}, high-quality samples: "
-            f"{result['high_quality_pct']:.1f}%, reverse KL: {kl} ({n} samples from the EMA generator)"
-        ]
-    if kind == "classifier":
-        hist = " ".join(f"{p:.1f}" for p in result["class_pct"])
-        return [
-            f"Frechet distance (digits classifier features): {result['fd']:.2f} ({n} samples vs {result['num_real']} training images; "
-            f"real test vs training images: {result['fd_real_baseline']:.2f})",
-            f"confidently labelled (p >= 0.9): {result['confident_pct']:.1f}%; class histogram % (0-9): {hist}",
-        ]
-    if kind == "inception":
-        return [f"Inception FID: {result['fid']:.2f} ({n} samples vs {result['num_real']} training images)"]
-    return []
-
-
-def after_fit(module: GAN, trainer: L.Trainer, dm, run_dir: Path) -> dict[str, Any]:
-    """Recipe hook: metrics on ``num_eval_samples`` EMA samples, a final picture, report lines."""
-    result = evaluate(module, dm)
-    if trainer.is_global_zero:
-        final = module.sample(module.num_fixed if len(module.in_shape) == 3 else module.hparams.num_eval_samples)
-        modes = dm.modes() if hasattr(dm, "modes") else None
-        render_samples(final, Path(run_dir) / "samples" / "final.png", modes=modes, title=f"EMA generator after {trainer.global_step} generator steps")
-    lines = report_lines(result) + [f"samples: {Path(run_dir) / 'samples'}"]
-    return {"gan_metrics": result, "generator_steps": trainer.global_step, "discriminator_steps": module.d_steps, "report": lines}
-
-
-# --- the recipe's run: per-dataset training length -------------------------------------------------
-# Epochs for `dlstrat fit --model gan` when neither --max-epochs nor --trainer.max_steps is given;
-# each meets its target in docs/gan.md within the time budget on 2 CPU cores. Other datasets get
-# the recipe's max_epochs.
-DEFAULT_EPOCHS = {"ring8": 40, "grid25": 50, "digits": 300}  # 7,040 / 8,800 / 6,300 generator steps
-
-
-def run(ctx) -> dict[str, Any]:
-    """Recipe hook: :func:`lightning_dlstrat.run.fit_once` with the dataset's default length."""
-    from ..data import DATAMODULES
-    from ..run import fit_once
-
-    if not {"max_epochs", "max_steps"} & set(ctx.trainer) and ctx.data_name in DEFAULT_EPOCHS:
-        ctx.trainer = {**ctx.trainer, "max_epochs": DEFAULT_EPOCHS[ctx.data_name]}
-    threads = torch.get_num_threads()
-    dims = getattr(DATAMODULES.get(ctx.data_name), "dims", ()) or (0,)
-    if prod(dims) <= 64 and "OMP_NUM_THREADS" not in os.environ:
-        # Small networks (2-D points, 8x8 digits): on 2 shared cores two threads' OpenMP spinning
-        # made a DCGAN digits step take 770 ms against 58 ms for one (50 vs 4 ms for the 2-D MLPs),
-        # and one thread gives the same numbers on any machine (docs/gan.md, Threads).
-        # OMP_NUM_THREADS, when set, wins.
-        torch.set_num_threads(1)
-    try:
-        return fit_once(ctx, ctx.run_dir)
-    finally:
-        torch.set_num_threads(threads)
-
-
-# --- `dlstrat sample` -------------------------------------------------------------------------------
-def sample_checkpoint(checkpoint: str | Path, n: int, out: str | Path, seed: int = 0) -> Path:
-    """Draw ``n`` samples from a GAN checkpoint's EMA generator into the PNG ``out``.
-
-    Images become a grid; 2-D points a scatter plot over the true modes of the dataset the
-    checkpoint was trained on. The checkpoint is read with ``weights_only=True``.
-    """
-    from ..data import DATAMODULES
-
-    checkpoint, out = Path(checkpoint), Path(out)
-    if n < 1:
-        raise DlstratError(f"-n must be at least 1, not {n}")
-    if out.suffix.lower() != ".png":
-        raise DlstratError(f"--out {out} must name a .png file")
-    if not checkpoint.is_file():
-        raise DlstratError(f"checkpoint {checkpoint} does not exist")
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DlstratError(f"{checkpoint} is not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
-    state = ckpt.get("state_dict", {}) if isinstance(ckpt, dict) else {}
-    if not any(k.startswith("generator_ema.") for k in state) or "hyper_parameters" not in ckpt:
-        raise DlstratError(f"{checkpoint} is not a GAN checkpoint (no EMA generator in it); sample from one written by `dlstrat fit --model gan`")
-    module = GAN(**ckpt["hyper_parameters"])
-    module.load_state_dict(state)
-    samples = module.sample(n, seed=seed)  # (n, *in_shape)
-    data = (ckpt.get("dlstrat") or {}).get("data")
-    cls = DATAMODULES.get(data)
-    modes = cls.modes() if cls is not None and hasattr(cls, "modes") and len(module.in_shape) == 1 else None
-    step = ckpt.get("global_step", "?")
-    render_samples(samples, out, modes=modes, title=f"{n} samples, EMA generator after {step} generator steps (seed {seed})")
-    return out

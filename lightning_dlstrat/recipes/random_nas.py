@@ -2,7 +2,7 @@
 
 Li & Talwalkar ("Random Search and Reproducibility for Neural Architecture Search", UAI 2019)
 showed that sampling architectures uniformly and training each briefly is a strong baseline for
-DARTS. This is the ``random-nas`` recipe's ``run`` hook: it samples ``trials`` genotypes uniformly
+DARTS. The ``random-nas`` recipe samples ``trials`` genotypes uniformly
 from the DARTS space (per node, 2 distinct inputs and, for each, an op other than ``none``; seeded
 by ``--seed``), trains each with the ``darts-net`` recipe in its own sub-directory, keeps the one
 with the best validation accuracy, and writes::
@@ -18,43 +18,48 @@ run's ``test_metrics`` are those of the selected trial.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 
+from ..config import RunConfig
+from ..core import DlstratError, atomic_write_json, launch_rank
 from ..models.genotype import Genotype, sample_genotype
-from ..core import DlstratError, atomic_write_json
-from ..run import FitContext, fit_once
+from ..run import fit_once
+from ..trainers.darts_net import DARTSNetClassifier
 from ..viz import plot_genotype
+from .base import Recipe
+from .classifier import after_darts_net
 
-DEFAULT_TRIALS = 8
+
+def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
+    """Trials sample their own genotypes: the module argument is not the user's to give."""
+    if "genotype" in given:
+        raise DlstratError("random-nas samples its own genotypes; drop --genotype (use --model darts-net to train a given one)")
+    model_args.pop("genotype", None)
 
 
-def run(ctx: FitContext) -> dict[str, Any]:
-    model_args = dict(ctx.model_args)
-    trials = model_args.pop("trials", DEFAULT_TRIALS)  # not a module argument: the number of fits
+def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Sample ``options.trials`` genotypes, fit each in ``run_dir/trial-NNN``, keep the best by validation accuracy."""
+    trials = cfg.options["trials"]
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise DlstratError(f"--trials must be a positive integer, not {trials!r}")
-    if "genotype" in model_args:
-        raise DlstratError("random-nas samples its own genotypes; drop --genotype (use --model darts-net to train a given one)")
-    if ctx.resume:
-        raise DlstratError("random-nas cannot resume a single checkpoint; resume one trial with `dlstrat fit --model darts-net --genotype RUN/trial-NNN --resume RUN/trial-NNN/checkpoints/last.ckpt`")
-    trial_ctx = dataclasses.replace(ctx, model_args=model_args)
-    run_dir = ctx.run_dir
-    rng = random.Random(ctx.seed)  # the genotype sequence depends on the seed only
+    if cfg.resume:
+        raise DlstratError("random-nas cannot be resumed in this version: its trials are short, so rerun the command (a resumable study is planned)")
+    rng = random.Random(cfg.seed)  # the genotype sequence depends on the seed only
     rows: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for t in range(trials):
         genotype = sample_genotype(rng)
         name = f"trial-{t:03d}"
         # every trial starts from the same seed, so trials differ by their architecture only
-        L.seed_everything(ctx.seed, workers=True, verbose=False)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
         print(f"random-nas {name} ({t + 1}/{trials}): {genotype}", flush=True)
         started = time.time()
-        result = fit_once(trial_ctx, run_dir / name, genotype=str(genotype))
+        result = fit_once(recipe, cfg, run_dir / name, genotype=str(genotype))
         fit_metrics, test_metrics = result.get("fit_metrics", {}), result.get("test_metrics", {})
         rows.append(
             {
@@ -70,14 +75,16 @@ def run(ctx: FitContext) -> dict[str, Any]:
             }
         )
         results.append(result)
-        atomic_write_json(run_dir / "trials.json", rows)  # after every trial: a killed run keeps what it did
+        if launch_rank() == 0:
+            atomic_write_json(run_dir / "trials.json", rows)  # after every trial: a killed run keeps what it did
     if any(r["val_acc"] is None for r in rows):
         raise DlstratError("random-nas needs validation metrics to choose a trial; do not disable validation (--trainer.limit_val_batches=0)")
     # best validation accuracy; ties (common on small validation splits) go to the lower loss
     best = min(range(trials), key=lambda i: (-rows[i]["val_acc"], rows[i]["val_loss"], i))
     winner = Genotype.from_dict(rows[best]["genotype"])
-    winner.save(run_dir / "genotype.json")
-    plot_genotype(winner, run_dir / "genotype.png", title=f"random search: best of {trials} (trial {best})")
+    if launch_rank() == 0:
+        winner.save(run_dir / "genotype.json")
+        plot_genotype(winner, run_dir / "genotype.png", title=f"random search: best of {trials} (trial {best})")
     chosen = results[best]
     return {
         "trials": trials,
@@ -94,3 +101,6 @@ def run(ctx: FitContext) -> dict[str, Any]:
             f"genotype: {winner}",
         ],
     }
+
+
+RANDOM_NAS = Recipe("random-nas", DARTSNetClassifier, prepare=prepare, run=run, after_fit=after_darts_net)

@@ -1,0 +1,302 @@
+"""One home for a run's settings: :class:`RunConfig`, how it is resolved, and its ``config.yaml``.
+
+Every setting of a ``dlstrat fit`` run is merged in one place, :func:`resolve`, in this order
+(later wins)::
+
+    module and datamodule defaults (their __init__ signatures)
+      < the recipe's preset: `all`, then the dataset's entry (recipes/presets/NAME.yaml)
+        < --config FILE
+          < flags (--max-epochs, --model.KEY=VALUE, ...)
+
+with one rule across layers: a preset's ``max_epochs`` applies only when neither ``max_epochs``
+nor ``max_steps`` was given, so ``--trainer.max_steps=5000`` alone runs 5,000 steps.
+
+The result is written to every run directory as ``config.yaml``, in the format ``--config``
+reads (LightningCLI's ``model:`` / ``data:`` / ``trainer:`` sections, with the recipe and dataset
+names under ``name``); ``dlstrat fit --config RUN/config.yaml`` replays the run and
+``dlstrat fit ... --print-config`` prints it without training.
+
+Values are checked here, before any run directory exists: unknown keys (with suggestions),
+types against the defaults, Lightning's bounds on ``max_epochs`` / ``max_steps``, and the
+datamodule and module themselves are built once to catch what their constructors refuse.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .core import DlstratError, shorten
+
+SECTIONS = ("model", "data", "trainer")
+# keys of --config besides the sections; the flat ones are the CLI's flags, kept for old files
+TOP_LEVEL = ("seed", "out", "threads", "options", "made_from", "data_dir", "accelerator", "devices", "strategy", "precision", "max_epochs", "genotype", "trials", "resume")
+FLAT_TRAINER = ("accelerator", "devices", "strategy", "precision", "max_epochs")
+# Trainer arguments the run layer owns: they point into the run directory
+RUN_OWNED = ("default_root_dir", "logger", "callbacks", "plugins", "enable_checkpointing")
+
+
+@dataclass
+class RunConfig:
+    """Everything one ``dlstrat fit`` uses; made by :func:`resolve`, written as ``config.yaml``."""
+
+    model: str  # the recipe (dlstrat models list)
+    data: str  # the dataset (dlstrat data list)
+    model_args: dict[str, Any] = field(default_factory=dict)  # every __init__ argument of the LightningModule
+    data_args: dict[str, Any] = field(default_factory=dict)  # every __init__ argument of the datamodule
+    trainer: dict[str, Any] = field(default_factory=dict)  # Trainer arguments from the preset, --config and flags
+    seed: int = 0  # seeds weights, splits, noise and sampling
+    threads: int | None = None  # torch threads for the run; None: torch's default (OMP_NUM_THREADS always wins)
+    options: dict[str, Any] = field(default_factory=dict)  # the recipe's own settings (random-nas: trials)
+    out: str = "runs"  # parent folder of run directories
+    made_from: dict[str, Any] = field(default_factory=dict)  # what the run was made from (a genotype's source, ...)
+    command: str = ""  # the exact command, recorded in summary.json
+    resume: str | None = None  # checkpoint to continue from (in its own run directory)
+    run_dir: str | None = None  # set for a resumed run: continue in this directory
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``config.yaml`` form (what ``--config`` reads)."""
+        out = {
+            "model": {"name": self.model, **plain(self.model_args)},
+            "data": {"name": self.data, **plain(self.data_args)},
+            "trainer": plain(self.trainer),
+            "seed": self.seed,
+            "threads": self.threads,
+            "options": plain(self.options),
+            "out": self.out,
+        }
+        if self.made_from:
+            out["made_from"] = plain(self.made_from)
+        return out
+
+    def to_yaml(self) -> str:
+        header = f"# dlstrat fit --model {self.model} --data {self.data}: the resolved configuration\n# replay it with: dlstrat fit --config config.yaml\n"
+        return header + yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, width=4096)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, one setting a line; short lists inline (``in_shape: [1, 8, 8]``)."""
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def plain(value: Any) -> Any:
+    """JSON/YAML-ready: tuples to lists, anything else that is not a plain value to its text."""
+    return json.loads(json.dumps(value, default=str))
+
+
+# --- reading --config ---------------------------------------------------------------------------
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A ``--config`` YAML file: the sections and top-level keys above, checked for unknown names."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlstratError(f"config file {path} does not exist")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DlstratError(f"config file {path} is not valid YAML: {shorten(str(e), 300)}") from None
+    if not isinstance(cfg, dict):
+        raise DlstratError(f"config file {path} must hold a mapping of option names to values, not a {type(cfg).__name__}")
+    cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
+    check_keys("config", cfg, SECTIONS + TOP_LEVEL)
+    for section in ("trainer", "options", "made_from"):
+        if cfg.get(section) is not None and not isinstance(cfg[section], dict):
+            raise DlstratError(f"config file {path}: {section!r} must be a mapping of names to values, not {shorten(cfg[section], 80)}")
+    for section in ("model", "data"):
+        value = cfg.get(section)
+        if value is not None and not isinstance(value, (str, dict)):
+            raise DlstratError(f"config file {path}: {section!r} must be a name or a mapping {{name: NAME, KEY: VALUE, ...}}, not {shorten(value, 80)}")
+    return cfg
+
+
+def check_keys(kind: str, keys, valid) -> None:
+    """Unknown ``keys`` are an error with the closest valid ones. ``kind``: "trainer", or a flag form like "--model.KEY for mlp"."""
+    valid = list(valid)
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else f" Valid keys: {', '.join(sorted(valid))}."
+            what = kind.replace("KEY", shorten(key, 80)) if "KEY" in kind else f"{kind} option {shorten(key, 80)!r}"
+            raise DlstratError(f"unknown {what}.{hint}")
+
+
+def layer(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A --config mapping (or the flags, in the same shape) as one merge layer."""
+    model, data = cfg.get("model"), cfg.get("data")
+    out: dict[str, Any] = {
+        "model_name": model.get("name") if isinstance(model, dict) else model,
+        "data_name": data.get("name") if isinstance(data, dict) else data,
+        "model": {k: v for k, v in model.items() if k != "name"} if isinstance(model, dict) else {},
+        "data": {k: v for k, v in data.items() if k != "name"} if isinstance(data, dict) else {},
+        "trainer": dict(cfg.get("trainer") or {}),
+        "options": dict(cfg.get("options") or {}),
+    }
+    for key in FLAT_TRAINER:
+        if cfg.get(key) is not None:
+            out["trainer"][key] = cfg[key]
+    if cfg.get("data_dir") is not None:
+        out["data"]["data_dir"] = str(cfg["data_dir"])
+    if cfg.get("genotype") is not None:
+        out["model"]["genotype"] = cfg["genotype"]
+    if cfg.get("trials") is not None:
+        out["options"]["trials"] = cfg["trials"]
+    for key in ("seed", "threads", "out", "resume", "made_from"):
+        if cfg.get(key) is not None:
+            out[key] = cfg[key]
+    return out
+
+
+# --- resolving ----------------------------------------------------------------------------------
+def init_params(cls: type) -> dict[str, inspect.Parameter]:
+    """Named ``__init__`` parameters of ``cls``, following ``*args, **kwargs`` up the MRO (most derived default wins)."""
+    params: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        sig = inspect.signature(klass.__init__)
+        for name, p in sig.parameters.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(name, p)
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return params
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    return {name: p.default for name, p in init_params(cls).items() if p.default is not inspect.Parameter.empty}
+
+
+def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> RunConfig:
+    """Merge module defaults, the recipe's preset, ``--config`` and flags into one checked :class:`RunConfig`."""
+    from .data import DATAMODULES
+
+    file_layer, flag_layer = layer(file_cfg or {}), layer(flags or {})
+    data = flag_layer["data_name"] or file_layer["data_name"] or recipe.default_data
+    if data not in DATAMODULES:
+        raise DlstratError(f"unknown dataset {shorten(data, 80)!r}; choose one of: {', '.join(DATAMODULES)}")
+    preset = recipe.preset_for(data)
+    user = (file_layer, flag_layer)
+
+    trainer = dict(preset.get("trainer", {}))
+    if any({"max_epochs", "max_steps"} & set(u["trainer"]) for u in user):
+        # the user chose the length: the preset's epochs must not cut a max_steps run short
+        trainer.pop("max_epochs", None), trainer.pop("max_steps", None)
+    for u in user:
+        trainer.update(u["trainer"])
+    check_trainer(trainer)
+
+    seed = next((u["seed"] for u in reversed(user) if "seed" in u), 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DlstratError(f"seed must be an integer in 0..2**32-1, not {shorten(seed, 80)}")
+    threads = next((u["threads"] for u in reversed(user) if "threads" in u), preset.get("threads"))
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise DlstratError(f"threads must be a positive integer, not {shorten(threads, 80)}")
+
+    dm_cls = DATAMODULES[data]
+    data_args = {**defaults(dm_cls), "seed": seed, **preset.get("data", {})}
+    for u in user:
+        data_args.update(u["data"])
+    check_args(f"--data.KEY option for {data}", data_args, init_params(dm_cls))
+    dm = build(dm_cls, data_args, f"dataset {data}")
+
+    module_params = init_params(recipe.module)
+    model_args = defaults(recipe.module)
+    if "in_shape" in module_params:
+        model_args["in_shape"] = list(dm.dims)
+    if "num_classes" in module_params:
+        if not dm.num_classes and dm.dims and len(dm.dims) == 3:
+            dm.setup("fit")  # an image folder learns its classes from its sub-folders
+        if dm.num_classes:
+            model_args["num_classes"] = dm.num_classes
+    model_args.update(preset.get("model", {}))
+    for u in user:
+        model_args.update(u["model"])
+    check_args(f"--model.KEY option for {recipe.name}", model_args, module_params)
+    made_from = dict(file_layer.get("made_from") or {})
+    if recipe.prepare is not None:
+        made_from.update(recipe.prepare(model_args, {**file_layer["model"], **flag_layer["model"]}) or {})
+    build(recipe.module, model_args, recipe.name)
+
+    options = dict(preset.get("options", {}))
+    for u in user:
+        options.update(u["options"])
+    check_keys(f"{recipe.name} option", options, preset.get("options", {}))
+
+    return RunConfig(
+        model=recipe.name, data=data, model_args=model_args, data_args=data_args, trainer=trainer, seed=seed, threads=threads,
+        options=options, out=str(next((u["out"] for u in reversed(user) if "out" in u), "runs")), made_from=made_from,
+        resume=next((str(u["resume"]) for u in reversed(user) if "resume" in u), None),
+    )
+
+
+def check_trainer(trainer: dict[str, Any]) -> None:
+    """Trainer keys and the bounds Lightning puts on the run's length, before a Trainer exists."""
+    import lightning as L
+
+    params = init_params(L.Trainer)
+    python_callbacks = isinstance(trainer.get("callbacks"), list) and all(isinstance(c, L.Callback) for c in trainer["callbacks"])
+    owned = [k for k in trainer if k in RUN_OWNED and not (k == "logger" and trainer[k] in (False, True, "csv")) and not (k == "callbacks" and python_callbacks)]
+    if owned:
+        raise DlstratError(
+            f"--trainer.{owned[0]} is set by dlstrat fit itself (checkpoints, the CSV log and the progress line all go to the run directory); "
+            "--trainer.logger accepts only csv, true or false in this version, and callbacks are added as objects from the Python API"
+        )
+    check_keys("trainer", trainer, params)
+    counts = ("max_epochs", "max_steps", "min_epochs", "log_every_n_steps")
+    check_args("--trainer.KEY option", {k: v for k, v in trainer.items() if k in counts},
+               {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=0) for k in counts})
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if steps is None:
+        steps = -1
+    if steps != -1 and steps < 1:
+        raise DlstratError(f"max_steps must be at least 1 (or -1 for no limit), not {steps}")
+    if epochs is not None and epochs != -1 and epochs < 1:
+        raise DlstratError(f"max_epochs must be at least 1, or -1 together with max_steps, not {epochs}")
+    if epochs == -1 and steps == -1:
+        raise DlstratError("max_epochs=-1 trains forever unless max_steps is set: give --trainer.max_steps=N, or a positive --max-epochs")
+    devices = trainer.get("devices")
+    if devices in (0, "0", []):
+        raise DlstratError("devices=0 runs on nothing: give a count (1, 2, ...), a list of device indices (0,1) or auto")
+
+
+def check_args(what: str, args: dict[str, Any], params: dict[str, inspect.Parameter]) -> None:
+    """Unknown names, and values whose type cannot be what the default's type says.
+
+    ``what`` names the flag form, e.g. ``"--model.KEY option for mlp"``.
+    """
+    check_keys(what.replace(" option", ""), args, params)
+    kinds = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list", list: "a list", str: "a string"}
+    for name, value in args.items():
+        default = params[name].default
+        wanted = type(default)
+        if default is inspect.Parameter.empty or default is None or value is None or wanted not in kinds:
+            continue
+        if wanted is bool:
+            ok = isinstance(value, bool)
+        elif wanted is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif wanted is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif wanted is str:
+            ok = isinstance(value, str)
+        else:
+            ok = isinstance(value, (list, tuple))
+        if not ok:
+            flag = what.split(" option")[0].replace("KEY", name)
+            raise DlstratError(f"{flag} must be {kinds[wanted]} (its default is {shorten(default, 60)}), not {shorten(value, 80)}")
+
+
+def build(cls: type, args: dict[str, Any], what: str):
+    """``cls(**args)``, with the constructor's own checks turned into one clear message."""
+    try:
+        return cls(**args)
+    except (ValueError, TypeError, KeyError) as e:
+        raise DlstratError(f"{what}: {shorten(str(e), 400)}") from None

@@ -1,0 +1,342 @@
+"""Exporting runs and published cells as Hub model folders, and writing their model cards.
+
+:func:`export_run` turns a finished run directory into the folder its Hub repo holds: the
+network the run's LightningModule deploys (``export_network()``), ``config.json``,
+``model.safetensors``, a model card with the measured metrics, the pictures, and the run's
+``summary.json`` and ``config.yaml`` (paths made relative, so nothing of the machine it ran on
+is published). What the run was made from is read from its record (``summary.json``'s
+``made_from``: the recipe, the genotype's source and the search run), never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .core import atomic_write_bytes, atomic_write_json
+from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, HubError
+from .models.genotype import GENOTYPES, Genotype
+from .run import summary_of
+from .viz import plot_genotype, render_samples
+from .zoo import HUB_ORG, SUMMARY_NAME, upload
+
+SEARCH_SUMMARY_NAME = "search_summary.json"  # darts-net models: the architecture search that found the genotype
+
+
+def portable(value: Any, run_dir: Path) -> Any:
+    """``value`` with absolute paths rewritten relative to the runs folder (``runs/NAME/...``), recursively."""
+    base = Path(run_dir).resolve().parent
+
+    def fix(text: str) -> str:
+        def one(m: re.Match) -> str:
+            path = Path(m.group(0))
+            try:
+                return str(Path("runs") / path.resolve().relative_to(base))
+            except ValueError:
+                return path.name
+        return re.sub(r"(?<![\w.])/[^\s'\",]+", one, text)
+
+    if isinstance(value, str):
+        return fix(value)
+    if isinstance(value, dict):
+        return {k: portable(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, run_dir) for v in value]
+    return value
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, summary_line: str | None = None) -> Path:
+    """A run's best network as a Hub model folder: weights, config.json, card, pictures, summary.
+
+    ``repo_id`` names the card and goes into its loading snippet (default: ``lightning-dlstrat/``
+    and the folder's name); ``summary_line`` is config.json's one-line ``summary``.
+    """
+    from .recipes import get_recipe
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    summary = summary_of(run_dir)
+    ckpt = Path(summary.get("best_checkpoint") or summary.get("last_checkpoint") or run_dir / "checkpoints" / "best.ckpt")
+    if not ckpt.is_file():  # the run directory was moved: its checkpoints moved with it
+        ckpt = run_dir / "checkpoints" / ckpt.name
+    if not ckpt.is_file():
+        raise HubError(f"{run_dir} has no checkpoint to export ({ckpt} is missing)")
+    recipe = get_recipe(summary["model"])
+    module = recipe.module.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    net = module.export_network()
+    if net is None:
+        hint = ""
+        if (run_dir / "genotype.json").is_file():  # an architecture search: its product is the genotype
+            hint = f"; retrain its genotype with `dlstrat fit --model darts-net --genotype {run_dir / 'genotype.json'}` and push that run"
+        raise HubError(f"the {summary['model']} recipe has no network in the Hub format to export{hint}")
+    net.eval()
+    repo_id = repo_id or f"{HUB_ORG}/{out_dir.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = net.hub_config()
+    config["summary"] = summary_line or f"{type(net).__name__} trained on {summary['data']} by the {summary['model']} recipe"
+    if net.kind == "classifier":
+        config["pretrained_cfg"].update(data_config(summary["data"]))
+    net.save_pretrained(out_dir, config=config)
+    public = portable(summary, run_dir)
+    atomic_write_json(out_dir / SUMMARY_NAME, public)
+    if (run_dir / "config.yaml").is_file():
+        atomic_write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
+    search_dir = (summary.get("made_from") or {}).get("search_run")
+    search_dir = Path(search_dir) if search_dir and (Path(search_dir) / "summary.json").is_file() else None
+    search = portable(summary_of(search_dir), search_dir) if search_dir is not None else None
+    if search is not None:  # the searched genotype's own record: the search command, seed, metrics
+        atomic_write_json(out_dir / SEARCH_SUMMARY_NAME, search)
+    pictures = draw_pictures(net, summary, search_dir, out_dir)
+    monitor, mode = getattr(module, "monitor", None), getattr(module, "mode", "max")
+    selection = f"checkpoint with the {'lowest' if mode == 'min' else 'highest'} {monitor}" if monitor else "last checkpoint"
+    run_card(repo_id.split("/")[-1], config, public, pictures, repo_id, selection, search).write(out_dir)
+    return out_dir
+
+
+def data_config(data: str) -> dict[str, Any]:
+    """Preprocessing for timm's pretrained_cfg: the datamodule's normalisation statistics."""
+    from .data import DATAMODULES
+
+    cls = DATAMODULES.get(data)
+    out: dict[str, Any] = {"description": f"trained on {data} with lightning-dlstrat"}
+    if cls is not None and cls.mean:
+        out.update(mean=list(cls.mean), std=list(cls.std))
+    if cls is not None and cls.num_classes:
+        out["label_names"] = [str(i) for i in range(cls.num_classes)]
+    return out
+
+
+def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, out_dir: Path) -> dict[str, str]:
+    """Pictures for the card: cell diagram (+ the search's alpha heatmap) for DARTS networks,
+    samples of the exported network for generators."""
+    pictures: dict[str, str] = {}
+    if net.kind == "generator":  # draw from the exported weights themselves
+        from .data import DATAMODULES
+
+        points = len(net.out_shape) == 1
+        n = 2500 if points else 64  # the metrics' sample count for points; an 8x8 grid for images
+        z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(0))  # (n, latent_dim)
+        with torch.no_grad():
+            samples = net(z)  # (n, *out_shape)
+        modes = DATAMODULES[summary["data"]].modes() if points and hasattr(DATAMODULES.get(summary["data"]), "modes") else None
+        render_samples(samples, out_dir / "samples.png", modes=modes, title=f"{n} samples, latent seed 0")
+        pictures["samples.png"] = f"{n} samples of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if modes is not None else "")
+    genotype = getattr(net, "genotype", None)
+    if genotype is not None and hasattr(genotype, "to_dict"):
+        plot_genotype(genotype, out_dir / "cell.png")
+        pictures["cell.png"] = "normal and reduction cells of the genotype"
+        if search_dir is not None and (search_dir / "alpha.png").is_file():
+            shutil.copyfile(search_dir / "alpha.png", out_dir / "alpha.png")
+            pictures["alpha.png"] = "architecture weights (softmax of alpha) at the end of the search"
+    return pictures
+
+
+# --- published DARTS cells ------------------------------------------------------------------------
+# The papers' CIFAR-10 results for their cells, quoted (not measured here) on the genotype cards.
+PUBLISHED = {
+    "DARTS_V2": {
+        "paper": "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
+        "url": "https://arxiv.org/abs/1806.09055", "code": "https://github.com/quark0/darts",
+        "error": 2.76, "error_std": 0.09, "params": "3.3M", "search": "4 GPU-days (second-order DARTS, 4 search runs, GTX 1080Ti)",
+    },
+    "PC_DARTS": {
+        "paper": "Xu, Xie, Zhang, Chen, Qi, Tian, Xiong. PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search. ICLR 2020",
+        "url": "https://arxiv.org/abs/1907.05737", "code": "https://github.com/yuhuixu1993/PC-DARTS",
+        "error": 2.57, "error_std": 0.07, "params": "3.6M", "search": "0.1 GPU-days (GTX 1080Ti)",
+    },
+}
+
+
+def export_genotype(name: str, out_dir: str | Path, *, repo_id: str | None = None) -> Path:
+    """A genotype card for a published cell: config.json of the paper's CIFAR-10 network, card, cell picture.
+
+    No weights: ``zoo.load`` returns the :class:`Genotype`, and
+    ``timm.create_model("local-dir:FOLDER")`` builds the untrained paper-sized network to train.
+    """
+    from .models.darts_net import DARTSNetwork
+
+    if name not in PUBLISHED:
+        raise HubError(f"no published results recorded for {name!r}; genotype cards exist for: {', '.join(PUBLISHED)}")
+    paper, genotype = PUBLISHED[name], GENOTYPES[name]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the paper's evaluation network: 36 channels, 20 cells, auxiliary head, 32x32 RGB
+    net = DARTSNetwork(genotype, C=36, layers=20, num_classes=10, in_chans=3, img_size=32, auxiliary=True)
+    params = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("auxiliary_head."))
+    config = net.hub_config()
+    config["pretrained_cfg"].update(mean=[0.4914, 0.4822, 0.4465], std=[0.2470, 0.2435, 0.2616], description=f"{name} cell, untrained (genotype card)")
+    config["summary"] = f"the published {name} CIFAR-10 cell (genotype card, no weights)"
+    atomic_write_bytes(out_dir / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    plot_genotype(genotype, out_dir / "cell.png")
+    result = EvalResult(
+        task_type="image-classification", task_name="Image classification", dataset_type="cifar10", dataset_name="CIFAR-10",
+        dataset_split="test", metric_type="error", metric_name="test error (%)", metric_value=paper["error"],
+        source_name=paper["paper"], source_url=paper["url"],
+    )
+    about = (
+        f"The {name} cell, as published: {paper['paper']} ({paper['url']}, code {paper['code']}). "
+        "A genotype card: the architecture of the paper's CIFAR-10 network, without weights.\n\n"
+        f"Published CIFAR-10 test error {paper['error']} ± {paper['error_std']} % with {paper['params']} parameters "
+        f"after 600 epochs (as reported in the paper, not measured by this package); search cost {paper['search']}. "
+        f"This package's `DARTSNetwork` built from config.json (C=36, 20 cells) has {params:,} parameters without its auxiliary head.\n\n"
+        f"```\n{genotype}\n```"
+    )
+    ref = repo_id or f"{HUB_ORG}/{out_dir.name}"
+    Card(
+        out_dir.name, config, about=about, datasets=["cifar10"], results=[result],
+        commands=[f"dlstrat zoo export-genotype {name} --out {out_dir.name}"],
+        pictures={"cell.png": f"normal and reduction cells of {name}"}, tags=("image-classification", "darts", "nas", "genotype"),
+        use=[
+            "from lightning_dlstrat import zoo", "", f'genotype = zoo.load("{out_dir.name}")  # the Genotype', "",
+            "import timm, lightning_dlstrat", f'net = timm.create_model("hf-hub:{ref}")  # the paper-sized network, untrained', "",
+            f"# train it: dlstrat fit --model darts-net --genotype {name} --data cifar10",
+        ],
+    ).write(out_dir)
+    return out_dir
+
+
+# --- model cards ----------------------------------------------------------------------------------
+def pipeline_tag(arch: str) -> str | None:
+    """The Hub task of a network: classifiers classify images; generators of images generate them (2-D points have none)."""
+    cls = ARCHITECTURES[arch]
+    if cls.kind == "classifier":
+        return "image-classification"
+    return None if arch == "mlp_generator" else "unconditional-image-generation"
+
+
+METRIC_NAMES = {"acc": ("accuracy", "accuracy"), "loss": ("loss", "cross-entropy loss")}
+
+
+@dataclass
+class Card:
+    """What a model card says; :meth:`write` renders README.md (YAML metadata + markdown)."""
+
+    name: str
+    config: dict[str, Any]
+    about: str = ""
+    datasets: list[str] | None = None
+    results: list[EvalResult] | None = None  # model-index entries
+    table: list[tuple[str, str, str]] | None = None  # (metric, value, how it was measured)
+    commands: list[str] | None = None  # the exact commands that made it
+    versions: dict[str, str] | None = None
+    pictures: dict[str, str] | None = None  # file -> caption
+    use: list[str] | None = None  # Python lines of the usage snippet
+    tags: tuple[str, ...] = ()
+
+    def write(self, out_dir: Path) -> None:
+        arch = self.config["architecture"]
+        results = self.results or []
+        data = ModelCardData(
+            library_name=LIBRARY_NAME,
+            license="apache-2.0",
+            tags=sorted({LIBRARY_NAME, "pytorch", arch, *self.tags}),
+            datasets=self.datasets,
+            metrics=sorted({r.metric_type for r in results}) or None,
+            pipeline_tag=pipeline_tag(arch),
+            model_name=self.name,
+            eval_results=results or None,
+        )
+        cls_name = ARCHITECTURES[arch].__name__
+        lines = [f"# {self.name}", ""]
+        if self.about:
+            lines += [self.about, ""]
+        lines += [f"Network: `{cls_name}` (architecture `{arch}`) from [lightning-dlstrat]({REPO_URL}), a plain `torch.nn.Module`; its arguments in `{CONFIG_NAME}`.", ""]
+        if self.table:
+            lines += ["## Results", "", "| metric | value | how it was measured |", "|---|---|---|"]
+            lines += [f"| {m} | {v} | {how} |" for m, v, how in self.table] + [""]
+        if self.commands:
+            lines += ["## How it was made", "", "```bash", *self.commands, "```", ""]
+            if self.versions:
+                lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items())) + f". Training summary: [`{SUMMARY_NAME}`]({SUMMARY_NAME}).", ""]
+        if self.pictures:
+            lines += ["## Pictures", ""]
+            for file, caption in self.pictures.items():
+                lines += [f"![{caption}]({file})", "", f"*{caption}*", ""]
+        if self.use:
+            lines += ["## Use", "", "```python", *self.use, "```", ""]
+        lines += [f"Loading, fine-tuning and publishing: {DOCS_URL}", ""]
+        atomic_write_bytes(out_dir / "README.md", str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))).encode())
+
+
+def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str, search: dict | None = None) -> Card:
+    """The card of an exported run: its measured metrics, commands (the search's too) and versions."""
+    arch = config["architecture"]
+    module_name, cls_name = ARCHITECTURES[arch].__module__, ARCHITECTURES[arch].__name__
+    data, seed = summary["data"], summary.get("seed")
+    results, table = [], []
+    commands = [summary.get("command") or f"dlstrat fit --model {summary['model']}", f"dlstrat push RUN_DIR --repo-id {repo_id}  # RUN_DIR: the folder the fit printed"]
+    about = ""
+    if search is not None:
+        commands.insert(0, f"{search['command']}  # the architecture search ({SEARCH_SUMMARY_NAME}); it prints the run folder holding genotype.json")
+        about = f"A genotype found by DARTS architecture search on {search['data']} (seed {search.get('seed')}), then retrained from scratch:\n\n```\n{net_genotype(config)}\n```"
+    card = Card(name, config, about=about, datasets=[data], commands=commands, versions=summary.get("versions"), pictures=pictures)
+    load = [f"from {module_name} import {cls_name}", "", f'net = {cls_name}.from_pretrained("{repo_id}")  # strict, safetensors only, eval mode']
+    if ARCHITECTURES[arch].kind == "classifier":
+        for key, value in sorted((summary.get("test_metrics") or {}).items()):
+            split, _, metric = key.partition("/")
+            metric_type, metric_name = METRIC_NAMES.get(metric, (metric, metric))
+            results.append(EvalResult(
+                task_type="image-classification", task_name="Image classification", dataset_type=data, dataset_name=data,
+                dataset_split=split, metric_type=metric_type, metric_name=f"{split} {metric_name}", metric_value=round(float(value), 4),
+                source_name="lightning-dlstrat", source_url=REPO_URL,
+            ))
+            table.append((f"{split} {metric_name}", f"{value:.4f}", f"{data} {split} split, held out from training and model selection; {selection}; seed {seed}"))
+        card.tags = ("safetensors", "image-classification", "timm")
+        card.use = load + ["logits = net(images)  # (B, num_classes); images normalised with config.json's pretrained_cfg mean/std", "",
+                           "import timm, lightning_dlstrat  # registers the architecture with timm", f'net = timm.create_model("hf-hub:{repo_id}", pretrained=True)']
+    else:
+        gan = summary.get("gan_metrics") or {}
+        results, table = gan_results(gan, data, summary)
+        card.tags = ("safetensors", "gan", "unconditional-image-generation" if gan.get("kind") != "modes" else "2d-points")
+        card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
+    card.results, card.table = results, table
+    return card
+
+
+def net_genotype(config: dict) -> str:
+    return str(Genotype.coerce(config["model_args"]["genotype"]))
+
+
+def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], list[tuple[str, str, str]]]:
+    """model-index entries and table rows for the metrics ``trainers/gan.py`` measures (see ``metrics.py``)."""
+    n, steps = gan.get("num_samples"), summary.get("generator_steps")
+    who = f"{n} samples of the EMA generator after {steps} generator steps, seed {summary.get('seed')}"
+    if gan.get("kind") == "modes":
+        rows = [
+            ("modes captured", f"{gan['modes_captured']} / {gan['num_modes']}", f"{who}; a mode is captured when a high-quality sample is nearest to it (VEEGAN/PacGAN)", "modes-captured", gan["modes_captured"]),
+            ("high-quality samples (%)", f"{gan['high_quality_pct']:.1f}", f"{who}; within 3 standard deviations of the nearest mode", "high-quality-samples", round(gan["high_quality_pct"], 2)),
+        ]
+        if gan.get("reverse_kl") is not None:
+            rows.append(("reverse KL", f"{gan['reverse_kl']:.4f}", f"{who}; KL(q || uniform) of the mode histogram of high-quality samples", "reverse-kl", round(gan["reverse_kl"], 4)))
+        task, split = ("unconditional-generation", "Unconditional generation (2-D points)"), None  # against the mixture itself
+    elif gan.get("kind") == "classifier":
+        rows = [
+            ("Frechet distance (digits classifier)", f"{gan['fd']:.2f}", f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier; real test vs training images: {gan['fd_real_baseline']:.2f}", "frechet-distance", round(gan["fd"], 3)),
+            ("confidently labelled (%)", f"{gan['confident_pct']:.1f}", f"{who}; top class probability >= 0.9 under the digits classifier", "confident-samples", round(gan["confident_pct"], 2)),
+        ]
+        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
+    elif gan.get("kind") == "inception":
+        rows = [("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3))]
+        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
+    else:
+        return [], []
+    results = [
+        EvalResult(task_type=task[0], task_name=task[1], dataset_type=data, dataset_name=data, dataset_split=split,
+                   metric_type=metric_type, metric_name=metric, metric_value=value, source_name="lightning-dlstrat", source_url=REPO_URL)
+        for metric, _, _, metric_type, value in rows
+    ]
+    return results, [(metric, shown, how) for metric, shown, how, _, _ in rows]
+
+
+def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None, token: str | bool | None = None) -> str:
+    """Export a run (:func:`export_run`) and push it to ``repo_id``; returns the commit URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export_run(run_dir, Path(tmp) / repo_id.split("/")[-1], repo_id=repo_id)
+        return upload(folder, repo_id, private=private, revision=revision, token=token, message=f"dlstrat push {Path(run_dir).name}")

@@ -1,0 +1,63 @@
+"""What a recipe is: the LightningModule a ``dlstrat fit --model NAME`` trains, its presets and hooks.
+
+A :class:`Recipe` names its module class, reads its per-dataset presets from
+``recipes/presets/NAME.yaml`` (data, shipped in the wheel), and may add three hooks, plain
+callables:
+
+- ``prepare(model_args, flags) -> made_from``: normalise module arguments while the configuration
+  is resolved (darts-net turns a genotype file into its text) and say what the run is made from;
+- ``run(recipe, config, run_dir) -> dict``: replaces the single fit (random-nas fits many);
+- ``after_fit(module, trainer, datamodule, run_dir) -> dict``: files and summary entries after
+  fitting (genotypes, pictures, GAN metrics).
+
+:func:`lightning_dlstrat.run.fit` runs a recipe; :func:`lightning_dlstrat.config.resolve` merges
+its preset with ``--config`` and flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from typing import Any, Callable
+
+import yaml
+
+PRESET_KEYS = ("trainer", "model", "data", "threads", "options")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # --model NAME
+    module: type  # the LightningModule it trains
+    prepare: Callable[[dict, dict], dict | None] | None = None
+    run: Callable[..., dict[str, Any]] | None = None
+    after_fit: Callable[..., dict[str, Any] | None] | None = None
+    test: bool = True  # run trainer.test on the best checkpoint after fitting
+
+    @cached_property
+    def presets(self) -> dict[str, Any]:
+        """``recipes/presets/NAME.yaml``, checked: summary, default_data, all, datasets."""
+        text = (resources.files(__package__) / "presets" / f"{self.name}.yaml").read_text()
+        presets = yaml.safe_load(text)
+        for where, entry in [("all", presets.get("all") or {})] + list((presets.get("datasets") or {}).items()):
+            unknown = set(entry) - set(PRESET_KEYS)
+            if unknown:  # a packaging error, not a user's: fail loudly
+                raise ValueError(f"recipes/presets/{self.name}.yaml: {where} has unknown keys {sorted(unknown)}; allowed: {PRESET_KEYS}")
+        return presets
+
+    @property
+    def summary(self) -> str:
+        return self.presets["summary"]
+
+    @property
+    def default_data(self) -> str:
+        return self.presets["default_data"]
+
+    def preset_for(self, data: str) -> dict[str, Any]:
+        """The preset of ``data``: the ``all`` entry, updated section by section by the dataset's own."""
+        merged: dict[str, Any] = {}
+        for entry in (self.presets.get("all") or {}, (self.presets.get("datasets") or {}).get(data) or {}):
+            for key, value in entry.items():
+                merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+        return merged

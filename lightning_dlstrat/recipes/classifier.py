@@ -1,0 +1,56 @@
+"""The classifier recipes: ``mlp`` and ``darts-net`` (retraining a DARTS genotype)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..core import DlstratError
+from ..models.genotype import GENOTYPES, resolve_genotype
+from ..trainers.classifier import MLPClassifier
+from ..trainers.darts_net import DARTSNetClassifier
+from ..viz import plot_genotype
+from .base import Recipe
+
+
+def prepare_genotype(model_args: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``--genotype`` (a built-in name, genotype text, a file or a run directory) to its text.
+
+    config.yaml then holds the cell itself, so it replays anywhere; what it came from is returned
+    for summary.json (``made_from``): the source as given and, when it is a search run's folder
+    or genotype.json, that run's directory, which export reads to describe the search.
+    """
+    source = model_args.get("genotype")
+    try:
+        genotype = resolve_genotype(source)
+    except ValueError as e:
+        raise DlstratError(f"--genotype: {e}") from None
+    model_args["genotype"] = str(genotype)
+    if not isinstance(source, str) or source.strip() == str(genotype) or source.lstrip().startswith(("{", "Genotype(")):
+        return {}  # genotype text: config.yaml's own made_from (if any) still says where it came from
+    if source.strip().upper() in GENOTYPES:
+        return {"genotype": source.strip().upper()}
+    made_from: dict[str, Any] = {"genotype": source}
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    if (folder / "genotype.json").is_file() and (folder / "summary.json").is_file():
+        made_from["search_run"] = str(folder.resolve())
+    return made_from
+
+
+def after_darts_net(module: DARTSNetClassifier, trainer, datamodule, run_dir: Path) -> dict[str, Any]:
+    """Write the trained genotype (``genotype.json``) and its picture (``genotype.png``); count parameters."""
+    genotype = module.genotype
+    if trainer.is_global_zero:
+        genotype.save(run_dir / "genotype.json")
+        plot_genotype(genotype, run_dir / "genotype.png", title=f"{module.hparams.layers} cells, C={module.hparams.C}")
+    params = sum(p.numel() for name, p in module.model.named_parameters() if not name.startswith("auxiliary_head."))
+    return {
+        "genotype": str(genotype),
+        "params": params,  # without the auxiliary head, which is dropped at test time (as the paper counts)
+        "report": [f"genotype: {genotype}", f"parameters (without the auxiliary head): {params:,}"],
+    }
+
+
+MLP = Recipe("mlp", MLPClassifier)
+DARTS_NET = Recipe("darts-net", DARTSNetClassifier, prepare=prepare_genotype, after_fit=after_darts_net)
