@@ -93,7 +93,7 @@ def parse_value(text: str) -> Any:
     """``--x.k=VALUE`` values are YAML scalars or lists (3, 0.1, true, null, [1, 2]); else strings."""
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: an integer of more digits than Python converts
         return text
 
 

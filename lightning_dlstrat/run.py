@@ -42,6 +42,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .config import RunConfig, build
@@ -155,17 +156,22 @@ class _ContinuedWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         import csv
 
-        if self.keep_until_step is None or not os.path.isfile(self.metrics_file_path):
+        if not os.path.isfile(self.metrics_file_path):
             return  # a new run (its directory holds config.yaml already, which is no reason to warn)
         with open(self.metrics_file_path, newline="") as f:
             reader = csv.DictReader(f)
-            keys, rows = list(reader.fieldnames or []), [r for r in reader if r.get("step") and int(float(r["step"])) <= self.keep_until_step]
+            keys, rows = list(reader.fieldnames or []), list(reader)
+        # the file's columns, so rows this process adds (the test after a ddp_spawn fit, a resumed
+        # run) extend the file instead of tripping over columns it did not log itself
+        self.metrics_keys = keys
+        if self.keep_until_step is None:
+            return
+        rows = [r for r in rows if r.get("step") and int(float(r["step"])) <= self.keep_until_step]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_bytes(self.metrics_file_path, buf.getvalue().encode())
-        self.metrics_keys = keys
 
 
 class RunLogger(CSVLogger):
@@ -176,6 +182,7 @@ class RunLogger(CSVLogger):
         self.keep_until_step = keep_until_step
 
     @property
+    @rank_zero_experiment  # other ranks get a dummy: only rank 0 writes (or even creates) the run directory
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)

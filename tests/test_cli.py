@@ -13,14 +13,11 @@ from typer.testing import CliRunner
 from lightning_dlstrat import __version__
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.core import atomic_write_bytes
+from conftest import run_dir_of
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def run_dir_of(output: str) -> Path:
-    line = [l for l in output.splitlines() if l.startswith("run directory: ")][-1]
-    return Path(line.removeprefix("run directory: "))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Subset
 
 from .base import BaseDataModule, DataUnavailableError, TensorData
@@ -132,7 +131,7 @@ class FolderDataModule(BaseDataModule):
     """
 
     name = "folder"
-    mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet's (timm.data.IMAGENET_DEFAULT_MEAN / _STD)
 
     def __init__(self, *args, image_size: int = 32, channels: int = 3, test_fraction: float = 0.2, **kwargs):
         super().__init__(*args, **kwargs)

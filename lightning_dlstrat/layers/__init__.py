@@ -1,5 +1,6 @@
 """Reusable blocks shared by the networks in :mod:`lightning_dlstrat.models`."""
 
-from .darts_ops import OPS, PRIMITIVES, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from .darts_ops import OPS, PRIMITIVES, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero, cell_inputs, reduction_layers
+from .drop import drop_path
 
-__all__ = ["OPS", "PRIMITIVES", "DilConv", "FactorizedReduce", "Identity", "ReLUConvBN", "SepConv", "Zero"]
+__all__ = ["OPS", "PRIMITIVES", "DilConv", "FactorizedReduce", "Identity", "ReLUConvBN", "SepConv", "Zero", "cell_inputs", "drop_path", "reduction_layers"]

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import drop_path
 from torch import nn
 
 from ..hub import HubMixin
 from ..layers.darts_ops import OPS, Identity, cell_inputs, reduction_layers
+from ..layers.drop import drop_path
 from .genotype import Genotype
 
 

@@ -1,0 +1,325 @@
+"""Reliability and security: safe resume, one run directory per run under DDP, exit 2 everywhere.
+
+Each failure found by the reliability review has its regression test here:
+- ``--resume`` never runs code from a checkpoint, even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1;
+- only global rank 0 creates and writes the run directory (Lightning's ddp launcher, torchrun);
+- creating run directories is atomic under concurrent starts;
+- resuming continues the same run in its directory, after SIGINT and after SIGKILL, with the
+  same results as an uninterrupted run and one continuous metrics.csv;
+- sizes from text and downloaded configs are bounded before anything is allocated;
+- bad input exits 2 with one clear paragraph, no traceback and no run directory left behind.
+"""
+
+import csv
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import ROOT, assert_clean_failure, dlstrat, run_dir_of
+from lightning_dlstrat.cli import app
+from lightning_dlstrat.hub import HubError, build_from_config
+from lightning_dlstrat.models.genotype import DARTS_V2, Genotype, resolve_genotype
+from lightning_dlstrat.run import make_run_dir
+
+runner = CliRunner()
+SHORT = ["--accelerator", "cpu", "--max-epochs", "1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"]
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlp")
+    result = runner.invoke(app, ["fit", "--model", "mlp", "--out", str(out), "--model.hidden=[16]", *SHORT])
+    assert result.exit_code == 0, result.output
+    return run_dir_of(result.output)
+
+
+# --- safe loading --------------------------------------------------------------------------------
+class _Payload:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_resume_never_runs_code_planted_in_a_checkpoint(mlp_run, tmp_path):
+    marker = tmp_path / "pwned"
+    ckpt = torch.load(mlp_run / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["extra"] = _Payload(str(marker))  # a real checkpoint, with a pickle that runs a command
+    evil = tmp_path / "evil" / "checkpoints" / "last.ckpt"
+    evil.parent.mkdir(parents=True)
+    torch.save(ckpt, evil)
+    shutil.copy(mlp_run / "config.yaml", evil.parent.parent / "config.yaml")
+    proc = dlstrat("fit", "--resume", str(evil), env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    assert_clean_failure(proc, "is not a readable checkpoint")
+    assert "weights_only=False" not in proc.stderr  # torch's advice to unpickle it is not passed on
+    assert not marker.exists()
+    proc = dlstrat("test", "--checkpoint", str(evil), env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    assert_clean_failure(proc, "is not a readable checkpoint")
+    assert not marker.exists()
+
+
+def test_every_checkpoint_load_passes_weights_only_true():
+    """A source scan: each torch.load / load_from_checkpoint / Trainer fit-test call says weights_only=True."""
+    import re
+
+    for path in (ROOT / "lightning_dlstrat").rglob("*.py"):
+        text = path.read_text()
+        for call in re.finditer(r"(torch\.load|load_from_checkpoint|trainer\.(fit|test|validate))\(([^()]|\([^()]*\))*\)", text):
+            if "ckpt_path" in call.group(0) or "torch.load" in call.group(0) or "load_from_checkpoint" in call.group(0):
+                assert "weights_only=True" in call.group(0), f"{path.name}: {call.group(0)[:120]}"
+
+
+# --- one run directory per run ----------------------------------------------------------------------
+def test_concurrent_run_directories_are_distinct(tmp_path):
+    barrier, made, errors = threading.Barrier(20), [], []
+
+    def start():
+        barrier.wait()
+        try:
+            made.append(make_run_dir(tmp_path, "mlp-digits"))
+        except Exception as e:  # pragma: no cover - the failure this test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(made)) == 20 and all(p.is_dir() for p in made)
+
+
+def test_ddp_with_three_cpu_processes_leaves_one_run_directory(tmp_path):
+    proc = dlstrat("fit", "--model", "mlp", "--out", str(tmp_path), "--strategy", "ddp", "--devices", "3", *SHORT, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run directory: ") == 1
+    (run_dir,) = [p for p in tmp_path.iterdir()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["run_dir"] == str(run_dir) and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_node_torchrun_matches_ddp_spawn_and_leaves_one_directory(tmp_path):
+    """torchrun --nnodes=2 --nproc-per-node=1 on 127.0.0.1: the path users take when they outgrow one machine."""
+    args = ["--model", "mlp", "--seed", "1", "--model.hidden=[16]", "--accelerator", "cpu", "--max-epochs", "2", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2"]
+    port = _free_port()
+    nodes = []
+    for node in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1", f"--node-rank={node}", "--master-addr=127.0.0.1", f"--master-port={port}",
+               "-m", "lightning_dlstrat", "fit", *args, "--strategy", "ddp", "--trainer.num_nodes=2", "--devices", "1", "--out", str(tmp_path / "torchrun")]
+        nodes.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    outputs = [p.communicate(timeout=400) for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert sum(o.count("run directory: ") for o, _ in outputs) == 1
+    (run_dir,) = list((tmp_path / "torchrun").iterdir())
+    spawn = dlstrat("fit", *args, "--strategy", "ddp_spawn", "--devices", "2", "--out", str(tmp_path / "spawn"), env={"OMP_NUM_THREADS": "1"}, timeout=400)
+    assert spawn.returncode == 0, spawn.stderr[-2000:]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (run_dir, run_dir_of(spawn.stdout)))
+    assert a["test_metrics"] == b["test_metrics"] and a["fit_metrics"] == b["fit_metrics"]
+    wa = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(run_dir_of(spawn.stdout) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --- resume after SIGINT / SIGKILL ---------------------------------------------------------------------
+RESUMABLE = ["--model", "mlp", "--accelerator", "cpu", "--max-epochs", "12", "--model.hidden=[256, 256]"]
+
+
+def _interrupt(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess | None, Path]:
+    """Start a run, wait for its first checkpoint, then send ``sig``; return the process result and its run directory."""
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", *RESUMABLE, "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("*/checkpoints/last.ckpt")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # into a later epoch, mid-way
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    (run_dir,) = list(tmp_path.iterdir())
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run_dir
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    proc = dlstrat("fit", *RESUMABLE, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir_of(proc.stdout)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_resume_after_a_kill_continues_the_same_run(tmp_path, sig, uninterrupted):
+    killed, run_dir = _interrupt(tmp_path, sig)
+    if sig == signal.SIGINT:
+        assert killed.returncode == 130, killed.stderr[-2000:]
+        assert f"resume it with: dlstrat fit --resume {run_dir}" in killed.stderr and "Traceback" not in killed.stderr
+    else:
+        assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists()
+    resumed = dlstrat("fit", "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert run_dir_of(resumed.stdout) == run_dir and list(tmp_path.iterdir()) == [run_dir]  # the same directory
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (uninterrupted, run_dir))
+    assert a["test_metrics"] == b["test_metrics"] and a["fit_metrics"] == b["fit_metrics"]
+    wa = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert _rows(uninterrupted) == _rows(run_dir)  # one continuous metrics.csv, row for row
+
+
+# --- bounded sizes ----------------------------------------------------------------------------------------
+def test_genotype_text_is_bounded_before_it_expands():
+    huge = str(DARTS_V2).replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(0, 200000000)")
+    start = time.time()
+    with pytest.raises(ValueError, match="200,000,000 elements"):
+        Genotype.parse(huge)
+    assert time.time() - start < 1.0  # refused from its length, never expanded
+    with pytest.raises(ValueError, match="longer than"):
+        Genotype.parse("[" * 100_000)
+    with pytest.raises(ValueError, match="at most 64"):
+        Genotype.from_dict({**DARTS_V2.to_dict(), "normal": [["skip_connect", 0]] * 1000})
+    with pytest.raises(ValueError, match="is not a built-in"):
+        resolve_genotype("x" * 300)  # longer than a file name may be: not tried as a path, no OSError
+
+
+def test_downloaded_configs_are_bounded_and_never_read_local_files(tmp_path):
+    import lightning_dlstrat.models  # noqa: F401
+
+    huge = {"library_name": "lightning-dlstrat", "architecture": "dlstrat_mlp", "model_args": {"in_shape": [1, 8, 8], "hidden": [200000, 200000]}}
+    start = time.time()
+    with pytest.raises(HubError, match="more than this loader allows"):
+        build_from_config(huge, "org/huge")
+    assert time.time() - start < 5.0  # counted on the meta device, nothing allocated
+    DARTS_V2.save(tmp_path / "genotype.json")
+    as_path = {"library_name": "lightning-dlstrat", "architecture": "darts_net", "model_args": {"genotype": str(tmp_path / "genotype.json"), "C": 4, "layers": 3}}
+    with pytest.raises(HubError, match="does not describe a valid DARTSNetwork"):
+        build_from_config(as_path, "org/paths")  # a string from a download is never opened as a file
+    ranged = {"library_name": "lightning-dlstrat", "architecture": "darts_net", "model_args": {"genotype": str(DARTS_V2).replace("[2, 3, 4, 5]", "range(0, 200000000)", 1)}}
+    with pytest.raises(HubError, match="200,000,000 elements"):
+        build_from_config(ranged, "org/ranged")
+
+
+# --- bad input: exit 2, one paragraph, no traceback, nothing left behind ---------------------------------
+def _gan_checkpoint(tmp_path: Path) -> Path:
+    result = runner.invoke(app, ["fit", "--model", "gan", "--data", "ring8", "--out", str(tmp_path / "gan"), "--trainer.max_steps=2"])
+    assert result.exit_code == 0, result.output
+    return run_dir_of(result.output) / "checkpoints" / "last.ckpt"
+
+
+BAD_FLAGS = [
+    (["--devices", "0"], "devices=0 runs on nothing"),
+    (["--data.batch_size=0"], "batch_size must be a positive integer"),
+    (["--data.val_fraction=2"], "val_fraction must be in [0, 1)"),
+    (["--model.lr=abc"], "--model.lr must be a number"),
+    (["--max-epochs", "-1"], "max_epochs=-1 trains forever"),
+    (["--trainer.logger=tensorboard"], "--trainer.logger accepts only csv"),
+    (["--model", "darts", "--model.layers=2"], "needs at least 3 cells"),
+    (["--model", "darts-net", "--genotype", "g" * 300], "is not a built-in"),
+    (["--model.hidden=" + "9" * 10_000_000], "characters)"),  # a 10 MB value is not echoed back in full
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_FLAGS, ids=[f[0][0].split("=")[0] + str(i) for i, f in enumerate(BAD_FLAGS)])
+def test_bad_flags_exit_2_and_leave_nothing(flags, message, tmp_path):
+    result = runner.invoke(app, ["fit", *flags, "--out", str(tmp_path)])
+    assert_clean_failure(result, message, tmp_path)
+    assert len(result.output) < 2000
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [("trainer: [1, 2]\n", "'trainer' must be a mapping"), ("seed: abc\n", "seed must be an integer"), ('max_epochs: "abc"\n', "max_epochs must be an integer")],
+)
+def test_config_values_of_the_wrong_type(text, message, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("model: mlp\n" + text)
+    assert_clean_failure(runner.invoke(app, ["fit", "--config", str(cfg), "--out", str(tmp_path / "runs")]), message, tmp_path / "runs")
+
+
+def test_bad_resume_targets(tmp_path, mlp_run):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(empty)]), "is empty (0 bytes)")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((mlp_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
+    assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(truncated)]), "is not a readable checkpoint")
+    assert_clean_failure(runner.invoke(app, ["fit", "--model", "gan", "--resume", str(mlp_run)]), "holds a mlp checkpoint, not gan")
+    assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(tmp_path / "nope")]), "does not exist")
+    (tmp_path / "fresh").mkdir()
+    assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(tmp_path / "fresh")]), "nothing to resume from")
+
+
+def test_test_command_refuses_what_it_cannot_score(tmp_path, mlp_run):
+    gan_ckpt = _gan_checkpoint(tmp_path)
+    assert_clean_failure(runner.invoke(app, ["test", "--checkpoint", str(gan_ckpt)]), "has no test split to score; draw from it with `dlstrat sample")
+    ckpt = torch.load(mlp_run / "checkpoints" / "last.ckpt", weights_only=True)
+    for change, message in [({"model": "resnet"}, "unknown model 'resnet'"), ({"data": "imagenet"}, "trained on the dataset 'imagenet'")]:
+        bad = tmp_path / f"{next(iter(change.values()))}.ckpt"
+        torch.save({**ckpt, "dlstrat": {**ckpt["dlstrat"], **change}}, bad)
+        assert_clean_failure(runner.invoke(app, ["test", "--checkpoint", str(bad)]), message)
+    mismatched = tmp_path / "mismatch.ckpt"
+    torch.save({**ckpt, "state_dict": {k: v[:1] for k, v in ckpt["state_dict"].items()}}, mismatched)
+    assert_clean_failure(runner.invoke(app, ["test", "--checkpoint", str(mismatched)]), "does not load into a MLPClassifier")
+
+
+def test_out_that_cannot_hold_a_run(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_clean_failure(runner.invoke(app, ["fit", "--out", str(a_file), *SHORT]), "cannot create a run directory under --out")
+    assert a_file.read_text() == "x"
+
+
+def test_unexpected_errors_are_one_line_with_debug_for_the_traceback(tmp_path, monkeypatch):
+    import lightning_dlstrat.run as run
+
+    def boom(*args, **kwargs):
+        raise KeyError("an internal bug")
+
+    monkeypatch.setattr(run, "fit_once", boom)
+    result = runner.invoke(app, ["fit", "--out", str(tmp_path), *SHORT])
+    assert result.exit_code == 1 and "unexpected KeyError" in result.output and "--debug" in result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+    result = runner.invoke(app, ["--debug", "fit", "--out", str(tmp_path), *SHORT])
+    assert isinstance(result.exception, KeyError)
+
+
+# --- output that tells the truth --------------------------------------------------------------------------
+def test_darts_progress_line_and_metric_steps_are_the_current_epochs(tmp_path):
+    proc = dlstrat("fit", "--model", "darts", "--max-epochs", "2", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = run_dir_of(proc.stdout)
+    history = [json.loads(l) for l in (run_dir / "genotype_history.jsonl").read_text().splitlines()]
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("epoch ")]
+    assert len(lines) == 2
+    for line, record in zip(lines, history):  # the line of epoch e shows epoch e's skip count and lr
+        shown = dict(kv.split("=") for kv in line.split() if "=" in kv)
+        assert float(shown["arch/normal_skips"]) == sum(op == "skip_connect" for op, _ in record["normal"])
+        assert "alpha/normal/e0/none" not in shown  # per-edge weights go to metrics.csv only
+    rows = _rows(run_dir)
+    val_steps = sorted({int(r["step"]) for r in rows if r.get("val/acc")})
+    edge_steps = sorted({int(r["step"]) for r in rows if r.get("alpha/normal/e0/none")})
+    assert edge_steps == val_steps == [2, 5]  # Lightning's step axis (batches), for every metric
