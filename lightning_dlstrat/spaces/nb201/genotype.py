@@ -87,7 +87,7 @@ class NB201Genotype:
             raise NB201GenotypeError(f"NB201Genotype needs exactly {len(EDGES)} ops (edges {_edge_list()}), got {len(ops)}. {_FORMAT_HELP}")
         for (s, t), op in zip(EDGES, ops):
             if op not in NB201_OPS:
-                raise NB201GenotypeError(f"unknown operation {shorten(op, 40)} on edge {s}->{t}; the operations are {', '.join(NB201_OPS)}. {_FORMAT_HELP}")
+                raise NB201GenotypeError(f"unknown operation {_q(op, 40)} on edge {s}->{t}; the operations are {', '.join(NB201_OPS)}. {_FORMAT_HELP}")
         object.__setattr__(self, "ops", tuple(ops))  # frozen: normalise lists once
 
     # --- views -----------------------------------------------------------------------------------
@@ -142,10 +142,10 @@ class NB201Genotype:
                 raise NB201GenotypeError(f"node {t} must list {t} [op, source] pairs (sources 0..{t - 1}), got {got}. {_FORMAT_HELP}")
             for k, pair in enumerate(node):
                 if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
-                    raise NB201GenotypeError(f"node {t}, input {k}: {shorten(pair, 60)} is not an [op, source] pair. {_FORMAT_HELP}")
+                    raise NB201GenotypeError(f"node {t}, input {k}: {_q(pair, 60)} is not an [op, source] pair. {_FORMAT_HELP}")
                 op, s = pair
                 if isinstance(s, bool) or not isinstance(s, int) or s != k:
-                    raise NB201GenotypeError(f"node {t}, input {k}: source {shorten(s, 20)} should be {k} (node {t} reads nodes 0..{t - 1} in order). {_FORMAT_HELP}")
+                    raise NB201GenotypeError(f"node {t}, input {k}: source {_q(s, 20)} should be {k} (node {t} reads nodes 0..{t - 1} in order). {_FORMAT_HELP}")
                 ops[(s, t)] = op
         return cls(tuple(ops[e] for e in EDGES))
 
@@ -168,25 +168,25 @@ class NB201Genotype:
         groups = text.split("+")
         if len(groups) != NUM_NODES - 1:
             raise NB201GenotypeError(
-                f"{shorten(text, 120)} has {len(groups)} node group(s); a NAS-Bench-201 cell has {NUM_NODES} nodes, "
+                f"{_q(text, 120)} has {len(groups)} node group(s); a NAS-Bench-201 cell has {NUM_NODES} nodes, "
                 f"so exactly {NUM_NODES - 1} groups (nodes 1, 2, 3) joined by '+'. {_FORMAT_HELP}"
             )
         ops: dict[tuple[int, int], str] = {}
         for t, group in enumerate(groups, start=1):
             if not (len(group) >= 2 and group.startswith("|") and group.endswith("|")):
-                raise NB201GenotypeError(f"node {t}'s group {shorten(group, 80)} must start and end with '|'. {_FORMAT_HELP}")
+                raise NB201GenotypeError(f"node {t}'s group {_q(group, 80)} must start and end with '|'. {_FORMAT_HELP}")
             items = group[1:-1].split("|")
             if len(items) != t:
-                raise NB201GenotypeError(f"node {t} must have {t} input(s) (from nodes 0..{t - 1}), got {len(items)} in {shorten(group, 80)}. {_FORMAT_HELP}")
+                raise NB201GenotypeError(f"node {t} must have {t} input(s) (from nodes 0..{t - 1}), got {len(items)} in {_q(group, 80)}. {_FORMAT_HELP}")
             for k, item in enumerate(items):
                 op, sep, index = item.partition("~")
                 if not sep or "~" in index:
-                    raise NB201GenotypeError(f"node {t}: {shorten(item, 60)} is not of the form 'op~source'. {_FORMAT_HELP}")
+                    raise NB201GenotypeError(f"node {t}: {_q(item, 60)} is not of the form 'op~source'. {_FORMAT_HELP}")
                 if op not in NB201_OPS:
-                    raise NB201GenotypeError(f"node {t}: unknown operation {shorten(op, 40)}; the operations are {', '.join(NB201_OPS)}. {_FORMAT_HELP}")
+                    raise NB201GenotypeError(f"node {t}: unknown operation {_q(op, 40)}; the operations are {', '.join(NB201_OPS)}. {_FORMAT_HELP}")
                 if not (index.isascii() and index.isdigit()) or int(index) != k:
                     raise NB201GenotypeError(
-                        f"node {t}: input {k} reads from {shorten(index, 20)}, but it must read node {k} "
+                        f"node {t}: input {k} reads from {shorten(index, 20) or 'nothing'}, but it must read node {k} "
                         f"(node {t} takes nodes 0..{t - 1}, in order). {_FORMAT_HELP}"
                     )
                 ops[(k, t)] = op
@@ -217,6 +217,11 @@ def sample_nb201(rng: random.Random, operations: tuple[str, ...] = NB201_OPS) ->
     if not isinstance(rng, random.Random):
         raise TypeError(f"sample_nb201 takes a random.Random (seed it for a fixed sequence), not {type(rng).__name__}")
     return NB201Genotype(tuple(rng.choice(operations) for _ in EDGES))
+
+
+def _q(value: Any, limit: int) -> str:
+    """A user's value for an error message: quoted if text, cut to ``limit`` characters."""
+    return shorten(repr(value), limit)
 
 
 def _edge_list() -> str:
