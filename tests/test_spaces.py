@@ -345,3 +345,40 @@ def test_alpha_picture(tmp_path):
     assert (tmp_path / "alpha.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match=r"\(6, 5\)"):
         plot_nb201_alpha(torch.zeros(6, 4), tmp_path / "bad.png")
+
+
+def test_fast_supernet_float32_and_bf16_autocast():
+    torch.manual_seed(0)
+    cfg = dict(C=8, N=2, in_chans=1)
+    ref, fast = NB201SearchNetwork(**cfg), FastNB201SearchNetwork(**cfg)
+    with torch.no_grad():
+        ref.alpha.normal_()
+    fast.load_reference(ref)
+    x = torch.randn(8, 1, 8, 8)
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fast(x)
+    out.float().sum().backward()
+    assert fast.alpha.grad.dtype == torch.float32 and torch.isfinite(fast.alpha.grad).all()  # softmax kept in float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fast_supernet_matches_reference_on_cuda():
+    ref, fast = pair(CONFIGS[0])
+    ref, fast = ref.cuda(), fast.cuda()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64, device="cuda")
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-10, atol=1e-10)
+
+
+def test_darts_adapter_discretises_pc_darts_like_the_supernet():
+    space = DartsSpace()
+    net = space.supernet("reference", C=4, layers=5, in_shape=(1, 8, 8), partial_channels=2)
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_()
+    assert len(net.arch_parameters()) == 4
+    assert space.discretise(net.arch_parameters()) == net.genotype()
+    assert space.topology.num_edges == 14 and space.topology.outputs == (2, 3, 4, 5)
+    with pytest.raises(ValueError, match="needs 2 alpha"):
+        space.discretise(net.arch_parameters()[:1])
