@@ -382,3 +382,7 @@ def test_darts_adapter_discretises_pc_darts_like_the_supernet():
     assert space.topology.num_edges == 14 and space.topology.outputs == (2, 3, 4, 5)
     with pytest.raises(ValueError, match="needs 2 alpha"):
         space.discretise(net.arch_parameters()[:1])
+
+
+def test_from_dict_accepts_the_nodes_property_itself():
+    assert NB201Genotype.from_dict({"nodes": BEST_CIFAR100.nodes}) == BEST_CIFAR100  # tuples, as str2lists gives

@@ -132,16 +132,16 @@ class NB201Genotype:
         if keys != {"nodes"}:
             raise NB201GenotypeError(f"a NAS-Bench-201 genotype dict has exactly the key 'nodes' (or 'arch_str'), got {sorted(map(str, keys))}. {_FORMAT_HELP}")
         nodes = d["nodes"]
-        if not isinstance(nodes, list) or len(nodes) != NUM_NODES - 1:
-            got = f"{len(nodes)} nodes" if isinstance(nodes, list) else type(nodes).__name__
+        if not isinstance(nodes, (list, tuple)) or len(nodes) != NUM_NODES - 1:
+            got = f"{len(nodes)} nodes" if isinstance(nodes, (list, tuple)) else type(nodes).__name__
             raise NB201GenotypeError(f"'nodes' must list the {NUM_NODES - 1} nodes 1, 2, 3, got {got}. {_FORMAT_HELP}")
         ops = {}
         for t, node in enumerate(nodes, start=1):
-            if not isinstance(node, list) or len(node) != t:
-                got = f"{len(node)} inputs" if isinstance(node, list) else type(node).__name__
+            if not isinstance(node, (list, tuple)) or len(node) != t:
+                got = f"{len(node)} inputs" if isinstance(node, (list, tuple)) else type(node).__name__
                 raise NB201GenotypeError(f"node {t} must list {t} [op, source] pairs (sources 0..{t - 1}), got {got}. {_FORMAT_HELP}")
             for k, pair in enumerate(node):
-                if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+                if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)):
                     raise NB201GenotypeError(f"node {t}, input {k}: {_q(pair, 60)} is not an [op, source] pair. {_FORMAT_HELP}")
                 op, s = pair
                 if isinstance(s, bool) or not isinstance(s, int) or s != k:

@@ -18,8 +18,10 @@ from .genotype import EDGES, NB201_OPS, NB201Genotype
 __all__ = ["plot_nb201_alpha", "plot_nb201_cell"]
 
 _COLORS = {"skip_connect": "#2ca02c", "nor_conv_1x1": "#9467bd", "nor_conv_3x3": "#1f77b4", "avg_pool_3x3": "#ff7f0e", "none": "#bbbbbb"}
-# nodes zigzag so that the long edges (0->2, 0->3, 1->3) curve clear of the nodes between
-_POS = {0: (0.0, 0.0), 1: (2.0, 1.3), 2: (4.0, -1.3), 3: (6.0, 0.0)}
+# nodes on a line: edges between neighbours run straight along it, 0->2 and 0->3 arc above (0->3
+# higher), 1->3 below, so no edge crosses a node and no two labels meet
+_POS = {0: (0.0, 0.0), 1: (2.0, 0.0), 2: (4.0, 0.0), 3: (6.0, 0.0)}
+_RAD = {(0, 2): -0.45, (0, 3): -0.5, (1, 3): 0.45}
 
 
 def _save(fig, path: str | Path, dpi: int = 120) -> None:
@@ -36,11 +38,11 @@ def plot_nb201_cell(genotype: NB201Genotype, path: str | Path = "genotype.png", 
     from matplotlib.figure import Figure
     from matplotlib.patches import FancyArrowPatch
 
-    fig = Figure(figsize=(7.5, 3.6))
+    fig = Figure(figsize=(7.5, 3.2))
     ax = fig.subplots()
     for s, t, op in genotype.edges():
         (x1, y1), (x2, y2) = _POS[s], _POS[t]
-        rad = 0.35 if t - s > 1 else 0.0  # bend the edges that skip a node
+        rad = _RAD.get((s, t), 0.0)
         dead = op == "none"
         ax.add_patch(
             FancyArrowPatch(
@@ -57,7 +59,7 @@ def plot_nb201_cell(genotype: NB201Genotype, path: str | Path = "genotype.png", 
         ax.text(*xy, label, ha="center", va="center", fontsize=9, zorder=3,
                 bbox=dict(boxstyle="round,pad=0.35", facecolor="#cfe2f3" if n in (0, 3) else "#fff2cc", edgecolor="black"))
     ax.set_xlim(-0.8, 6.8)
-    ax.set_ylim(-2.4, 2.4)
+    ax.set_ylim(-1.4, 2.0)
     ax.set_axis_off()
     ax.set_title(title if title is not None else str(genotype), fontsize=8)
     _save(fig, path)
