@@ -1,0 +1,106 @@
+"""The NAS-Bench-201 cell search space (Dong & Yang, "NAS-Bench-201: Extending the Scope of
+Reproducible Neural Architecture Search", ICLR 2020; the NATS-Bench topology space).
+
+- :mod:`.genotype`: the 4-node / 6-edge cell, its benchmark string form, parsing and sampling;
+- :mod:`.ops`: the 5 operations and the residual reduction block;
+- :mod:`.network`: the evaluation network (benchmark skeleton, parameter counts as published);
+- :mod:`.search` / :mod:`.search_fast`: the DARTS supernet, per-edge and batched;
+- :mod:`.viz`: cell and alpha pictures;
+- :class:`NB201Space`: all of it behind :class:`lightning_dlstrat.spaces.base.SearchSpace`.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..base import CellTopology, SearchSpace, as_alpha_list
+from .genotype import (
+    ALL_CONV3X3,
+    ALL_SKIP,
+    BEST_CIFAR100,
+    EDGES,
+    MAX_TEXT,
+    NB201_OPS,
+    NUM_NODES,
+    NB201Genotype,
+    NB201GenotypeError,
+    edge_row,
+    sample_nb201,
+)
+from .network import NB201Cell, NB201Network
+from .search import NB201SearchNetwork
+from .search_fast import FastNB201SearchNetwork, edge_tensor_pairs
+
+__all__ = [
+    "ALL_CONV3X3",
+    "ALL_SKIP",
+    "BEST_CIFAR100",
+    "EDGES",
+    "MAX_TEXT",
+    "NB201_OPS",
+    "FastNB201SearchNetwork",
+    "NB201Cell",
+    "NB201Genotype",
+    "NB201GenotypeError",
+    "NB201Network",
+    "NB201SearchNetwork",
+    "NB201Space",
+    "edge_row",
+    "edge_tensor_pairs",
+    "sample_nb201",
+]
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201: one cell type, 4 nodes, 6 edges, 5 operations (15,625 cells).
+
+    Example::
+
+        space = NB201Space()
+        net = space.supernet(C=16, N=5)              # the fast supernet
+        g = space.discretise(net.arch_parameters())  # == net.genotype()
+        model = space.network(g, num_classes=100)    # the benchmark's CIFAR-100 network
+    """
+
+    name = "nb201"
+    genotype_class = NB201Genotype
+    cell_types = ("cell",)
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        return NB201_OPS
+
+    @property
+    def topology(self) -> CellTopology:
+        return CellTopology(num_nodes=NUM_NODES, inputs=(0,), edges=EDGES, outputs=(NUM_NODES - 1,), combine="identity")
+
+    def supernet(self, implementation: str = "fast", **config: Any) -> nn.Module:
+        """``NB201SearchNetwork`` ("reference") or ``FastNB201SearchNetwork`` ("fast"); config: C, N,
+        num_classes, in_chans, operations, affine, track_running_stats."""
+        if implementation == "fast":
+            return FastNB201SearchNetwork(**config)
+        if implementation == "reference":
+            return NB201SearchNetwork(**config)
+        raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
+
+    def network(self, genotype: NB201Genotype | str, **config: Any) -> NB201Network:
+        """``NB201Network(genotype, C=16, N=5, num_classes=10, in_chans=3)``."""
+        return NB201Network(genotype, **config)
+
+    def discretise(self, alpha: torch.Tensor | Sequence[torch.Tensor], operations: Sequence[str] = NB201_OPS, include_none: bool = True) -> NB201Genotype:
+        """Row-wise argmax of the (6, O) alpha, ``none`` included (the benchmark's DARTS rule)."""
+        (a,) = as_alpha_list(alpha, 1, self.name)[:1]
+        return NB201Genotype.from_alpha(a, tuple(operations), include_none=include_none)
+
+    def sample(self, rng: random.Random) -> NB201Genotype:
+        return sample_nb201(rng)
+
+    def plot(self, genotype: NB201Genotype, path: str | Path, title: str | None = None) -> None:
+        from .viz import plot_nb201_cell
+
+        plot_nb201_cell(genotype, path, title)

@@ -1,0 +1,123 @@
+"""The NAS-Bench-201 evaluation network: the benchmark's macro skeleton around one genotype's cell.
+
+Dong & Yang, "NAS-Bench-201", ICLR 2020, Sec. 2.1 and Fig. 1 (the code of record is
+D-X-Y/AutoDL-Projects ``xautodl/models/cell_infers/tiny_network.py`` and ``cells.py``):
+
+    stem: Conv3x3(in_chans -> C) + BN
+    N cells at C    -> ResNet block (stride 2) C -> 2C
+    N cells at 2C   -> ResNet block (stride 2) 2C -> 4C
+    N cells at 4C   -> BN + ReLU -> global average pool -> Linear(4C -> num_classes)
+
+with C = 16, N = 5 in the benchmark. Every BatchNorm is affine and tracks running statistics, so
+the cells' convolutions have no bias. The parameter count equals the benchmark's for the same
+cell (``tests/test_spaces.py`` checks the published counts). Module names follow the benchmark's
+(``stem``, ``cells.<i>.layers.<k>``, ``conv_a``/``conv_b``/``downsample``, ``lastact``,
+``classifier``) so that its state-dict keys line up.
+
+Differences, both outside what the benchmark defines: ``in_chans`` and any input of at least 4x4
+pixels (1x8x8 digits as well as 3x32x32 CIFAR), and ``forward`` returns the logits alone (timm's
+convention; the benchmark's returns ``(features, logits)``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .genotype import NB201Genotype, NUM_NODES
+from .ops import ResNetBasicBlock, make_op
+
+__all__ = ["NB201Cell", "NB201Network", "MIN_INPUT_SIZE", "check_input_size", "resolve_nb201"]
+
+# two stride-2 blocks each halve a map of at least 2x2
+MIN_INPUT_SIZE = 4
+
+
+def resolve_nb201(genotype: NB201Genotype | str) -> NB201Genotype:
+    return genotype if isinstance(genotype, NB201Genotype) else NB201Genotype.parse(genotype)
+
+
+def check_input_size(x: torch.Tensor, in_chans: int) -> None:
+    if x.dim() != 4 or x.shape[1] != in_chans:
+        raise ValueError(f"expected images of shape (B, {in_chans}, H, W), got {tuple(x.shape)}")
+    if min(x.shape[-2:]) < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"input {x.shape[-2]}x{x.shape[-1]} is too small: the NAS-Bench-201 skeleton halves the resolution twice, "
+            f"so height and width must be at least {MIN_INPUT_SIZE}"
+        )
+
+
+class NB201Cell(nn.Module):
+    """One cell of a genotype: node t = sum over s < t of op(s -> t)(node s); the output is node 3."""
+
+    def __init__(self, genotype: NB201Genotype, channels: int, affine: bool = True, track_running_stats: bool = True):
+        super().__init__()
+        self.genotype = genotype
+        # one layer per edge in the benchmark's order (node 1 from 0; node 2 from 0, 1; node 3 from 0, 1, 2)
+        self.layers = nn.ModuleList(make_op(op, channels, affine, track_running_stats) for _, _, op in genotype.edges())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]  # node 0: (B, C, H, W)
+        k = 0
+        for t in range(1, NUM_NODES):
+            total = self.layers[k](nodes[0])
+            for s in range(1, t):
+                total = total + self.layers[k + s](nodes[s])
+            k += t
+            nodes.append(total)  # (B, C, H, W)
+        return nodes[-1]
+
+
+class NB201Network(nn.Module):
+    """The benchmark's evaluation network for ``genotype``, with a timm-style API.
+
+    Example::
+
+        net = NB201Network("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+        sum(p.numel() for p in net.parameters())  # 1,288,506: the benchmark's 1.288506 MB on CIFAR-10
+        net(torch.randn(2, 3, 32, 32))            # (2, 10) logits
+    """
+
+    def __init__(self, genotype: NB201Genotype | str, C: int = 16, N: int = 5, num_classes: int = 10, in_chans: int = 3):
+        super().__init__()
+        if C < 1 or N < 0 or in_chans < 1 or num_classes < 0:
+            raise ValueError(f"need C >= 1, N >= 0, in_chans >= 1, num_classes >= 0; got C={C}, N={N}, in_chans={in_chans}, num_classes={num_classes}")
+        self.genotype = resolve_nb201(genotype)
+        self.C, self.N, self.num_classes, self.in_chans = C, N, num_classes, in_chans
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList()
+        c_prev = C
+        for stage, c in enumerate((C, 2 * C, 4 * C)):
+            if stage > 0:
+                self.cells.append(ResNetBasicBlock(c_prev, c, 2))
+            self.cells.extend(NB201Cell(self.genotype, c) for _ in range(N))
+            c_prev = c
+        self.num_features = c_prev
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes) if num_classes > 0 else nn.Identity()
+
+    # --- timm-style API --------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        check_input_size(x, self.in_chans)
+        x = self.stem(x)  # (B, C, H, W)
+        for cell in self.cells:
+            x = cell(x)  # (B, C_stage, H_stage, W_stage)
+        return self.lastact(x)  # (B, num_features, ceil(H/4), ceil(W/4))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pooling(x).flatten(1)  # (B, num_features)
+        return x if pre_logits else self.classifier(x)  # (B, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))  # (B, num_classes)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new (untrained) classifier for ``num_classes`` (0: the pooled features); ``global_pool`` must be "avg"."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"NB201Network only pools by average, not {global_pool!r}")
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
