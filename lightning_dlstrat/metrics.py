@@ -195,12 +195,21 @@ def inception_weights(path: str | None = None) -> str:
                 ) from None
         path = str(cached)
     if not Path(path).is_file():
-        raise RuntimeError(f"--model.inception_weights={path}: no such file (expected {INCEPTION_FILE} from {INCEPTION_URL})")
+        raise RuntimeError(
+            f"--model.inception_weights={path}: no such file (expected {INCEPTION_FILE}; download {INCEPTION_URL} on a "
+            f"machine that is online, copy it here and pass its path)"
+        )
+    _check_state_dict(str(Path(path).resolve()), Path(path).stat().st_mtime)
+    return path
+
+
+@lru_cache(maxsize=4)
+def _check_state_dict(path: str, mtime: float) -> None:
+    """Open the ~95 MB file once per version (``mtime`` is in the key), not at every evaluation."""
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise RuntimeError(f"{path} is not a plain InceptionV3 state dict ({type(e).__name__}); expected {INCEPTION_FILE} from {INCEPTION_URL}") from None
-    return path
 
 
 @torch.no_grad()
@@ -422,3 +431,20 @@ def image_metrics(
         names = {k: f"classifier_{k}" for k in names}
     out: dict[str, float | int | str] = {names[k]: m.pop(k) for k in names}
     return {**out, "extractor": extractor, "num_fake": len(fake), "num_real": len(real), **m}
+
+
+@torch.no_grad()
+def digits_label_agreement(fake01: torch.Tensor, labels: torch.Tensor, clf: DigitsClassifier | None = None) -> dict[str, float | int]:
+    """For class-conditional digits: % of samples ``G(z, y)`` the classifier labels ``y``, overall and per class.
+
+    ``fake01``: (N, 1, 8, 8) in [0, 1]; ``labels``: (N,) the classes they were generated for. The
+    classifier's test accuracy on real digits (98%) is the ceiling. Like the "classification
+    accuracy score" family of conditional-GAN checks, it catches a generator that ignores ``y``,
+    which FD / KID / IS alone cannot (they never see the labels).
+    """
+    _check_images01(fake01, "fake01")
+    clf = (clf or load_digits_classifier()).to(fake01.device)
+    labels = labels.to(fake01.device).long()  # (N,)
+    hit = (clf(fake01).argmax(dim=1) == labels).double()  # (N,)
+    per_class = [100.0 * float(hit[labels == c].mean()) if (labels == c).any() else float("nan") for c in range(10)]
+    return {"label_agreement_pct": 100.0 * float(hit.mean()), "label_agreement_per_class_pct": per_class, "num_samples": len(fake01)}

@@ -15,6 +15,7 @@ from lightning_dlstrat.metrics import (
     frechet_distance,
     image_metrics,
     inception_weights,
+    digits_label_agreement,
     load_digits_classifier,
 )
 
@@ -88,6 +89,30 @@ def test_classifier_metrics_real_vs_real_and_noise(digits):
     assert real["classifier_is"] > 8.5 and noise["classifier_is"] < 4.0
     on_test = image_metrics(test, train, kid_subsets=10)
     assert on_test["classifier_is"] > 2 * noise["classifier_is"]
+
+
+def test_classifier_metrics_grow_with_corruption(digits):
+    """The Frechet-LeNet-distance property: FD and KID rise, IS falls, as real digits get noisier."""
+    train, test = digits
+    g = torch.Generator().manual_seed(0)
+    runs = [image_metrics((test + s * torch.randn(test.shape, generator=g)).clamp(0, 1), train, kid_subsets=10) for s in (0.0, 0.1, 0.2, 0.4)]
+    for key, sign in (("classifier_fd", 1), ("classifier_kid", 1), ("classifier_is", -1)):
+        values = [sign * r[key] for r in runs]
+        assert values == sorted(values), (key, values)
+    assert runs[-1]["classifier_fd"] > 10 * runs[0]["classifier_fd"]
+
+
+def test_label_agreement(digits):
+    train, test = digits
+    dm = DigitsDataModule(normalization="none")
+    dm.setup("fit")
+    labels = dm.test_set.tensors[1]
+    right = digits_label_agreement(test, labels)
+    assert right["label_agreement_pct"] > 95.0 and right["num_samples"] == len(test)  # the classifier's 98% test accuracy
+    wrong = digits_label_agreement(test, (labels + 1) % 10)  # a generator that draws the wrong class
+    assert wrong["label_agreement_pct"] < 3.0
+    only_zeros = digits_label_agreement(test[labels == 0], torch.zeros(int((labels == 0).sum())))
+    assert only_zeros["label_agreement_per_class_pct"][0] > 90.0 and math.isnan(only_zeros["label_agreement_per_class_pct"][1])
 
 
 def test_classifier_fd_is_the_existing_frechet_distance(digits):
