@@ -262,6 +262,8 @@ class _Precomputed(nn.Module):
 def _check_images01(images: torch.Tensor, name: str) -> None:
     if images.dim() != 4:
         raise ValueError(f"{name} must be (N, C, H, W) images, not a tensor of shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"{name} contain NaN or infinite values (a diverged generator?)")
     if len(images) and (images.min() < -1e-6 or images.max() > 1.0 + 1e-6):
         raise ValueError(
             f"{name} must be in [0, 1] (got {float(images.min()):.3g}..{float(images.max()):.3g}); "
@@ -304,6 +306,14 @@ def extract_features(
         raise ValueError(f"unknown extractor {extractor!r}; choose one of: {', '.join(EXTRACTORS)}")
     _check_images01(images01, "images")
     device = torch.device(device) if device is not None else images01.device
+    # Full precision whatever the caller runs under (a Lightning loop's bf16-mixed autocast): the
+    # metrics must not depend on the training precision.
+    with torch.autocast(device_type=device.type, enabled=False):
+        feats, logits = _extract(images01, extractor, weights, batch_size, device)
+    return ImageFeatures(torch.cat(feats), torch.cat(logits), extractor)  # (N, d), (N, K)
+
+
+def _extract(images01, extractor, weights, batch_size, device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     if extractor == "classifier":
         if tuple(images01.shape[1:]) != (1, 8, 8):
             raise ValueError(
@@ -327,7 +337,7 @@ def extract_features(
             f = net(x).double().cpu()  # (b, 2048) pool features
             feats.append(f)
             logits.append(f @ fc.T)  # (b, 1008): torch-fidelity's "logits_unbiased", what torchmetrics' IS uses
-    return ImageFeatures(torch.cat(feats), torch.cat(logits), extractor)  # (N, d), (N, K)
+    return feats, logits
 
 
 def feature_metrics(

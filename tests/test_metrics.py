@@ -124,6 +124,8 @@ def test_classifier_fd_is_the_existing_frechet_distance(digits):
 def test_cached_real_features_give_the_same_numbers(digits):
     train, test = digits
     cached = extract_features(train)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as inside a bf16-mixed Lightning loop
+        assert torch.equal(extract_features(train).features, cached.features)  # autocast is switched off
     assert cached.features.shape == (len(train), 256) and cached.logits.shape == (len(train), 10)
     assert cached.features.dtype == torch.float64 and cached.features.device.type == "cpu"
     assert image_metrics(test, cached, kid_subsets=10) == image_metrics(test, train, kid_subsets=10)
@@ -139,6 +141,8 @@ def test_input_errors(digits):
         image_metrics(test * 2 - 1, train)  # generator outputs in [-1, 1], not mapped
     with pytest.raises(ValueError, match=r"\(1, 8, 8\) images.*extractor='inception'"):
         image_metrics(torch.rand(30, 3, 32, 32), torch.rand(30, 3, 32, 32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        image_metrics(torch.full((30, 1, 8, 8), float("nan")), train)
     with pytest.raises(ValueError, match="at least 20 fake images"):
         image_metrics(test[:10], train)
 
