@@ -154,3 +154,12 @@ def test_bf16_input_keeps_dtype():
     out = diff_augment(x, generator=seeded())
     assert out.dtype == torch.bfloat16 and out.shape == x.shape
     assert diff_augment(torch.rand(0, 3, 8, 8), generator=seeded()).shape == (0, 3, 8, 8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_images_with_a_cpu_generator():
+    x = torch.rand(4, 3, 16, 16)
+    on_cpu = diff_augment(x, generator=seeded(5))
+    on_gpu = diff_augment(x.cuda(), generator=seeded(5))  # the draws are made on the generator's device, then moved
+    assert on_gpu.device.type == "cuda"
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-6)  # the same augmentation wherever the images live
