@@ -8,7 +8,8 @@ The dense and DCGAN families of :mod:`lightning_dlstrat.models.gan`, given a cla
   network loses its affine parameters and gets a per-class gain and bias instead,
   ``h = (1 + dgamma(y)) * BN(h) + beta(y)``. The gains and biases come from one class embedding
   shared by all layers, mapped by a bias-free linear layer per BatchNorm: the form of BigGAN
-  (Brock et al., ICLR 2019, "shared embedding") and PyTorch-StudioGAN's ``ConditionalBatchNorm2d``.
+  (Brock et al., ICLR 2019, "shared embedding", without its split of ``z`` across the layers) and
+  PyTorch-StudioGAN's ``ConditionalBatchNorm2d``.
   This rather than concatenating an embedding to ``z``: the three conditional generators in the
   reference note (sngan_projection, which the projection-discriminator paper trained with,
   StudioGAN and BigGAN) all condition through cBN, so the label reaches every layer instead of
