@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from . import models  # noqa: F401  (registers the networks in hub.ARCHITECTURES)
+from . import models, spaces  # noqa: F401  (register the networks in hub.ARCHITECTURES)
 from .hub import WEIGHTS_NAME, HubError, architectures, fetch, load_weights
 
 __all__: list[str] = []  # register_model appends each entry point's name

@@ -140,7 +140,7 @@ def test_darts_net_config_holds_the_genotype_itself(tmp_path):
 
 # --- layout: imports point downward ------------------------------------------------------------------
 LAYERS = {  # a module may import only from its own layer or below
-    "core": 0, "layers": 1, "hub": 1, "data": 1, "models": 2, "spaces": 2, "gan_losses": 2, "metrics": 3, "viz": 3,
+    "core": 0, "layers": 1, "hub": 1, "data": 1, "models": 2, "gan_losses": 2, "diffaugment": 2, "metrics": 3, "viz": 3, "spaces": 3, "cuda_graph": 4,
     "trainers": 4, "config": 5, "run": 6, "recipes": 7, "zoo": 8, "timm_models": 8, "export": 9, "testing": 9, "cli": 10,
     "__main__": 11, "_timm_hook": 0, "__init__": 0,  # the package root: __version__ and lazy names (imported by name, not statements)
 }
@@ -233,11 +233,15 @@ SMALL = {  # small constructor arguments per registered architecture; a new one 
     "dense_generator": dict(latent_dim=8, out_shape=(1, 8, 8), hidden=(16, 32)),
     "dcgan_generator": dict(latent_dim=8, out_shape=(1, 16, 16), width=8),
     "mlp_generator": dict(latent_dim=2, out_dim=2, hidden=(8, 8)),
+    "conditional_dense_generator": dict(latent_dim=8, out_shape=(1, 8, 8), num_classes=3, hidden=(16, 32)),
+    "conditional_dcgan_generator": dict(latent_dim=8, out_shape=(1, 16, 16), num_classes=3, width=8),
+    "nb201_net": dict(genotype="|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", C=4, N=1, in_chans=1),
 }
 
 
 def test_every_architecture_has_a_round_trip_case():
     import lightning_dlstrat.models  # noqa: F401  (registers them all)
+    import lightning_dlstrat.spaces  # noqa: F401
 
     assert set(hub.architectures()) == set(SMALL)
 
@@ -245,6 +249,7 @@ def test_every_architecture_has_a_round_trip_case():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_architectures_round_trip_through_the_hub_format(name, tmp_path):
     import lightning_dlstrat.models  # noqa: F401
+    import lightning_dlstrat.spaces  # noqa: F401
 
     cls = hub.architectures()[name]
     torch.manual_seed(0)
@@ -253,9 +258,12 @@ def test_architectures_round_trip_through_the_hub_format(name, tmp_path):
     config = json.loads((tmp_path / name / "config.json").read_text())
     assert config["architecture"] == name == cls.architecture and cls.kind in hub.KINDS
     loaded = cls.from_pretrained(tmp_path / name)
-    x = torch.randn(3, *(net.in_shape if hasattr(net, "in_shape") else (1, 8, 8))) if cls.kind == "classifier" else torch.randn(3, net.latent_dim)
+    if cls.kind == "classifier":
+        inputs = (torch.randn(3, *(net.in_shape if hasattr(net, "in_shape") else (1, 8, 8))),)
+    else:  # generators: latents, and labels for the conditional ones
+        inputs = (torch.randn(3, net.latent_dim),) + ((torch.tensor([0, 1, 2]),) if "num_classes" in SMALL[name] else ())
     with torch.no_grad():
-        assert torch.equal(loaded(x), net(x))
+        assert torch.equal(loaded(*inputs), net(*inputs))
     other = next(c for n, c in hub.architectures().items() if n != name)
     with pytest.raises(hub.HubError, match=f"holds a {cls.__name__}"):
         other.from_pretrained(tmp_path / name)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...hub import HubMixin
 from .genotype import NB201Genotype, NUM_NODES
 from .ops import ResNetBasicBlock, make_op
 
@@ -33,8 +34,11 @@ __all__ = ["NB201Cell", "NB201Network", "MIN_INPUT_SIZE", "check_input_size", "r
 MIN_INPUT_SIZE = 4
 
 
-def resolve_nb201(genotype: NB201Genotype | str) -> NB201Genotype:
-    return genotype if isinstance(genotype, NB201Genotype) else NB201Genotype.parse(genotype)
+def resolve_nb201(genotype: NB201Genotype | dict | str) -> NB201Genotype:
+    """A genotype, its JSON mapping (config.json's model_args) or the benchmark's string; never a file."""
+    if isinstance(genotype, NB201Genotype):
+        return genotype
+    return NB201Genotype.from_dict(genotype) if isinstance(genotype, dict) else NB201Genotype.parse(genotype)
 
 
 def check_input_size(x: torch.Tensor, in_chans: int) -> None:
@@ -68,7 +72,7 @@ class NB201Cell(nn.Module):
         return nodes[-1]
 
 
-class NB201Network(nn.Module):
+class NB201Network(nn.Module, HubMixin, architecture="nb201_net", kind="classifier", tags=["image-classification", "nas", "nas-bench-201"], paper_url="https://arxiv.org/abs/2001.00326"):
     """The benchmark's evaluation network for ``genotype``, with a timm-style API.
 
     Example::
@@ -78,7 +82,11 @@ class NB201Network(nn.Module):
         net(torch.randn(2, 3, 32, 32))            # (2, 10) logits
     """
 
-    def __init__(self, genotype: NB201Genotype | str, C: int = 16, N: int = 5, num_classes: int = 10, in_chans: int = 3):
+    # timm's defaults for the entry point (lightning_dlstrat.timm_models): the benchmark's CIFAR-10 network
+    timm_cfg = dict(input_size=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), first_conv="stem.0", classifier="classifier", paper_ids="arXiv:2001.00326")
+    timm_kwargs_filter: tuple[str, ...] = ()
+
+    def __init__(self, genotype: NB201Genotype | dict | str, C: int = 16, N: int = 5, num_classes: int = 10, in_chans: int = 3):
         super().__init__()
         if C < 1 or N < 0 or in_chans < 1 or num_classes < 0:
             raise ValueError(f"need C >= 1, N >= 0, in_chans >= 1, num_classes >= 0; got C={C}, N={N}, in_chans={in_chans}, num_classes={num_classes}")
