@@ -145,8 +145,9 @@ def pull(name_or_repo: str, *, revision: str | None = None, cache_dir: str | Pat
     if not (path / CONFIG_NAME).is_file():
         raise HubError(f"{where} has no {CONFIG_NAME}: it is not a lightning-dlstrat model repo")
     read_config(path / CONFIG_NAME, where)
-    if not (path / WEIGHTS_NAME).is_file() and any(path.glob("*.bin")) or any(path.glob("*.pt")) and not (path / WEIGHTS_NAME).is_file():
-        raise HubError(f"{where} holds only pickled weights (*.bin / *.pt), which lightning-dlstrat never loads; it needs {WEIGHTS_NAME}")
+    pickles = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    if pickles and not (path / WEIGHTS_NAME).is_file():
+        raise HubError(f"{where} holds only pickled weights ({', '.join(sorted(pickles))}), which lightning-dlstrat never loads; it needs {WEIGHTS_NAME}")
     return path
 
 

@@ -34,10 +34,14 @@ def run_dir_of(output: str) -> Path:
 
 
 def dlstrat(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """The CLI in a real process (`python -m lightning_dlstrat`), as a user's shell runs it."""
+    """The CLI in a real process (`python -m lightning_dlstrat`), as a user's shell runs it.
+
+    One OpenMP thread per process: with several processes on a small machine (DDP ranks, or other
+    tests), spinning OpenMP threads made a 10-second run take minutes (docs/gan.md, Threads).
+    """
     return subprocess.run(
         [sys.executable, "-m", "lightning_dlstrat", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kwargs,
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kwargs,
     )
 
 

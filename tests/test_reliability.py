@@ -146,7 +146,8 @@ RESUMABLE = ["--model", "mlp", "--accelerator", "cpu", "--max-epochs", "12", "--
 
 def _interrupt(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess | None, Path]:
     """Start a run, wait for its first checkpoint, then send ``sig``; return the process result and its run directory."""
-    proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", *RESUMABLE, "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", *RESUMABLE, "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmp_path.glob("*/checkpoints/last.ckpt")):
         time.sleep(0.05)
@@ -323,3 +324,12 @@ def test_darts_progress_line_and_metric_steps_are_the_current_epochs(tmp_path):
     val_steps = sorted({int(r["step"]) for r in rows if r.get("val/acc")})
     edge_steps = sorted({int(r["step"]) for r in rows if r.get("alpha/normal/e0/none")})
     assert edge_steps == val_steps == [2, 5]  # Lightning's step axis (batches), for every metric
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux `script` to give the run a terminal")
+def test_progress_bar_can_be_turned_off_in_a_terminal(tmp_path):
+    """In a TTY the Rich bar is the default; --trainer.enable_progress_bar=false must not clash with it."""
+    cmd = f"{sys.executable} -m lightning_dlstrat fit --model mlp --out {tmp_path} --trainer.enable_progress_bar=false " + " ".join(SHORT)
+    proc = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "run directory: " in proc.stdout and "Traceback" not in proc.stdout

@@ -419,3 +419,25 @@ def test_darts_net_run_exports_with_its_search(tmp_path):
     net = DARTSNetwork.from_pretrained(folder)
     assert net.genotype == genotype and net.C == 4
     assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(X), net(X))
+
+
+def test_zoo_pull_verifies_every_file(hub, tmp_path):
+    """`dlstrat zoo pull` checks each downloaded file against the Hub's hash, as from_pretrained does."""
+    net = mlp(0)
+    net.push_to_hub("org/pulled")
+    hub.faults["model.safetensors"] = "flip"  # served corrupted: same size, one byte changed
+    result = runner.invoke(app, ["zoo", "pull", "org/pulled"])
+    assert result.exit_code == 2 and "corrupted" in result.output and "removed it from the cache" in result.output
+    assert "model.safetensors" not in cache_files(tmp_path, "org/pulled")["snapshots"]
+    del hub.faults["model.safetensors"]
+    result = runner.invoke(app, ["zoo", "pull", "org/pulled"])
+    assert result.exit_code == 0, result.output
+    assert torch.equal(MLP.from_pretrained(Path(result.output.strip()))(X), net(X))
+
+    pickled = tmp_path / "pickled"  # a repo with only a pickle for weights is not usable
+    net.save_pretrained(pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save(net.state_dict(), pickled / "pytorch_model.bin")
+    zoo.upload(pickled, "org/pickled")
+    result = runner.invoke(app, ["zoo", "pull", "org/pickled"])
+    assert result.exit_code == 2 and "holds only pickled weights" in result.output
