@@ -302,12 +302,13 @@ def push(
 def zoo_export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `dlstrat fit`.")],
     out: Annotated[Path, typer.Option(help="Folder to write (Hub repo layout).")],
-    repo_id: Annotated[Optional[str], typer.Option(help="The repo it will be published under, for the card's snippet.")] = None,
+    repo_id: Annotated[Optional[str], typer.Option(help="The repo it will be published under: the card's name and snippet.")] = None,
+    summary: Annotated[Optional[str], typer.Option(help="One line saying what the model is (config.json's summary, `dlstrat zoo list`).")] = None,
 ):
     """Export a run's best network as a Hub model folder (weights, config.json, card, pictures) without pushing."""
     from . import export
 
-    typer.echo(export.export_run(run_dir, out, repo_id=repo_id))
+    typer.echo(export.export_run(run_dir, out, repo_id=repo_id, summary_line=summary))
 
 
 @zoo_app.command("export-genotype")

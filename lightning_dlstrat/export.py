@@ -86,8 +86,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     net.save_pretrained(out_dir, config=config)
     public = portable(summary, run_dir)
     atomic_write_json(out_dir / SUMMARY_NAME, public)
-    if (run_dir / "config.yaml").is_file():
-        atomic_write_bytes(out_dir / "config.yaml", (run_dir / "config.yaml").read_bytes())
+    if (run_dir / "config.yaml").is_file():  # replayable: `dlstrat fit --config config.yaml`
+        atomic_write_bytes(out_dir / "config.yaml", portable((run_dir / "config.yaml").read_text(), run_dir).encode())
     search_dir = (summary.get("made_from") or {}).get("search_run")
     search_dir = Path(search_dir) if search_dir and (Path(search_dir) / "summary.json").is_file() else None
     search = portable(summary_of(search_dir), search_dir) if search_dir is not None else None
