@@ -163,17 +163,19 @@ class HubMixin(
         local_files_only: bool = False,
         token: str | bool | None = None,
         map_location: str | torch.device = "cpu",
+        strict: bool = True,
         **model_kwargs,
     ):
         """A network from a folder written by ``save_pretrained`` or a Hub repo id ``ORG/NAME``.
 
-        Strict: every tensor in model.safetensors must match the network config.json describes.
+        Strict by default (huggingface_hub's mixin is not): every tensor in model.safetensors must
+        match the network config.json describes; ``strict=False`` loads what matches by name.
         ``model_kwargs`` override config.json's ``model_args`` (only those that do not change the
         weights' shapes make sense, e.g. ``dropout``). The network is returned in eval mode.
         """
         return load_model(
             pretrained_model_name_or_path, expect=cls, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token, map_location=map_location, **model_kwargs,
+            local_files_only=local_files_only, token=token, map_location=map_location, strict=strict, **model_kwargs,
         )
 
 
@@ -359,13 +361,13 @@ def build_from_config(config: dict[str, Any], where: str = CONFIG_NAME, **overri
         raise HubError(f"{CONFIG_NAME} in {where} does not describe a valid {cls.__name__}: {shorten(str(e), 300)}") from None
 
 
-def load_weights(model: torch.nn.Module, path: Path, where: str, map_location: str | torch.device = "cpu") -> None:
+def load_weights(model: torch.nn.Module, path: Path, where: str, map_location: str | torch.device = "cpu", strict: bool = True) -> None:
     """model.safetensors into ``model``, strictly; a cached file that is not valid safetensors is purged."""
     import safetensors.torch
     from safetensors import SafetensorError
 
     try:
-        safetensors.torch.load_model(model, str(path), strict=True, device=str(map_location))
+        safetensors.torch.load_model(model, str(path), strict=strict, device=str(map_location))
     except (SafetensorError, OSError) as e:
         cached = is_cached_path(path)
         if cached:
@@ -388,6 +390,7 @@ def load_model(
     local_files_only: bool = False,
     token: str | bool | None = None,
     map_location: str | torch.device = "cpu",
+    strict: bool = True,
     **model_kwargs,
 ) -> torch.nn.Module:
     """Any of this package's networks from a folder or ``ORG/NAME``, whatever its architecture.
@@ -404,5 +407,5 @@ def load_model(
     if expect is not None and expect is not HubMixin and not issubclass(cls, expect):
         raise HubError(f"{where} holds a {cls.__name__} (architecture {config['architecture']!r}), not a {expect.__name__}; load it with {cls.__name__}.from_pretrained or lightning_dlstrat.hub.load_model")
     model = build_from_config(config, where, **model_kwargs)
-    load_weights(model, fetch(source, (WEIGHTS_NAME,), **download)[WEIGHTS_NAME], where, map_location)
+    load_weights(model, fetch(source, (WEIGHTS_NAME,), **download)[WEIGHTS_NAME], where, map_location, strict=strict)
     return model.eval()

@@ -441,3 +441,26 @@ def test_zoo_pull_verifies_every_file(hub, tmp_path):
     zoo.upload(pickled, "org/pickled")
     result = runner.invoke(app, ["zoo", "pull", "org/pickled"])
     assert result.exit_code == 2 and "holds only pickled weights" in result.output
+
+
+def test_from_pretrained_accepts_strict(tmp_path):
+    net = mlp(0)
+    net.save_pretrained(tmp_path / "m")
+    state = safetensors.torch.load_file(tmp_path / "m" / "model.safetensors")
+    del state["head.bias"]
+    safetensors.torch.save_file(state, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(HubError, match="Missing"):
+        MLP.from_pretrained(tmp_path / "m")  # strict by default
+    loose = MLP.from_pretrained(tmp_path / "m", strict=False)  # what matches by name is loaded
+    assert torch.equal(loose.head.weight, net.head.weight) and not torch.equal(loose.head.bias, net.head.bias)
+
+
+def test_shipped_zoo_folders_hold_no_machine_paths():
+    """Committed artifacts never carry absolute or temporary paths of the machine that made them."""
+    import re
+
+    pattern = re.compile(r"(?<![\w.:])/(tmp|root|home|work|Users|var/folders)/")
+    for folder in zoo.entries().values():
+        for path in folder.folder.rglob("*"):
+            if path.suffix in (".json", ".md", ".yaml"):
+                assert not pattern.search(path.read_text()), f"{path} holds a machine path"
