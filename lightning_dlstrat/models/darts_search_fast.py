@@ -46,68 +46,160 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, affine=False)
 
 
-class BatchedConvOp(nn.Module):
-    """``sep_conv_kxk`` or ``dil_conv_kxk`` for ``n`` edges at once. (B, n*C, H, W) -> (B, n*C, H/s, W/s).
+class BatchedConvGroup(nn.Module):
+    """Every ``sep_conv_*`` (or every ``dil_conv_*``) operation of ``n`` edges at once.
 
-    The input is the source state after ReLU, already replicated once per edge (edge-major:
-    channels ``e*C .. (e+1)*C`` belong to edge ``e``).
+    (B, C, H, W) ReLU'd source state -> (B, g*n*C, H/s, W/s), ``g`` the operations in the group,
+    channels ordered (operation, edge, channel); the last BatchNorm already multiplies each
+    (operation, edge) block by its mixing weight.
+
+    The operations of a group differ only in their kernel size, so they run as ONE depthwise
+    convolution with the largest kernel K: a smaller kernel k is stored zero-padded to K x K
+    and a fixed mask keeps the padding zero (its gradient is masked too, so SGD and weight decay
+    leave it at exactly zero). Dilated convolutions run undilated on polyphase sub-images (see
+    :func:`depthwise_conv`), where a dilated 3x3 is an undilated 3x3 and so pads into a 5x5 as
+    well. The pointwise convolutions are grouped by (operation, edge). The extra multiplications
+    by padded zeros are cheap at DARTS sizes; the kernel launches they save are not.
     """
 
-    def __init__(self, kind: str, kernel: int, channels: int, edges: int, stride: int):
+    def __init__(self, kind: str, kernels: Sequence[int], channels: int, edges: int, stride: int):
         super().__init__()
-        self.kind, self.n, self.c, self.stride = kind, edges, channels, stride
+        self.kind, self.kernels, self.n, self.c, self.stride = kind, tuple(kernels), edges, channels, stride
         self.dilation = 2 if kind == "dil" else 1
-        nc = edges * channels
-        self.dw1 = nn.Parameter(torch.empty(nc, 1, kernel, kernel))  # depthwise, one filter per channel
-        self.pw1 = nn.Parameter(torch.empty(nc, channels, 1, 1))  # pointwise, grouped by edge
+        self.K = K = max(kernels)
+        g = len(kernels)
+        nc = g * edges * channels
+        self.dw1 = nn.Parameter(torch.zeros(nc, 1, K, K))  # depthwise, one filter per (op, edge, channel)
+        self.pw1 = nn.Parameter(torch.empty(nc, channels, 1, 1))  # pointwise, grouped by (op, edge)
         self.bn1 = _bn(nc)
         if kind == "sep":  # separable convolutions are applied twice (reference operations.py)
-            self.dw2 = nn.Parameter(torch.empty(nc, 1, kernel, kernel))
+            self.dw2 = nn.Parameter(torch.zeros(nc, 1, K, K))
             self.pw2 = nn.Parameter(torch.empty(nc, channels, 1, 1))
             self.bn2 = _bn(nc)
-        for p in self.parameters():
-            # the same initialisation nn.Conv2d gives each per-edge layer (fan-in of one edge)
-            nn.init.kaiming_uniform_(p, a=5**0.5)
+        mask = torch.zeros(nc, 1, K, K)  # 1 on each operation's own centred k x k taps
+        with torch.no_grad():
+            for gi, k in enumerate(kernels):
+                for e in range(edges):
+                    sl = self._block(gi, e)
+                    mask[sl, :, self._taps(k), self._taps(k)] = 1.0
+                    # the initialisation nn.Conv2d gives each per-edge layer (its own fan-in)
+                    for name in ("dw1", "pw1", "dw2", "pw2"):
+                        if hasattr(self, name):
+                            p = getattr(self, name)[sl]
+                            nn.init.kaiming_uniform_(p[:, :, self._taps(k), self._taps(k)] if name.startswith("dw") else p, a=5**0.5)
+        self.register_buffer("mask", None if all(k == K for k in kernels) else mask, persistent=False)
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        x = depthwise_conv(r, self.dw1, self.stride, self.dilation)
-        x = self.bn1(F.conv2d(x, self.pw1, groups=self.n))  # (B, n*C, H/s, W/s)
+    def _block(self, gi: int, e: int) -> slice:
+        """The channels of operation ``gi`` on edge ``e``."""
+        i = gi * self.n + e
+        return slice(i * self.c, (i + 1) * self.c)
+
+    def _taps(self, k: int) -> slice:
+        off = (self.K - k) // 2
+        return slice(off, off + k)
+
+    def _masked(self, w: torch.Tensor) -> torch.Tensor:
+        return w if self.mask is None else w * self.mask  # (g*n*C, 1, K, K)
+
+    def forward(self, relu_x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # relu_x: (B, C, H, W); weights: (g*n*C,) each channel's mixing weight
+        groups = self.n * len(self.kernels)
+        x = depthwise_conv(relu_x, self._masked(self.dw1), self.stride, self.dilation, replicas=groups)  # (B, g*n*C, H/s, W/s)
+        x = F.conv2d(x, self.pw1, groups=groups)
         if self.kind == "sep":
-            x = depthwise_conv(F.relu(x), self.dw2, 1, 1)
-            x = self.bn2(F.conv2d(x, self.pw2, groups=self.n))
-        return x
+            x = depthwise_conv(F.relu(self.bn1(x)), self._masked(self.dw2), 1, 1)
+            return _weighted_bn(self.bn2, F.conv2d(x, self.pw2, groups=groups), weights)
+        return _weighted_bn(self.bn1, x, weights)  # (B, g*n*C, H/s, W/s)
 
-    def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        sl = slice(e * self.c, (e + 1) * self.c)
+    def edge_tensors(self, gi: int, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sl, taps = self._block(gi, e), self._taps(self.kernels[gi])
         seq = ref.op  # SepConv: ReLU dw pw BN ReLU dw pw BN; DilConv: ReLU dw pw BN
-        yield self.dw1[sl], seq[1].weight
+        yield self.dw1[sl, :, taps, taps], seq[1].weight
         yield self.pw1[sl], seq[2].weight
         yield from _bn_pairs(self.bn1, sl, seq[3])
         if self.kind == "sep":
-            yield self.dw2[sl], seq[5].weight
+            yield self.dw2[sl, :, taps, taps], seq[5].weight
             yield self.pw2[sl], seq[6].weight
             yield from _bn_pairs(self.bn2, sl, seq[7])
 
 
-def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
-    """Depthwise 'same' convolution (padding dilation*(k-1)/2), dilation 1 or 2. (B, C, H, W) -> (B, C, H/s, W/s).
+def _weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``weight[c] * bn(x)[:, c]`` in one kernel: an affine-free BatchNorm given ``weight`` as its scale.
+
+    The mixing weights enter as BatchNorm's affine scale (bias None), so the alpha-weighted
+    term costs no separate multiplication, and its gradient comes from the BatchNorm backward.
+    Statistics and buffers are updated exactly as ``nn.BatchNorm2d.forward`` does. (B, C, H, W).
+    """
+    use_batch = bn.training or bn.running_mean is None
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+    return F.batch_norm(x, bn.running_mean, bn.running_var, weight.to(x.dtype) if x.dtype != weight.dtype else weight, None, use_batch, bn.momentum, bn.eps)
+
+
+def _crop(weight: torch.Tensor, h: int, w: int, dilation: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Drop the taps of a 'same' depthwise kernel that can only ever see padding.
+
+    On an h x w input a tap more than (h - 1) rows from the centre (in units of the dilation)
+    multiplies zeros at every output position, for stride 1 and 2 alike, so the cropped kernel
+    gives the same output and the same gradients (exactly zero for the dropped taps). Mostly the
+    1x1 and 2x2 maps of the late digits cells. Returns the kernel and the padding.
+    """
+    c = (weight.shape[-1] - 1) // 2
+    rh, rw = min(c, (h - 1) // dilation), min(c, (w - 1) // dilation)
+    if rh < c or rw < c:
+        weight = weight[:, :, c - rh : c + rh + 1, c - rw : c + rw + 1]
+    return weight, (dilation * rh, dilation * rw)
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, replicas: int = 1) -> torch.Tensor:
+    """Depthwise 'same' convolution (padding dilation*(k-1)/2), dilation 1 or 2. (B, C, H, W) -> (B, R*C, H/s, W/s).
+
+    ``replicas`` R > 1 convolves R copies of ``x`` (channel r*C + c is x[:, c]) with the R*C
+    filters of ``weight``: one convolution for all the edges and operations a state feeds.
 
     A dilation-2 convolution only ever combines pixels of the same row and column parity, so it
     equals an undilated convolution on the four "polyphase" sub-images: with stride 2 only the
-    even one is needed, with stride 1 all four, batched as channels by ``pixel_unshuffle``. The
-    result is the same, and oneDNN's undilated depthwise kernels are 2-20x faster on CPU.
+    even one is needed, with stride 1 all four, batched as channels (as ``pixel_unshuffle``
+    orders them). The result is the same, and oneDNN's undilated depthwise kernels are 2-20x
+    faster on CPU. The split and the replication are one copy.
     """
-    k, groups = weight.shape[-1], x.shape[1]
-    if dilation == 1:
-        return F.conv2d(x, weight, stride=stride, padding=(k - 1) // 2, groups=groups)
+    h, w = x.shape[-2:]
+    if dilation == 1 or stride == 2:
+        if dilation == 2:  # stride 2: the even sub-image, undilated, stride 1
+            x, stride = x[:, :, ::2, ::2], 1
+            h, w = x.shape[-2:]
+        weight, pad = _crop(weight, h, w, 1)
+        return F.conv2d(_replicate(x, replicas), weight, stride=stride, padding=pad, groups=weight.shape[0])
     assert dilation == 2, dilation
-    if stride == 2:
-        return F.conv2d(x[:, :, ::2, ::2], weight, padding=(k - 1) // 2, groups=groups)
-    if x.shape[-1] % 2 or x.shape[-2] % 2:  # odd sizes have no polyphase split
-        return F.conv2d(x, weight, padding=k - 1, dilation=2, groups=groups)
-    phases = F.pixel_unshuffle(x, 2)  # (B, 4C, H/2, W/2): channel 4c + phase
-    out = F.conv2d(phases, weight.repeat_interleave(4, dim=0), padding=(k - 1) // 2, groups=4 * groups)
-    return F.pixel_shuffle(out, 2)  # (B, C, H, W)
+    if h % 2 or w % 2:  # odd sizes have no polyphase split
+        weight, pad = _crop(weight, h, w, 2)
+        return F.conv2d(_replicate(x, replicas), weight, padding=pad, dilation=2, groups=weight.shape[0])
+    weight, pad = _crop(weight, h // 2, w // 2, 1)
+    phases = _polyphase(x, replicas)  # (B, 4*R*C, H/2, W/2): channel 4 (r*C + c) + phase
+    out = F.conv2d(phases, weight.repeat_interleave(4, dim=0), padding=pad, groups=phases.shape[1])
+    return _unpolyphase(out)  # (B, R*C, H, W)
+
+
+def _polyphase(x: torch.Tensor, replicas: int) -> torch.Tensor:
+    """``pixel_unshuffle(x.repeat(1, R, 1, 1), 2)`` as one copy, in the memory format of ``x``."""
+    b, c, h, w = x.shape
+    if x.stride(1) == 1 and c > 1:  # channels innermost (channels_last, or a channel slice of it)
+        y = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c)  # (B, H/2, py, W/2, px, C)
+        y = y.permute(0, 1, 3, 5, 2, 4).unsqueeze(3).expand(b, h // 2, w // 2, replicas, c, 2, 2)
+        return y.reshape(b, h // 2, w // 2, replicas * c * 4).permute(0, 3, 1, 2)  # NHWC memory
+    y = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)  # (B, C, py, px, H/2, W/2)
+    return y.unsqueeze(1).expand(b, replicas, c, 2, 2, h // 2, w // 2).reshape(b, replicas * c * 4, h // 2, w // 2)
+
+
+def _unpolyphase(y: torch.Tensor) -> torch.Tensor:
+    """``pixel_shuffle(y, 2)`` as one copy, in the memory format of ``y``. (B, 4C, H, W) -> (B, C, 2H, 2W)."""
+    b, c4, h, w = y.shape
+    c = c4 // 4
+    if y.is_contiguous(memory_format=torch.channels_last):
+        z = y.permute(0, 2, 3, 1).view(b, h, w, c, 2, 2).permute(0, 1, 4, 2, 5, 3)  # (B, H, py, W, px, C)
+        return z.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    z = y.view(b, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)  # (B, C, H, py, W, px)
+    return z.reshape(b, c, 2 * h, 2 * w)
 
 
 class BatchedFactorizedReduce(nn.Module):
@@ -122,7 +214,8 @@ class BatchedFactorizedReduce(nn.Module):
         for p in (self.conv_1, self.conv_2):
             nn.init.kaiming_uniform_(p, a=5**0.5)
 
-    def forward(self, relu_x: torch.Tensor) -> torch.Tensor:
+    def forward(self, relu_x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # relu_x: (B, C, H, W); weights: (n*C,) each output channel's mixing weight
         shifted = F.pad(relu_x[:, :, 1:, 1:], (0, 1, 0, 1))
         a = F.conv2d(relu_x, self.conv_1, stride=2)  # (B, n*C/2, H/2, W/2)
         b = F.conv2d(shifted, self.conv_2, stride=2)
@@ -136,7 +229,7 @@ class BatchedFactorizedReduce(nn.Module):
         else:
             out = torch.stack([a.view(bsz, self.n, -1, h, w), b.view(bsz, self.n, -1, h, w)], dim=2)
             out = out.reshape(bsz, self.n * self.c, h, w)
-        return self.bn(out)  # (B, n*C, H/2, W/2)
+        return _weighted_bn(self.bn, out, weights)  # (B, n*C, H/2, W/2), weighted
 
     def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         half = self.c // 2
@@ -171,7 +264,7 @@ def _replicate(x: torch.Tensor, n: int) -> torch.Tensor:
     """
     if n == 1:
         return x
-    if x.is_contiguous(memory_format=torch.channels_last):
+    if x.stride(1) == 1 and x.shape[1] > 1:  # channels innermost: channels_last, or a strided view of it
         return x.permute(0, 2, 3, 1).repeat(1, 1, 1, n).permute(0, 3, 1, 2)  # NHWC memory, NCHW view
     return x.repeat(1, n, 1, 1)
 
@@ -199,47 +292,79 @@ def _bn_pairs(bn: nn.BatchNorm2d, sl: slice, ref_bn: nn.BatchNorm2d):
 
 
 class SourceEdges(nn.Module):
-    """Every operation on the edges that leave one state of a cell. (B, C, H, W) -> {op: (B, n or 1, C, H', W')}."""
+    """Every operation on the edges that leave one state of a cell, alpha-weighted and summed per edge.
+
+    (B, C, H, W) state, (E, O) mixing weights -> (B, n, C, H', W'): edge e's mixed output.
+    """
 
     def __init__(self, channels: int, rows: list[int], stride: int, primitives: Sequence[str], k: int):
         super().__init__()
         edges = len(rows)
         self.n, self.c, self.stride = edges, channels // k, stride
-        # which rows of alpha (reference edge indices) these edges use; a buffer, so no host copy per step
-        self.register_buffer("rows", torch.tensor(rows, dtype=torch.long), persistent=False)
-        self.ops = nn.ModuleDict()
-        for name in primitives:
+        num_ops = len(primitives)
+        self.groups = nn.ModuleDict()  # "sep" / "dil": all kernel sizes of that kind in one module
+        self.shared = nn.ModuleDict()  # pools: one output shared by every edge
+        self.reduce = None  # stride-2 skip_connect
+        group_ops: dict[str, list[int]] = {}
+        group_kernels: dict[str, list[int]] = {}
+        shared_ops: list[int] = []
+        for o, name in enumerate(primitives):
             conv = _CONV.match(name)
             if conv:
-                self.ops[name] = BatchedConvOp(conv.group(1), int(conv.group(2)), self.c, edges, stride)
+                group_ops.setdefault(conv.group(1), []).append(o)
+                group_kernels.setdefault(conv.group(1), []).append(int(conv.group(2)))
             elif name in ("max_pool_3x3", "avg_pool_3x3"):
-                self.ops[name] = SharedPoolOp(name[:3], self.c, stride)
+                self.shared[name] = SharedPoolOp(name[:3], self.c, stride)
+                shared_ops.append(o)
             elif name == "skip_connect" and stride == 2:
-                self.ops[name] = BatchedFactorizedReduce(self.c, edges)
-            elif name not in ("skip_connect", "none"):
+                self.reduce = BatchedFactorizedReduce(self.c, edges)
+                self.register_buffer("reduce_index", _channel_index(rows, [o], num_ops, self.c), persistent=False)
+            elif name == "skip_connect":
+                shared_ops.append(o)
+            elif name != "none":
                 raise ValueError(f"the fast supernet has no batched form of {name!r}; use implementation='reference'")
-        self.has_skip = "skip_connect" in primitives
-        self.has_conv = any(_CONV.match(p) for p in primitives)
+        for kind, ops in group_ops.items():
+            self.groups[kind] = BatchedConvGroup(kind, group_kernels[kind], self.c, edges, stride)
+            self.register_buffer(f"{kind}_index", _channel_index(rows, ops, num_ops, self.c), persistent=False)
+        self.group_ops = group_ops
+        # (n_shared * n,) flat indices into the (E, O) weights: row-major (shared op, edge)
+        shared_index = [r * num_ops + o for o in shared_ops for r in rows]
+        self.register_buffer("shared_index", torch.tensor(shared_index, dtype=torch.long), persistent=False)
+        self.num_shared = len(shared_ops)
+        self.skip_shared = "skip_connect" in primitives and stride == 1
+        self.op_index = {name: o for o, name in enumerate(primitives)}
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        b, _, h, w = x.shape
-        out: dict[str, torch.Tensor] = {}
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, H, W); weights: (E, O) mixing weights of the whole cell
+        b = x.shape[0]
+        flat = weights.reshape(-1)  # (E*O,)
         relu_x = F.relu(x)
-        if self.has_conv:
-            replicated = _replicate(relu_x, self.n)  # (B, n*C, H, W), edge-major
-        for name, op in self.ops.items():
-            if isinstance(op, BatchedConvOp):
-                y = op(replicated)
-            elif isinstance(op, BatchedFactorizedReduce):
-                y = op(relu_x)
-            else:
-                y = op(x)
+        total = None
+        parts = [(group, getattr(self, f"{kind}_index"), len(self.group_ops[kind])) for kind, group in self.groups.items()]
+        if self.reduce is not None:
+            parts.append((self.reduce, self.reduce_index, 1))
+        for op, index, g in parts:
+            y = op(relu_x, flat.index_select(0, index))  # (B, g*n*C, H', W'), already weighted
             if y.is_contiguous(memory_format=torch.channels_last):
                 y = _ChannelsLastGrad.apply(y)
-            out[name] = y.view(b, -1, self.c, *y.shape[-2:])  # (B, n or 1, C, H', W')
-        if self.has_skip and self.stride == 1:
-            out["skip_connect"] = x.unsqueeze(1)  # (B, 1, C, H, W): identity, shared by all edges
-        return out
+            y = y.view(b, g, self.n, self.c, *y.shape[-2:])  # (B, g, n, C, H', W')
+            y = y.sum(1) if g > 1 else y[:, 0]  # (B, n, C, H', W')
+            total = y if total is None else total + y
+        if self.num_shared:
+            shared = flat.index_select(0, self.shared_index).view(self.num_shared, 1, self.n, 1, 1, 1)
+            outputs = [pool(x) for pool in self.shared.values()]  # (B, C, H', W') each
+            if self.skip_shared:
+                outputs.append(x)  # identity
+            for s, y in enumerate(outputs):
+                y = y.unsqueeze(1)  # (B, 1, C, H', W'): the same for every edge, broadcast
+                # total + w_e * y in one kernel
+                total = shared[s] * y if total is None else torch.addcmul(total, shared[s], y)
+        return total  # (B, n, C, H', W')
+
+
+def _channel_index(rows: Sequence[int], ops: Sequence[int], num_ops: int, channels: int) -> torch.Tensor:
+    """(g*n*C,) flat indices into the (E, O) weights: the mixing weight of every (op, edge, channel)."""
+    return torch.tensor([r * num_ops + o for o in ops for r in rows for _ in range(channels)], dtype=torch.long)
 
 
 class FastSearchCell(nn.Module):
@@ -274,6 +399,9 @@ class FastSearchCell(nn.Module):
             )
             for j in range(steps + 1)
         )
+        for j, source in enumerate(self.sources):  # (n,) edge weights of PC-DARTS, per source
+            rows = [self.edge_index[i][j] for i in range(self.first_node(j), steps)]
+            self.register_buffer(f"rows{j}", torch.tensor(rows, dtype=torch.long), persistent=False)
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if partial_channels > 1 and reduction else None
 
     @staticmethod
@@ -283,25 +411,22 @@ class FastSearchCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None) -> torch.Tensor:
         # s0, s1: (B, C_pp, H0, W0), (B, C_p, H, W); weights: (E, O) softmax(alpha); edge_weights: (E,) or None
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x (B, C, H, W)
+        if edge_weights is not None:
+            weights = weights * edge_weights[:, None]  # (E, O): PC-DARTS scales each edge's ops
         mixed: list[torch.Tensor | None] = [None] * self.steps  # alpha-weighted sums per node
         bypass: list[torch.Tensor | None] = [None] * self.steps  # PC-DARTS: channels that skip the ops
         for j, source in enumerate(self.sources):
             x = states[j]
             c = x.shape[1] // self.k
-            w = weights.index_select(0, source.rows)  # (n, O): this state's outgoing edges
-            if edge_weights is not None:
-                beta = edge_weights.index_select(0, source.rows)  # (n,)
-                w = w * beta[:, None]
-            total = None
-            for name, y in source(x[:, :c] if self.k > 1 else x).items():
-                term = w[:, self.op_index[name]].view(1, -1, 1, 1, 1) * y  # (B, n, C/k, H', W'); shared ops broadcast
-                total = term if total is None else total + term
+            total = source(x[:, :c] if self.k > 1 else x, weights)  # (B, n, C/k, H', W')
+            if self.k > 1:
+                beta = edge_weights.index_select(0, getattr(self, f"rows{j}"))  # (n,)
+                rest = x[:, c:]
+                if self.bypass_pool is not None and j < 2:
+                    rest = self.bypass_pool(rest)
             for e, i in enumerate(range(self.first_node(j), self.steps)):
                 mixed[i] = total[:, e] if mixed[i] is None else mixed[i] + total[:, e]
                 if self.k > 1:
-                    rest = x[:, c:]
-                    if self.bypass_pool is not None and j < 2:
-                        rest = self.bypass_pool(rest)
                     part = beta[e] * rest  # (B, C - C/k, H', W')
                     bypass[i] = part if bypass[i] is None else bypass[i] + part
             if j >= 1:  # node j-1 takes states 0..j, so it is complete now
@@ -360,5 +485,10 @@ def edge_tensor_pairs(fast: FastSearchNetwork, ref: SearchNetwork) -> Iterator[t
         for j, source in enumerate(fast_cell.sources):
             for e, i in enumerate(range(fast_cell.first_node(j), fast_cell.steps)):
                 ref_edge = ref_cell.edges[fast_cell.edge_index[i][j]]
-                for name, op in source.ops.items():
-                    yield from op.edge_tensors(e, ref_edge.ops[fast_cell.op_index[name]])
+                for kind, group in source.groups.items():
+                    for gi, o in enumerate(source.group_ops[kind]):
+                        yield from group.edge_tensors(gi, e, ref_edge.ops[o])
+                if source.reduce is not None:
+                    yield from source.reduce.edge_tensors(e, ref_edge.ops[source.op_index["skip_connect"]])
+                for name, pool in source.shared.items():
+                    yield from pool.edge_tensors(e, ref_edge.ops[source.op_index[name]])
