@@ -102,3 +102,136 @@ def test_search_module_uses_the_fast_network_by_default():
     assert type(ref) is SearchNetwork
     with pytest.raises(ValueError, match="implementation must be 'fast' or 'reference'"):
         DARTSSearch(implementation="turbo")
+
+
+# --- the capture-ready search step (lightning_dlstrat.cuda_graph) --------------------------------------
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes  # noqa: E402
+
+from lightning_dlstrat.cuda_graph import GraphedSearchStep  # noqa: E402
+
+_HOST_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
+
+
+class NoHostReads(TorchDispatchMode):
+    """Fails on any op that hands a tensor's value to Python (.item(), float(t), bool(t), .tolist()).
+
+    On a GPU each of those is a host synchronisation, which a captured CUDA graph cannot contain.
+    """
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _HOST_READS:
+            raise AssertionError(f"host read of a tensor value ({func}) inside the search step")
+        return func(*args, **(kwargs or {}))
+
+
+class OutsideCheck:
+    """An optimiser whose step() runs outside :class:`NoHostReads`.
+
+    CPU optimisers keep Adam's step count on the host; on CUDA the graphed step makes Adam
+    ``capturable`` (step count on the device), which the GPU test below exercises.
+    """
+
+    def __init__(self, opt):
+        self.opt = opt
+
+    def __getattr__(self, name):
+        return getattr(self.opt, name)
+
+    def step(self):
+        with _disable_current_modes():
+            self.opt.step()
+
+
+def _search(order, **kw):
+    torch.manual_seed(0)
+    # small (3 cells of 2 nodes) but with both reduction cells and every operation
+    search = DARTSSearch(in_shape=(1, 8, 8), C=4, layers=3, steps=2, multiplier=2, order=order, **kw)
+    return search, *search.make_optimizers()
+
+
+def _batches(n, device="cpu"):
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(n):
+        pair = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
+        out.append([(x.to(device), y.to(device)) for x, y in pair])
+    return out
+
+
+def _state(search, w_opt, a_opt):
+    tensors = [t.detach().clone() for t in search.state_dict().values()]
+    for opt in (w_opt, a_opt):
+        for s in opt.state.values():
+            tensors += [v.detach().clone() for v in s.values() if torch.is_tensor(v)]
+    return tensors
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_search_step_reads_no_tensor_value_on_the_host(order):
+    """The step outside the optimisers never synchronises: it can be captured as a CUDA graph."""
+    search, w_opt, a_opt = _search(order)
+    (train, val), (train2, val2) = _batches(2)
+    search.search_step(train, val, w_opt, a_opt)  # eager: creates the optimiser state
+    with NoHostReads():
+        loss, _ = search.search_step(train2, val2, OutsideCheck(w_opt), OutsideCheck(a_opt))
+    assert torch.isfinite(loss)
+    with pytest.raises(AssertionError, match="host read"):  # the check itself does catch a sync
+        with NoHostReads():
+            float(loss)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("enabled", [True, False], ids=["graph-ready", "switched-off"])
+def test_static_buffer_step_equals_eager_steps(order, enabled):
+    """Through its static input buffers (eager on CPU) the wrapped step is the plain step, bit for bit,
+    also across an lr change (which on CUDA makes it capture a new graph)."""
+    a = _search(order)
+    b = _search(order)
+    step = GraphedSearchStep(b[0], b[1], b[2], warmup=1, enabled=enabled)
+    for i, (train, val) in enumerate(_batches(3)):
+        if i == 2:
+            for opt in (a[1], b[1]):
+                opt.param_groups[0]["lr"] *= 0.5
+        loss_a, logits_a = a[0].search_step(train, val, a[1], a[2])
+        loss_b, logits_b = step(train, val)
+        assert torch.equal(loss_a, loss_b) and torch.equal(logits_a, logits_b)
+    for ta, tb in zip(_state(*a), _state(*b), strict=True):
+        assert torch.equal(ta, tb)
+    assert step.calls == 3 and step.captures == 0  # no CUDA here: nothing is captured
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_step_refuses_fp16_grad_scaler_on_gpu():
+    import lightning as L
+
+    fabric = L.Fabric(accelerator="cuda", devices=1, precision="16-mixed")
+    search, w_opt, a_opt = _search(1)
+    _, w_opt, a_opt = fabric.setup(search, w_opt, a_opt)
+    with pytest.raises(ValueError, match="GradScaler"):
+        GraphedSearchStep(search, w_opt, a_opt)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("order", [1, 2])
+def test_cuda_graph_replay_equals_eager_steps(order):
+    """Replayed graphs take the same steps as eager execution (to float32 rounding: cuDNN may
+    pick other algorithms inside a capture), recapturing when the lr changes."""
+    a, b = _search(order), _search(order)
+    for s in (a, b):
+        s[0].cuda()
+    a = (a[0], *a[0].make_optimizers())  # optimisers over the CUDA parameters
+    b = (b[0], *b[0].make_optimizers())
+    eager = GraphedSearchStep(*a, enabled=False)
+    graphed = GraphedSearchStep(*b, warmup=2)
+    for i, (train, val) in enumerate(_batches(6, "cuda")):
+        if i == 4:
+            for opt in (a[1], b[1]):
+                opt.param_groups[0]["lr"] *= 0.5
+        loss_a, _ = eager(train, val)
+        loss_b, _ = graphed(train, val)
+        torch.testing.assert_close(loss_b, loss_a, rtol=1e-4, atol=1e-5)
+    assert graphed.captures == 2  # after the warm-up, and again for the new lr
+    for ta, tb in zip(_state(*a), _state(*b), strict=True):
+        torch.testing.assert_close(tb.float().cpu(), ta.float().cpu(), rtol=1e-3, atol=1e-4)
