@@ -71,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC memory (fast implementation)")
     p.add_argument("--cuda-graph", action="store_true", help="CUDA: run the fast step as a captured CUDA graph (lightning_dlstrat.cuda_graph)")
     p.add_argument("--json", help="append one JSON record per order to this file")
+    p.add_argument("--memory-run", action="store_true", help=argparse.SUPPRESS)  # internal: one implementation's CPU memory
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
@@ -242,8 +243,25 @@ def measure(args: argparse.Namespace) -> dict:
     return record
 
 
+def memory_run(args: argparse.Namespace) -> str:
+    """CPU: one implementation alone in this process; its peak RSS over the RSS before its first step."""
+    import lightning as L
+    import torch
+
+    torch.set_num_threads(args.threads)
+    fabric = L.Fabric(accelerator="cpu", devices=1, precision=args.precision)
+    search, step = build(args, args.implementation, fabric)
+    torch.manual_seed(1)
+    batches = [(random_batch(args, fabric.device), random_batch(args, fabric.device)) for _ in range(args.warmup + args.steps)]
+    before = _proc_status_kib("VmRSS")
+    for train, val in batches:
+        step(train, val)
+    growth = (_proc_status_kib("VmHWM") - before) / 2**20
+    return f"  {args.implementation:9s} peak RSS growth +{growth:.3f} GiB over {before / 2**20:.3f} GiB before its first step (own process, {len(batches)} steps)"
+
+
 def report(record: dict) -> str:
-    mem_kind = "CUDA peak" if record["threads"] is None else "RSS growth"
+    mem_kind = "CUDA peak" if record["threads"] is None else "RSS growth (shared process)"
     lines = [
         f"[{record['config']} | {record['precision']} | {record['device']}"
         f"{'' if record['threads'] is None else ' threads=' + str(record['threads'])} | torch {record['torch']} "
@@ -266,6 +284,9 @@ def report(record: dict) -> str:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.memory_run:
+        print(memory_run(args), flush=True)
+        return
     if args.order != "both":
         record = measure(args)
         print(report(record), flush=True)
@@ -276,8 +297,18 @@ def main(argv=None) -> None:
     # one process per order; a fixed mmap threshold returns freed tensors to the OS at once, so
     # the RSS high-water mark measures what a step needs, not what glibc's heap kept from before
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    import torch
+
+    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    script = str(Path(__file__).resolve())
     for order in ("1", "2"):
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--order", order], check=True, env=env)
+        subprocess.run([sys.executable, script, *argv, "--order", order], check=True, env=env)
+        if args.compare and cpu:
+            # peaks of two implementations in one process mix (the heap keeps what one freed),
+            # so on CPU each one's memory is measured again alone, in its own process
+            for impl in ("reference", "fast"):
+                extra = ["--order", order, "--implementation", impl, "--memory-run", "--warmup", "1", "--steps", "1"]
+                subprocess.run([sys.executable, script, *[a for a in argv if a != "--compare"], *extra], check=True, env=env)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lightning_dlstrat.models.darts_search import SearchNetwork
-from lightning_dlstrat.models.darts_search_fast import FastSearchNetwork, depthwise_conv, edge_tensor_pairs
+from lightning_dlstrat.models.darts_search_fast import FastSearchNetwork, _polyphase, _unpolyphase, depthwise_conv, edge_tensor_pairs
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
 CONFIGS = [
@@ -88,12 +88,45 @@ def test_weights_round_trip_between_layouts():
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("size,kernel,stride", [(8, 3, 1), (8, 5, 1), (8, 5, 2), (7, 3, 1), (7, 3, 2), (2, 5, 1)])
+@pytest.mark.parametrize("size,kernel,stride", [(8, 3, 1), (8, 5, 1), (8, 5, 2), (7, 3, 1), (7, 3, 2), (2, 5, 1), (2, 3, 2), (4, 5, 1), (1, 5, 1)])
 def test_polyphase_dilated_depthwise_conv_is_exact(size, kernel, stride):
     x = torch.randn(3, 5, size, size, dtype=torch.float64)
     w = torch.randn(5, 1, kernel, kernel, dtype=torch.float64)
     expected = torch.nn.functional.conv2d(x, w, stride=stride, padding=kernel - 1, dilation=2, groups=5)
     torch.testing.assert_close(depthwise_conv(x, w, stride, 2), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 2), (5, 2)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_depthwise_conv_on_small_maps_equals_full_kernel_with_gradients(size, kernel, dilation, stride, channels_last):
+    """Cropping taps that only see padding, the 1x1 shortcut and the polyphase form change neither the
+    output nor the gradients (the dropped taps' gradient is exactly zero in the full convolution too)."""
+    x = torch.randn(4, 6, size, size, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 1, kernel, kernel, dtype=torch.float64)
+    pad = dilation * (kernel - 1) // 2
+    grads = []
+    for fn in (lambda x, w: depthwise_conv(x, w, stride, dilation), lambda x, w: torch.nn.functional.conv2d(x, w, stride=stride, padding=pad, dilation=dilation, groups=6)):
+        xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+        out = fn(xg, wg)
+        out.backward(torch.arange(out.numel(), dtype=torch.float64).view_as(out).sin())
+        grads.append((out.detach(), xg.grad, wg.grad))
+    for mine, full in zip(*grads):
+        torch.testing.assert_close(mine, full, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["nhwc", "nchw"])
+def test_polyphase_split_matches_pixel_unshuffle_up_to_channel_order(channels_last):
+    x = torch.randn(2, 3, 4, 6)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    phases = _polyphase(x, 2)  # (B, 4 * 2 * 3, 2, 3), phase-major
+    expected = torch.nn.functional.pixel_unshuffle(x.repeat(1, 2, 1, 1), 2)  # channel-major: 4 (r C + c) + phase
+    assert torch.equal(phases.view(2, 4, 6, 2, 3).transpose(1, 2).reshape(2, 24, 2, 3), expected)
+    assert torch.equal(_unpolyphase(_polyphase(x, 1)), x)
 
 
 def test_search_module_uses_the_fast_network_by_default():

@@ -46,79 +46,55 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, affine=False)
 
 
-class BatchedConvGroup(nn.Module):
-    """Every ``sep_conv_*`` (or every ``dil_conv_*``) operation of ``n`` edges at once.
+class BatchedConvOp(nn.Module):
+    """``sep_conv_kxk`` or ``dil_conv_kxk`` for ``n`` edges at once. -> (B, n*C, H/s, W/s), weighted.
 
-    (B, C, H, W) ReLU'd source state -> (B, g*n*C, H/s, W/s), ``g`` the operations in the group,
-    channels ordered (operation, edge, channel); the last BatchNorm already multiplies each
-    (operation, edge) block by its mixing weight.
+    The input is the source state after ReLU, replicated once per edge (edge-major: channels
+    ``e*C .. (e+1)*C`` belong to edge ``e``); for a stride-1 dilated convolution, its polyphase
+    form (:func:`depthwise_conv`). The last BatchNorm multiplies edge e's channels by its mixing
+    weight (:func:`_weighted_bn`).
 
-    The operations of a group differ only in their kernel size, so they run as ONE depthwise
-    convolution with the largest kernel K: a smaller kernel k is stored zero-padded to K x K
-    and a fixed mask keeps the padding zero (its gradient is masked too, so SGD and weight decay
-    leave it at exactly zero). Dilated convolutions run undilated on polyphase sub-images (see
-    :func:`depthwise_conv`), where a dilated 3x3 is an undilated 3x3 and so pads into a 5x5 as
-    well. The pointwise convolutions are grouped by (operation, edge). The extra multiplications
-    by padded zeros are cheap at DARTS sizes; the kernel launches they save are not.
+    (Running the convolutions of all kernel sizes as one, with smaller kernels zero-padded to the
+    largest, was tried: on CPU oneDNN's depthwise 5x5 costs ~4x its 3x3, so the padded 3x3 work
+    cost more than the saved launches; see docs/benchmarks.md.)
     """
 
-    def __init__(self, kind: str, kernels: Sequence[int], channels: int, edges: int, stride: int):
+    def __init__(self, kind: str, kernel: int, channels: int, edges: int, stride: int):
         super().__init__()
-        self.kind, self.kernels, self.n, self.c, self.stride = kind, tuple(kernels), edges, channels, stride
+        self.kind, self.n, self.c, self.stride = kind, edges, channels, stride
         self.dilation = 2 if kind == "dil" else 1
-        self.K = K = max(kernels)
-        g = len(kernels)
-        nc = g * edges * channels
-        self.dw1 = nn.Parameter(torch.zeros(nc, 1, K, K))  # depthwise, one filter per (op, edge, channel)
-        self.pw1 = nn.Parameter(torch.empty(nc, channels, 1, 1))  # pointwise, grouped by (op, edge)
+        nc = edges * channels
+        self.dw1 = nn.Parameter(torch.empty(nc, 1, kernel, kernel))  # depthwise, one filter per channel
+        self.pw1 = nn.Parameter(torch.empty(nc, channels, 1, 1))  # pointwise, grouped by edge
         self.bn1 = _bn(nc)
         if kind == "sep":  # separable convolutions are applied twice (reference operations.py)
-            self.dw2 = nn.Parameter(torch.zeros(nc, 1, K, K))
+            self.dw2 = nn.Parameter(torch.empty(nc, 1, kernel, kernel))
             self.pw2 = nn.Parameter(torch.empty(nc, channels, 1, 1))
             self.bn2 = _bn(nc)
-        mask = torch.zeros(nc, 1, K, K)  # 1 on each operation's own centred k x k taps
-        with torch.no_grad():
-            for gi, k in enumerate(kernels):
-                for e in range(edges):
-                    sl = self._block(gi, e)
-                    mask[sl, :, self._taps(k), self._taps(k)] = 1.0
-                    # the initialisation nn.Conv2d gives each per-edge layer (its own fan-in)
-                    for name in ("dw1", "pw1", "dw2", "pw2"):
-                        if hasattr(self, name):
-                            p = getattr(self, name)[sl]
-                            nn.init.kaiming_uniform_(p[:, :, self._taps(k), self._taps(k)] if name.startswith("dw") else p, a=5**0.5)
-        self.register_buffer("mask", None if all(k == K for k in kernels) else mask, persistent=False)
+        for p in self.parameters():
+            # the same initialisation nn.Conv2d gives each per-edge layer (fan-in of one edge)
+            nn.init.kaiming_uniform_(p, a=5**0.5)
 
-    def _block(self, gi: int, e: int) -> slice:
-        """The channels of operation ``gi`` on edge ``e``."""
-        i = gi * self.n + e
-        return slice(i * self.c, (i + 1) * self.c)
-
-    def _taps(self, k: int) -> slice:
-        off = (self.K - k) // 2
-        return slice(off, off + k)
-
-    def _masked(self, w: torch.Tensor) -> torch.Tensor:
-        return w if self.mask is None else w * self.mask  # (g*n*C, 1, K, K)
-
-    def forward(self, relu_x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        # relu_x: (B, C, H, W); weights: (g*n*C,) each channel's mixing weight
-        groups = self.n * len(self.kernels)
-        x = depthwise_conv(relu_x, self._masked(self.dw1), self.stride, self.dilation, replicas=groups)  # (B, g*n*C, H/s, W/s)
-        x = F.conv2d(x, self.pw1, groups=groups)
+    def forward(self, replicated: torch.Tensor, weights: torch.Tensor, phases: torch.Tensor | None = None) -> torch.Tensor:
+        # replicated: (B, n*C, H, W); phases: its polyphase form (B, 4*n*C, H/2, W/2) or None; weights: (n*C,)
+        if phases is not None:
+            x = polyphase_conv(phases, self.dw1)  # (B, n*C, H, W)
+        else:
+            x = depthwise_conv(replicated, self.dw1, self.stride, self.dilation)  # (B, n*C, H/s, W/s)
+        x = F.conv2d(x, self.pw1, groups=self.n)
         if self.kind == "sep":
-            x = depthwise_conv(F.relu(self.bn1(x)), self._masked(self.dw2), 1, 1)
-            return _weighted_bn(self.bn2, F.conv2d(x, self.pw2, groups=groups), weights)
-        return _weighted_bn(self.bn1, x, weights)  # (B, g*n*C, H/s, W/s)
+            x = depthwise_conv(F.relu(self.bn1(x)), self.dw2, 1, 1)
+            return _weighted_bn(self.bn2, F.conv2d(x, self.pw2, groups=self.n), weights)
+        return _weighted_bn(self.bn1, x, weights)  # (B, n*C, H/s, W/s)
 
-    def edge_tensors(self, gi: int, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        sl, taps = self._block(gi, e), self._taps(self.kernels[gi])
+    def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sl = slice(e * self.c, (e + 1) * self.c)
         seq = ref.op  # SepConv: ReLU dw pw BN ReLU dw pw BN; DilConv: ReLU dw pw BN
-        yield self.dw1[sl, :, taps, taps], seq[1].weight
+        yield self.dw1[sl], seq[1].weight
         yield self.pw1[sl], seq[2].weight
         yield from _bn_pairs(self.bn1, sl, seq[3])
         if self.kind == "sep":
-            yield self.dw2[sl, :, taps, taps], seq[5].weight
+            yield self.dw2[sl], seq[5].weight
             yield self.pw2[sl], seq[6].weight
             yield from _bn_pairs(self.bn2, sl, seq[7])
 
@@ -151,17 +127,14 @@ def _crop(weight: torch.Tensor, h: int, w: int, dilation: int) -> tuple[torch.Te
     return weight, (dilation * rh, dilation * rw)
 
 
-def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, replicas: int = 1) -> torch.Tensor:
-    """Depthwise 'same' convolution (padding dilation*(k-1)/2), dilation 1 or 2. (B, C, H, W) -> (B, R*C, H/s, W/s).
-
-    ``replicas`` R > 1 convolves R copies of ``x`` (channel r*C + c is x[:, c]) with the R*C
-    filters of ``weight``: one convolution for all the edges and operations a state feeds.
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
+    """Depthwise 'same' convolution (padding dilation*(k-1)/2), dilation 1 or 2. (B, C, H, W) -> (B, C, H/s, W/s).
 
     A dilation-2 convolution only ever combines pixels of the same row and column parity, so it
     equals an undilated convolution on the four "polyphase" sub-images: with stride 2 only the
-    even one is needed, with stride 1 all four, batched as channels (as ``pixel_unshuffle``
-    orders them). The result is the same, and oneDNN's undilated depthwise kernels are 2-20x
-    faster on CPU. The split and the replication are one copy.
+    even one is needed, with stride 1 all four, batched as channels (:func:`polyphase_conv`).
+    The result is the same, and oneDNN's undilated depthwise kernels are 2-20x faster on CPU.
+    Kernels are cropped to the taps that can reach the image (:func:`_crop`).
     """
     h, w = x.shape[-2:]
     if dilation == 1 or stride == 2:
@@ -169,36 +142,57 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation:
             x, stride = x[:, :, ::2, ::2], 1
             h, w = x.shape[-2:]
         weight, pad = _crop(weight, h, w, 1)
-        return F.conv2d(_replicate(x, replicas), weight, stride=stride, padding=pad, groups=weight.shape[0])
+        if weight.shape[-1] == 1 and weight.shape[-2] == 1:  # a 1x1 map: only the centre tap is left
+            return x[:, :, ::stride, ::stride] * weight.view(1, -1, 1, 1)  # a per-channel scale, no oneDNN call
+        return F.conv2d(x, weight, stride=stride, padding=pad, groups=x.shape[1])
     assert dilation == 2, dilation
     if h % 2 or w % 2:  # odd sizes have no polyphase split
         weight, pad = _crop(weight, h, w, 2)
-        return F.conv2d(_replicate(x, replicas), weight, padding=pad, dilation=2, groups=weight.shape[0])
-    weight, pad = _crop(weight, h // 2, w // 2, 1)
-    phases = _polyphase(x, replicas)  # (B, 4*R*C, H/2, W/2): channel 4 (r*C + c) + phase
-    out = F.conv2d(phases, weight.repeat_interleave(4, dim=0), padding=pad, groups=phases.shape[1])
-    return _unpolyphase(out)  # (B, R*C, H, W)
+        return F.conv2d(x, weight, padding=pad, dilation=2, groups=x.shape[1])
+    return polyphase_conv(_polyphase(x, 1), weight)
+
+
+def polyphase_conv(phases: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A stride-1, dilation-2 depthwise 'same' convolution, given the input's :func:`_polyphase` form.
+
+    (B, 4C, H/2, W/2) phases, (C, 1, k, k) -> (B, C, H, W): the undilated kernel on every sub-image.
+    """
+    weight, pad = _crop(weight, *phases.shape[-2:], 1)
+    if weight.shape[-1] == 1 and weight.shape[-2] == 1:  # 1x1 sub-images (a 2x2 map): the centre tap
+        return _unpolyphase(phases * weight.repeat(4, 1, 1, 1).view(1, -1, 1, 1))
+    out = F.conv2d(phases, weight.repeat(4, 1, 1, 1), padding=pad, groups=phases.shape[1])  # (B, 4C, H/2, W/2)
+    return _unpolyphase(out)
+
+
+def can_polyphase(x: torch.Tensor, stride: int) -> bool:
+    """Whether a dilated convolution on ``x`` runs in polyphase form (stride 1, even sizes)."""
+    return stride == 1 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
 
 
 def _polyphase(x: torch.Tensor, replicas: int) -> torch.Tensor:
-    """``pixel_unshuffle(x.repeat(1, R, 1, 1), 2)`` as one copy, in the memory format of ``x``."""
+    """The four 2x2 polyphase sub-images of R copies of ``x`` as channels, phase-major, in one copy.
+
+    (B, C, H, W) -> (B, 4*R*C, H/2, W/2); channel (2 py + px) R C + r C + c is x[c, 2i + py, 2j + px].
+    Phase-major (unlike ``pixel_unshuffle``'s channel-major order) keeps a channel run contiguous
+    in channels_last memory, so the copy moves whole runs: 2-3x faster on CPU.
+    """
     b, c, h, w = x.shape
     if x.stride(1) == 1 and c > 1:  # channels innermost (channels_last, or a channel slice of it)
-        y = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c)  # (B, H/2, py, W/2, px, C)
-        y = y.permute(0, 1, 3, 5, 2, 4).unsqueeze(3).expand(b, h // 2, w // 2, replicas, c, 2, 2)
-        return y.reshape(b, h // 2, w // 2, replicas * c * 4).permute(0, 3, 1, 2)  # NHWC memory
-    y = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)  # (B, C, py, px, H/2, W/2)
-    return y.unsqueeze(1).expand(b, replicas, c, 2, 2, h // 2, w // 2).reshape(b, replicas * c * 4, h // 2, w // 2)
+        y = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5)  # (B, H/2, W/2, py, px, C)
+        y = y.unsqueeze(5).expand(b, h // 2, w // 2, 2, 2, replicas, c)
+        return y.reshape(b, h // 2, w // 2, 4 * replicas * c).permute(0, 3, 1, 2)  # NHWC memory
+    y = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4)  # (B, py, px, C, H/2, W/2)
+    return y.unsqueeze(3).expand(b, 2, 2, replicas, c, h // 2, w // 2).reshape(b, 4 * replicas * c, h // 2, w // 2)
 
 
 def _unpolyphase(y: torch.Tensor) -> torch.Tensor:
-    """``pixel_shuffle(y, 2)`` as one copy, in the memory format of ``y``. (B, 4C, H, W) -> (B, C, 2H, 2W)."""
+    """The inverse of :func:`_polyphase` (one copy). (B, 4C, H, W) -> (B, C, 2H, 2W)."""
     b, c4, h, w = y.shape
     c = c4 // 4
-    if y.is_contiguous(memory_format=torch.channels_last):
-        z = y.permute(0, 2, 3, 1).view(b, h, w, c, 2, 2).permute(0, 1, 4, 2, 5, 3)  # (B, H, py, W, px, C)
+    if y.stride(1) == 1 and c4 > 1:
+        z = y.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)  # (B, H, py, W, px, C)
         return z.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
-    z = y.view(b, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)  # (B, C, H, py, W, px)
+    z = y.reshape(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2)  # (B, C, H, py, W, px)
     return z.reshape(b, c, 2 * h, 2 * w)
 
 
@@ -302,53 +296,51 @@ class SourceEdges(nn.Module):
         edges = len(rows)
         self.n, self.c, self.stride = edges, channels // k, stride
         num_ops = len(primitives)
-        self.groups = nn.ModuleDict()  # "sep" / "dil": all kernel sizes of that kind in one module
+        self.ops = nn.ModuleDict()  # operations with per-edge outputs (weights, or a strided skip)
         self.shared = nn.ModuleDict()  # pools: one output shared by every edge
-        self.reduce = None  # stride-2 skip_connect
-        group_ops: dict[str, list[int]] = {}
-        group_kernels: dict[str, list[int]] = {}
         shared_ops: list[int] = []
         for o, name in enumerate(primitives):
             conv = _CONV.match(name)
             if conv:
-                group_ops.setdefault(conv.group(1), []).append(o)
-                group_kernels.setdefault(conv.group(1), []).append(int(conv.group(2)))
+                self.ops[name] = BatchedConvOp(conv.group(1), int(conv.group(2)), self.c, edges, stride)
             elif name in ("max_pool_3x3", "avg_pool_3x3"):
                 self.shared[name] = SharedPoolOp(name[:3], self.c, stride)
                 shared_ops.append(o)
             elif name == "skip_connect" and stride == 2:
-                self.reduce = BatchedFactorizedReduce(self.c, edges)
-                self.register_buffer("reduce_index", _channel_index(rows, [o], num_ops, self.c), persistent=False)
+                self.ops[name] = BatchedFactorizedReduce(self.c, edges)
             elif name == "skip_connect":
                 shared_ops.append(o)
             elif name != "none":
                 raise ValueError(f"the fast supernet has no batched form of {name!r}; use implementation='reference'")
-        for kind, ops in group_ops.items():
-            self.groups[kind] = BatchedConvGroup(kind, group_kernels[kind], self.c, edges, stride)
-            self.register_buffer(f"{kind}_index", _channel_index(rows, ops, num_ops, self.c), persistent=False)
-        self.group_ops = group_ops
-        # (n_shared * n,) flat indices into the (E, O) weights: row-major (shared op, edge)
+            if name in self.ops:  # (n*C,) flat indices into the (E, O) weights: each output channel's weight
+                self.register_buffer(f"index_{name}", _channel_index(rows, o, num_ops, self.c), persistent=False)
+        # (n_shared * n,) flat indices into the (E, O) weights, (shared op, edge) row-major
         shared_index = [r * num_ops + o for o in shared_ops for r in rows]
         self.register_buffer("shared_index", torch.tensor(shared_index, dtype=torch.long), persistent=False)
         self.num_shared = len(shared_ops)
         self.skip_shared = "skip_connect" in primitives and stride == 1
         self.op_index = {name: o for o, name in enumerate(primitives)}
+        self.has_conv = any(isinstance(op, BatchedConvOp) for op in self.ops.values())
+        self.has_dil = any(isinstance(op, BatchedConvOp) and op.kind == "dil" for op in self.ops.values())
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # x: (B, C, H, W); weights: (E, O) mixing weights of the whole cell
         b = x.shape[0]
         flat = weights.reshape(-1)  # (E*O,)
         relu_x = F.relu(x)
+        replicated = _replicate(relu_x, self.n) if self.has_conv else None  # (B, n*C, H, W), edge-major
+        # the dilated convolutions' polyphase input, split once for all of them
+        phases = _polyphase(relu_x, self.n) if self.has_dil and can_polyphase(x, self.stride) else None
         total = None
-        parts = [(group, getattr(self, f"{kind}_index"), len(self.group_ops[kind])) for kind, group in self.groups.items()]
-        if self.reduce is not None:
-            parts.append((self.reduce, self.reduce_index, 1))
-        for op, index, g in parts:
-            y = op(relu_x, flat.index_select(0, index))  # (B, g*n*C, H', W'), already weighted
+        for name, op in self.ops.items():
+            w = flat.index_select(0, getattr(self, f"index_{name}"))  # (n*C,)
+            if isinstance(op, BatchedFactorizedReduce):
+                y = op(relu_x, w)
+            else:
+                y = op(replicated, w, phases if op.kind == "dil" else None)
             if y.is_contiguous(memory_format=torch.channels_last):
                 y = _ChannelsLastGrad.apply(y)
-            y = y.view(b, g, self.n, self.c, *y.shape[-2:])  # (B, g, n, C, H', W')
-            y = y.sum(1) if g > 1 else y[:, 0]  # (B, n, C, H', W')
+            y = y.view(b, self.n, self.c, *y.shape[-2:])  # (B, n, C, H', W'), already weighted
             total = y if total is None else total + y
         if self.num_shared:
             shared = flat.index_select(0, self.shared_index).view(self.num_shared, 1, self.n, 1, 1, 1)
@@ -362,9 +354,9 @@ class SourceEdges(nn.Module):
         return total  # (B, n, C, H', W')
 
 
-def _channel_index(rows: Sequence[int], ops: Sequence[int], num_ops: int, channels: int) -> torch.Tensor:
-    """(g*n*C,) flat indices into the (E, O) weights: the mixing weight of every (op, edge, channel)."""
-    return torch.tensor([r * num_ops + o for o in ops for r in rows for _ in range(channels)], dtype=torch.long)
+def _channel_index(rows: Sequence[int], op: int, num_ops: int, channels: int) -> torch.Tensor:
+    """(n*C,) flat indices into the (E, O) weights: the mixing weight of every (edge, channel)."""
+    return torch.tensor([r * num_ops + op for r in rows for _ in range(channels)], dtype=torch.long)
 
 
 class FastSearchCell(nn.Module):
@@ -485,10 +477,7 @@ def edge_tensor_pairs(fast: FastSearchNetwork, ref: SearchNetwork) -> Iterator[t
         for j, source in enumerate(fast_cell.sources):
             for e, i in enumerate(range(fast_cell.first_node(j), fast_cell.steps)):
                 ref_edge = ref_cell.edges[fast_cell.edge_index[i][j]]
-                for kind, group in source.groups.items():
-                    for gi, o in enumerate(source.group_ops[kind]):
-                        yield from group.edge_tensors(gi, e, ref_edge.ops[o])
-                if source.reduce is not None:
-                    yield from source.reduce.edge_tensors(e, ref_edge.ops[source.op_index["skip_connect"]])
+                for name, op in source.ops.items():
+                    yield from op.edge_tensors(e, ref_edge.ops[source.op_index[name]])
                 for name, pool in source.shared.items():
                     yield from pool.edge_tensors(e, ref_edge.ops[source.op_index[name]])
