@@ -17,8 +17,14 @@ computed at once:
 - a stride-2 ``skip_connect`` (factorized reduction) is two 1x1 stride-2 convolutions whose
   output channels are stacked over the edges;
 - ``none`` contributes exactly zero (to the output and to every gradient; alpha's softmax still
-  counts it), so it is not computed at all.
+  counts it), so it is not computed at all;
+- the mixing weight of an operation with a last BatchNorm of its own enters as that
+  BatchNorm's affine scale (one kernel instead of BatchNorm, multiply and their backwards);
+- dilated convolutions run undilated on the polyphase sub-images of the state, split once per
+  state for all of them, and depthwise kernels are cropped to the taps that can reach the map
+  (the late cells of small inputs have 2x2 and 1x1 maps).
 
+Why each of these pays, with measurements, is in ``docs/benchmarks.md`` ("DARTS search step").
 The alpha-weighted sums are accumulated per node as states become available. Parameters are
 laid out per (state, operation) instead of per edge; :func:`edge_tensor_pairs` maps every
 per-edge tensor of the reference onto its slice here, which is how weights are converted
@@ -54,9 +60,8 @@ class BatchedConvOp(nn.Module):
     form (:func:`depthwise_conv`). The last BatchNorm multiplies edge e's channels by its mixing
     weight (:func:`_weighted_bn`).
 
-    (Running the convolutions of all kernel sizes as one, with smaller kernels zero-padded to the
-    largest, was tried: on CPU oneDNN's depthwise 5x5 costs ~4x its 3x3, so the padded 3x3 work
-    cost more than the saved launches; see docs/benchmarks.md.)
+    Each kernel size keeps its own convolution: one convolution for all sizes, with the smaller
+    kernels zero-padded to the largest, was slower on CPU (docs/benchmarks.md).
     """
 
     def __init__(self, kind: str, kernel: int, channels: int, edges: int, stride: int):
@@ -133,7 +138,7 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation:
     A dilation-2 convolution only ever combines pixels of the same row and column parity, so it
     equals an undilated convolution on the four "polyphase" sub-images: with stride 2 only the
     even one is needed, with stride 1 all four, batched as channels (:func:`polyphase_conv`).
-    The result is the same, and oneDNN's undilated depthwise kernels are 2-20x faster on CPU.
+    The result is the same, and oneDNN's undilated depthwise kernels are much faster on CPU.
     Kernels are cropped to the taps that can reach the image (:func:`_crop`).
     """
     h, w = x.shape[-2:]
@@ -174,7 +179,7 @@ def _polyphase(x: torch.Tensor, replicas: int) -> torch.Tensor:
 
     (B, C, H, W) -> (B, 4*R*C, H/2, W/2); channel (2 py + px) R C + r C + c is x[c, 2i + py, 2j + px].
     Phase-major (unlike ``pixel_unshuffle``'s channel-major order) keeps a channel run contiguous
-    in channels_last memory, so the copy moves whole runs: 2-3x faster on CPU.
+    in channels_last memory, so the copy moves whole runs instead of gathering single values.
     """
     b, c, h, w = x.shape
     if x.stride(1) == 1 and c > 1:  # channels innermost (channels_last, or a channel slice of it)
@@ -253,8 +258,8 @@ class SharedPoolOp(nn.Module):
 def _replicate(x: torch.Tensor, n: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, n*C, H, W), channel e*C + c = x[:, c], in the memory format of ``x``.
 
-    ``Tensor.repeat`` always returns NCHW; on CPU the depthwise convolutions are several times
-    faster in channels_last, so a channels_last input is replicated along its last (C) axis.
+    ``Tensor.repeat`` always returns NCHW; on CPU the depthwise convolutions are much faster in
+    channels_last, so a channels_last input is replicated along its last (C) axis.
     """
     if n == 1:
         return x
@@ -288,7 +293,11 @@ def _bn_pairs(bn: nn.BatchNorm2d, sl: slice, ref_bn: nn.BatchNorm2d):
 class SourceEdges(nn.Module):
     """Every operation on the edges that leave one state of a cell, alpha-weighted and summed per edge.
 
-    (B, C, H, W) state, (E, O) mixing weights -> (B, n, C, H', W'): edge e's mixed output.
+    (B, C, H, W) state, (E, O) mixing weights -> (B, H', W', n, C): edge e's mixed output at
+    ``[:, :, :, e]``. Edges and channels are the innermost axes because that is how the batched
+    operations' channels_last outputs lie in memory: the per-edge views, their sums and, in
+    backward, the gradients that the per-edge slices send back all keep that layout, with no
+    transposing copy between NCHW and NHWC order.
     """
 
     def __init__(self, channels: int, rows: list[int], stride: int, primitives: Sequence[str], k: int):
@@ -325,7 +334,6 @@ class SourceEdges(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # x: (B, C, H, W); weights: (E, O) mixing weights of the whole cell
-        b = x.shape[0]
         flat = weights.reshape(-1)  # (E*O,)
         relu_x = F.relu(x)
         replicated = _replicate(relu_x, self.n) if self.has_conv else None  # (B, n*C, H, W), edge-major
@@ -340,18 +348,24 @@ class SourceEdges(nn.Module):
                 y = op(replicated, w, phases if op.kind == "dil" else None)
             if y.is_contiguous(memory_format=torch.channels_last):
                 y = _ChannelsLastGrad.apply(y)
-            y = y.view(b, self.n, self.c, *y.shape[-2:])  # (B, n, C, H', W'), already weighted
+            y = _edge_major(y, self.n)  # (B, H', W', n, C), already weighted
             total = y if total is None else total + y
         if self.num_shared:
-            shared = flat.index_select(0, self.shared_index).view(self.num_shared, 1, self.n, 1, 1, 1)
+            shared = flat.index_select(0, self.shared_index).view(self.num_shared, 1, 1, 1, self.n, 1)
             outputs = [pool(x) for pool in self.shared.values()]  # (B, C, H', W') each
             if self.skip_shared:
                 outputs.append(x)  # identity
             for s, y in enumerate(outputs):
-                y = y.unsqueeze(1)  # (B, 1, C, H', W'): the same for every edge, broadcast
+                y = y.permute(0, 2, 3, 1).unsqueeze(3)  # (B, H', W', 1, C): the same for every edge, broadcast
                 # total + w_e * y in one kernel
                 total = shared[s] * y if total is None else torch.addcmul(total, shared[s], y)
-        return total  # (B, n, C, H', W')
+        return total  # (B, H', W', n, C)
+
+
+def _edge_major(y: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n*C, H, W) edge-major channels -> the view (B, H, W, n, C)."""
+    b, nc, h, w = y.shape
+    return y.permute(0, 2, 3, 1).reshape(b, h, w, n, nc // n)  # a view for NHWC (and NCHW) memory
 
 
 def _channel_index(rows: Sequence[int], op: int, num_ops: int, channels: int) -> torch.Tensor:
@@ -410,14 +424,15 @@ class FastSearchCell(nn.Module):
         for j, source in enumerate(self.sources):
             x = states[j]
             c = x.shape[1] // self.k
-            total = source(x[:, :c] if self.k > 1 else x, weights)  # (B, n, C/k, H', W')
+            total = source(x[:, :c] if self.k > 1 else x, weights)  # (B, H', W', n, C/k)
             if self.k > 1:
                 beta = edge_weights.index_select(0, getattr(self, f"rows{j}"))  # (n,)
                 rest = x[:, c:]
                 if self.bypass_pool is not None and j < 2:
                     rest = self.bypass_pool(rest)
             for e, i in enumerate(range(self.first_node(j), self.steps)):
-                mixed[i] = total[:, e] if mixed[i] is None else mixed[i] + total[:, e]
+                edge = total[:, :, :, e].permute(0, 3, 1, 2)  # (B, C/k, H', W'), NHWC-strided
+                mixed[i] = edge if mixed[i] is None else mixed[i] + edge
                 if self.k > 1:
                     part = beta[e] * rest  # (B, C - C/k, H', W')
                     bypass[i] = part if bypass[i] is None else bypass[i] + part
@@ -436,7 +451,7 @@ class FastSearchNetwork(SearchNetwork):
     """:class:`SearchNetwork` with :class:`FastSearchCell` cells; same alpha, same genotype logic.
 
     ``channels_last`` keeps weights and activations in NHWC memory: on CPU oneDNN's depthwise
-    convolutions are 2-10x faster there than in NCHW (``Tensor.to(device)`` preserves the
+    convolutions are much faster there than in NCHW (``Tensor.to(device)`` preserves the
     format, so it survives moving to a GPU; pass False to compare, e.g. with
     ``benchmarks/darts_search_step.py --no-channels-last``).
     """
