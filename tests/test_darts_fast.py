@@ -79,6 +79,18 @@ def test_fast_supernet_float32_close_to_reference():
     torch.testing.assert_close(fast(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
+def test_fast_supernet_runs_under_bf16_autocast_close_to_reference():
+    """Mixing weights enter BatchNorm as its scale: it must stay float32 beside bf16 activations."""
+    ref, fast = pair(dict(C=4, layers=5, in_shape=(1, 8, 8)), torch.float32, True)
+    x = torch.randn(8, 1, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_fast, out_ref = fast(x), ref(x)
+    assert out_fast.dtype == torch.bfloat16
+    torch.testing.assert_close(out_fast.float(), out_ref.float(), rtol=0.05, atol=0.1)
+    out_fast.float().sum().backward()
+    assert fast.alphas_normal.grad.abs().sum() > 0
+
+
 def test_weights_round_trip_between_layouts():
     cfg = dict(C=4, layers=5, in_shape=(1, 8, 8))
     ref, fast = pair(cfg, torch.float64, True)

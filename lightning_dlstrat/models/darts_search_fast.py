@@ -114,7 +114,11 @@ def _weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, weight: torch.Tensor) -> t
     use_batch = bn.training or bn.running_mean is None
     if bn.training and bn.track_running_stats:
         bn.num_batches_tracked.add_(1)
-    return F.batch_norm(x, bn.running_mean, bn.running_var, weight.to(x.dtype) if x.dtype != weight.dtype else weight, None, use_batch, bn.momentum, bn.eps)
+    # the scale in the dtype of the running statistics, as BatchNorm's own parameters would be:
+    # float32 next to bf16/fp16 activations under autocast (the supported mixed mode), float64 in tests
+    if bn.running_mean is not None and weight.dtype != bn.running_mean.dtype:
+        weight = weight.to(bn.running_mean.dtype)
+    return F.batch_norm(x, bn.running_mean, bn.running_var, weight, None, use_batch, bn.momentum, bn.eps)
 
 
 def _crop(weight: torch.Tensor, h: int, w: int, dilation: int) -> tuple[torch.Tensor, tuple[int, int]]:
