@@ -86,7 +86,7 @@ class BatchedConvOp(nn.Module):
             x = polyphase_conv(phases, self.dw1)  # (B, n*C, H, W)
         else:
             x = depthwise_conv(replicated, self.dw1, self.stride, self.dilation)  # (B, n*C, H/s, W/s)
-        x = F.conv2d(x, self.pw1, groups=self.n)
+        x = F.conv2d(x, self.pw1, groups=self.n)  # (B, n*C, H/s, W/s): each edge's C -> C
         if self.kind == "sep":
             x = depthwise_conv(F.relu(self.bn1(x)), self.dw2, 1, 1)
             return _weighted_bn(self.bn2, F.conv2d(x, self.pw2, groups=self.n), weights)
