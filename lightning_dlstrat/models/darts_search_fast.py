@@ -17,8 +17,14 @@ computed at once:
 - a stride-2 ``skip_connect`` (factorized reduction) is two 1x1 stride-2 convolutions whose
   output channels are stacked over the edges;
 - ``none`` contributes exactly zero (to the output and to every gradient; alpha's softmax still
-  counts it), so it is not computed at all.
+  counts it), so it is not computed at all;
+- the mixing weight of an operation with a last BatchNorm of its own enters as that
+  BatchNorm's affine scale (one kernel instead of BatchNorm, multiply and their backwards);
+- dilated convolutions run undilated on the polyphase sub-images of the state, split once per
+  state for all of them, and depthwise kernels are cropped to the taps that can reach the map
+  (the late cells of small inputs have 2x2 and 1x1 maps).
 
+Why each of these pays, with measurements, is in ``docs/benchmarks.md`` ("DARTS search step").
 The alpha-weighted sums are accumulated per node as states become available. Parameters are
 laid out per (state, operation) instead of per edge; :func:`edge_tensor_pairs` maps every
 per-edge tensor of the reference onto its slice here, which is how weights are converted
@@ -47,10 +53,15 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class BatchedConvOp(nn.Module):
-    """``sep_conv_kxk`` or ``dil_conv_kxk`` for ``n`` edges at once. (B, n*C, H, W) -> (B, n*C, H/s, W/s).
+    """``sep_conv_kxk`` or ``dil_conv_kxk`` for ``n`` edges at once. -> (B, n*C, H/s, W/s), weighted.
 
-    The input is the source state after ReLU, already replicated once per edge (edge-major:
-    channels ``e*C .. (e+1)*C`` belong to edge ``e``).
+    The input is the source state after ReLU, replicated once per edge (edge-major: channels
+    ``e*C .. (e+1)*C`` belong to edge ``e``); for a stride-1 dilated convolution, its polyphase
+    form (:func:`depthwise_conv`). The last BatchNorm multiplies edge e's channels by its mixing
+    weight (:func:`_weighted_bn`).
+
+    Each kernel size keeps its own convolution: one convolution for all sizes, with the smaller
+    kernels zero-padded to the largest, was slower on CPU (docs/benchmarks.md).
     """
 
     def __init__(self, kind: str, kernel: int, channels: int, edges: int, stride: int):
@@ -69,13 +80,17 @@ class BatchedConvOp(nn.Module):
             # the same initialisation nn.Conv2d gives each per-edge layer (fan-in of one edge)
             nn.init.kaiming_uniform_(p, a=5**0.5)
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        x = depthwise_conv(r, self.dw1, self.stride, self.dilation)
-        x = self.bn1(F.conv2d(x, self.pw1, groups=self.n))  # (B, n*C, H/s, W/s)
+    def forward(self, replicated: torch.Tensor, weights: torch.Tensor, phases: torch.Tensor | None = None) -> torch.Tensor:
+        # replicated: (B, n*C, H, W); phases: its polyphase form (B, 4*n*C, H/2, W/2) or None; weights: (n*C,)
+        if phases is not None:
+            x = polyphase_conv(phases, self.dw1)  # (B, n*C, H, W)
+        else:
+            x = depthwise_conv(replicated, self.dw1, self.stride, self.dilation)  # (B, n*C, H/s, W/s)
+        x = F.conv2d(x, self.pw1, groups=self.n)  # (B, n*C, H/s, W/s): each edge's C -> C
         if self.kind == "sep":
-            x = depthwise_conv(F.relu(x), self.dw2, 1, 1)
-            x = self.bn2(F.conv2d(x, self.pw2, groups=self.n))
-        return x
+            x = depthwise_conv(F.relu(self.bn1(x)), self.dw2, 1, 1)
+            return _weighted_bn(self.bn2, F.conv2d(x, self.pw2, groups=self.n), weights)
+        return _weighted_bn(self.bn1, x, weights)  # (B, n*C, H/s, W/s)
 
     def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sl = slice(e * self.c, (e + 1) * self.c)
@@ -89,25 +104,105 @@ class BatchedConvOp(nn.Module):
             yield from _bn_pairs(self.bn2, sl, seq[7])
 
 
+def _weighted_bn(bn: nn.BatchNorm2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``weight[c] * bn(x)[:, c]`` in one kernel: an affine-free BatchNorm given ``weight`` as its scale.
+
+    The mixing weights enter as BatchNorm's affine scale (bias None), so the alpha-weighted
+    term costs no separate multiplication, and its gradient comes from the BatchNorm backward.
+    Statistics and buffers are updated exactly as ``nn.BatchNorm2d.forward`` does. (B, C, H, W).
+    """
+    use_batch = bn.training or bn.running_mean is None
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+    # the scale in the dtype of the running statistics, as BatchNorm's own parameters would be:
+    # float32 next to bf16/fp16 activations under autocast (the supported mixed mode), float64 in tests
+    if bn.running_mean is not None and weight.dtype != bn.running_mean.dtype:
+        weight = weight.to(bn.running_mean.dtype)
+    return F.batch_norm(x, bn.running_mean, bn.running_var, weight, None, use_batch, bn.momentum, bn.eps)
+
+
+def _crop(weight: torch.Tensor, h: int, w: int, dilation: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Drop the taps of a 'same' depthwise kernel that can only ever see padding.
+
+    On an h x w input a tap more than (h - 1) rows from the centre (in units of the dilation)
+    multiplies zeros at every output position, for stride 1 and 2 alike, so the cropped kernel
+    gives the same output and the same gradients (exactly zero for the dropped taps). Mostly the
+    1x1 and 2x2 maps of the late digits cells. Returns the kernel and the padding.
+    """
+    c = (weight.shape[-1] - 1) // 2
+    rh, rw = min(c, (h - 1) // dilation), min(c, (w - 1) // dilation)
+    if rh < c or rw < c:
+        weight = weight[:, :, c - rh : c + rh + 1, c - rw : c + rw + 1]
+    return weight, (dilation * rh, dilation * rw)
+
+
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
     """Depthwise 'same' convolution (padding dilation*(k-1)/2), dilation 1 or 2. (B, C, H, W) -> (B, C, H/s, W/s).
 
     A dilation-2 convolution only ever combines pixels of the same row and column parity, so it
     equals an undilated convolution on the four "polyphase" sub-images: with stride 2 only the
-    even one is needed, with stride 1 all four, batched as channels by ``pixel_unshuffle``. The
-    result is the same, and oneDNN's undilated depthwise kernels are 2-20x faster on CPU.
+    even one is needed, with stride 1 all four, batched as channels (:func:`polyphase_conv`).
+    The result is the same, and oneDNN's undilated depthwise kernels are much faster on CPU.
+    Kernels are cropped to the taps that can reach the image (:func:`_crop`).
     """
-    k, groups = weight.shape[-1], x.shape[1]
-    if dilation == 1:
-        return F.conv2d(x, weight, stride=stride, padding=(k - 1) // 2, groups=groups)
+    h, w = x.shape[-2:]
+    if dilation == 1 or stride == 2:
+        if dilation == 2:  # stride 2: the even sub-image, undilated, stride 1
+            x, stride = x[:, :, ::2, ::2], 1
+            h, w = x.shape[-2:]
+        weight, pad = _crop(weight, h, w, 1)
+        if weight.shape[-1] == 1 and weight.shape[-2] == 1:  # a 1x1 map: only the centre tap is left
+            return x[:, :, ::stride, ::stride] * weight.view(1, -1, 1, 1)  # a per-channel scale, no oneDNN call
+        return F.conv2d(x, weight, stride=stride, padding=pad, groups=x.shape[1])
     assert dilation == 2, dilation
-    if stride == 2:
-        return F.conv2d(x[:, :, ::2, ::2], weight, padding=(k - 1) // 2, groups=groups)
-    if x.shape[-1] % 2 or x.shape[-2] % 2:  # odd sizes have no polyphase split
-        return F.conv2d(x, weight, padding=k - 1, dilation=2, groups=groups)
-    phases = F.pixel_unshuffle(x, 2)  # (B, 4C, H/2, W/2): channel 4c + phase
-    out = F.conv2d(phases, weight.repeat_interleave(4, dim=0), padding=(k - 1) // 2, groups=4 * groups)
-    return F.pixel_shuffle(out, 2)  # (B, C, H, W)
+    if h % 2 or w % 2:  # odd sizes have no polyphase split
+        weight, pad = _crop(weight, h, w, 2)
+        return F.conv2d(x, weight, padding=pad, dilation=2, groups=x.shape[1])
+    return polyphase_conv(_polyphase(x, 1), weight)
+
+
+def polyphase_conv(phases: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A stride-1, dilation-2 depthwise 'same' convolution, given the input's :func:`_polyphase` form.
+
+    (B, 4C, H/2, W/2) phases, (C, 1, k, k) -> (B, C, H, W): the undilated kernel on every sub-image.
+    """
+    weight, pad = _crop(weight, *phases.shape[-2:], 1)
+    if weight.shape[-1] == 1 and weight.shape[-2] == 1:  # 1x1 sub-images (a 2x2 map): the centre tap
+        return _unpolyphase(phases * weight.repeat(4, 1, 1, 1).view(1, -1, 1, 1))
+    out = F.conv2d(phases, weight.repeat(4, 1, 1, 1), padding=pad, groups=phases.shape[1])  # (B, 4C, H/2, W/2)
+    return _unpolyphase(out)
+
+
+def can_polyphase(x: torch.Tensor, stride: int) -> bool:
+    """Whether a dilated convolution on ``x`` runs in polyphase form (stride 1, even sizes)."""
+    return stride == 1 and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+
+
+def _polyphase(x: torch.Tensor, replicas: int) -> torch.Tensor:
+    """The four 2x2 polyphase sub-images of R copies of ``x`` as channels, phase-major, in one copy.
+
+    (B, C, H, W) -> (B, 4*R*C, H/2, W/2); channel (2 py + px) R C + r C + c is x[c, 2i + py, 2j + px].
+    Phase-major (unlike ``pixel_unshuffle``'s channel-major order) keeps a channel run contiguous
+    in channels_last memory, so the copy moves whole runs instead of gathering single values.
+    """
+    b, c, h, w = x.shape
+    if x.stride(1) == 1 and c > 1:  # channels innermost (channels_last, or a channel slice of it)
+        y = x.permute(0, 2, 3, 1).reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5)  # (B, H/2, W/2, py, px, C)
+        y = y.unsqueeze(5).expand(b, h // 2, w // 2, 2, 2, replicas, c)
+        return y.reshape(b, h // 2, w // 2, 4 * replicas * c).permute(0, 3, 1, 2)  # NHWC memory
+    y = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4)  # (B, py, px, C, H/2, W/2)
+    return y.unsqueeze(3).expand(b, 2, 2, replicas, c, h // 2, w // 2).reshape(b, 4 * replicas * c, h // 2, w // 2)
+
+
+def _unpolyphase(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_polyphase` (one copy). (B, 4C, H, W) -> (B, C, 2H, 2W)."""
+    b, c4, h, w = y.shape
+    c = c4 // 4
+    if y.stride(1) == 1 and c4 > 1:
+        z = y.permute(0, 2, 3, 1).reshape(b, h, w, 2, 2, c).permute(0, 1, 3, 2, 4, 5)  # (B, H, py, W, px, C)
+        return z.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    z = y.reshape(b, 2, 2, c, h, w).permute(0, 3, 4, 1, 5, 2)  # (B, C, H, py, W, px)
+    return z.reshape(b, c, 2 * h, 2 * w)
 
 
 class BatchedFactorizedReduce(nn.Module):
@@ -122,7 +217,8 @@ class BatchedFactorizedReduce(nn.Module):
         for p in (self.conv_1, self.conv_2):
             nn.init.kaiming_uniform_(p, a=5**0.5)
 
-    def forward(self, relu_x: torch.Tensor) -> torch.Tensor:
+    def forward(self, relu_x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # relu_x: (B, C, H, W); weights: (n*C,) each output channel's mixing weight
         shifted = F.pad(relu_x[:, :, 1:, 1:], (0, 1, 0, 1))
         a = F.conv2d(relu_x, self.conv_1, stride=2)  # (B, n*C/2, H/2, W/2)
         b = F.conv2d(shifted, self.conv_2, stride=2)
@@ -136,7 +232,7 @@ class BatchedFactorizedReduce(nn.Module):
         else:
             out = torch.stack([a.view(bsz, self.n, -1, h, w), b.view(bsz, self.n, -1, h, w)], dim=2)
             out = out.reshape(bsz, self.n * self.c, h, w)
-        return self.bn(out)  # (B, n*C, H/2, W/2)
+        return _weighted_bn(self.bn, out, weights)  # (B, n*C, H/2, W/2), weighted
 
     def edge_tensors(self, e: int, ref: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         half = self.c // 2
@@ -166,12 +262,12 @@ class SharedPoolOp(nn.Module):
 def _replicate(x: torch.Tensor, n: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, n*C, H, W), channel e*C + c = x[:, c], in the memory format of ``x``.
 
-    ``Tensor.repeat`` always returns NCHW; on CPU the depthwise convolutions are several times
-    faster in channels_last, so a channels_last input is replicated along its last (C) axis.
+    ``Tensor.repeat`` always returns NCHW; on CPU the depthwise convolutions are much faster in
+    channels_last, so a channels_last input is replicated along its last (C) axis.
     """
     if n == 1:
         return x
-    if x.is_contiguous(memory_format=torch.channels_last):
+    if x.stride(1) == 1 and x.shape[1] > 1:  # channels innermost: channels_last, or a strided view of it
         return x.permute(0, 2, 3, 1).repeat(1, 1, 1, n).permute(0, 3, 1, 2)  # NHWC memory, NCHW view
     return x.repeat(1, n, 1, 1)
 
@@ -199,47 +295,86 @@ def _bn_pairs(bn: nn.BatchNorm2d, sl: slice, ref_bn: nn.BatchNorm2d):
 
 
 class SourceEdges(nn.Module):
-    """Every operation on the edges that leave one state of a cell. (B, C, H, W) -> {op: (B, n or 1, C, H', W')}."""
+    """Every operation on the edges that leave one state of a cell, alpha-weighted and summed per edge.
+
+    (B, C, H, W) state, (E, O) mixing weights -> (B, H', W', n, C): edge e's mixed output at
+    ``[:, :, :, e]``. Edges and channels are the innermost axes because that is how the batched
+    operations' channels_last outputs lie in memory: the per-edge views, their sums and, in
+    backward, the gradients that the per-edge slices send back all keep that layout, with no
+    transposing copy between NCHW and NHWC order.
+    """
 
     def __init__(self, channels: int, rows: list[int], stride: int, primitives: Sequence[str], k: int):
         super().__init__()
         edges = len(rows)
         self.n, self.c, self.stride = edges, channels // k, stride
-        # which rows of alpha (reference edge indices) these edges use; a buffer, so no host copy per step
-        self.register_buffer("rows", torch.tensor(rows, dtype=torch.long), persistent=False)
-        self.ops = nn.ModuleDict()
-        for name in primitives:
+        num_ops = len(primitives)
+        self.ops = nn.ModuleDict()  # operations with per-edge outputs (weights, or a strided skip)
+        self.shared = nn.ModuleDict()  # pools: one output shared by every edge
+        shared_ops: list[int] = []
+        for o, name in enumerate(primitives):
             conv = _CONV.match(name)
             if conv:
                 self.ops[name] = BatchedConvOp(conv.group(1), int(conv.group(2)), self.c, edges, stride)
             elif name in ("max_pool_3x3", "avg_pool_3x3"):
-                self.ops[name] = SharedPoolOp(name[:3], self.c, stride)
+                self.shared[name] = SharedPoolOp(name[:3], self.c, stride)
+                shared_ops.append(o)
             elif name == "skip_connect" and stride == 2:
                 self.ops[name] = BatchedFactorizedReduce(self.c, edges)
-            elif name not in ("skip_connect", "none"):
+            elif name == "skip_connect":
+                shared_ops.append(o)
+            elif name != "none":
                 raise ValueError(f"the fast supernet has no batched form of {name!r}; use implementation='reference'")
-        self.has_skip = "skip_connect" in primitives
-        self.has_conv = any(_CONV.match(p) for p in primitives)
+            if name in self.ops:  # (n*C,) flat indices into the (E, O) weights: each output channel's weight
+                self.register_buffer(f"index_{name}", _channel_index(rows, o, num_ops, self.c), persistent=False)
+        # (n_shared * n,) flat indices into the (E, O) weights, (shared op, edge) row-major
+        shared_index = [r * num_ops + o for o in shared_ops for r in rows]
+        self.register_buffer("shared_index", torch.tensor(shared_index, dtype=torch.long), persistent=False)
+        self.num_shared = len(shared_ops)
+        self.skip_shared = "skip_connect" in primitives and stride == 1
+        self.op_index = {name: o for o, name in enumerate(primitives)}
+        self.has_conv = any(isinstance(op, BatchedConvOp) for op in self.ops.values())
+        self.has_dil = any(isinstance(op, BatchedConvOp) and op.kind == "dil" for op in self.ops.values())
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        b, _, h, w = x.shape
-        out: dict[str, torch.Tensor] = {}
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, H, W); weights: (E, O) mixing weights of the whole cell
+        flat = weights.reshape(-1)  # (E*O,)
         relu_x = F.relu(x)
-        if self.has_conv:
-            replicated = _replicate(relu_x, self.n)  # (B, n*C, H, W), edge-major
+        replicated = _replicate(relu_x, self.n) if self.has_conv else None  # (B, n*C, H, W), edge-major
+        # the dilated convolutions' polyphase input, split once for all of them
+        phases = _polyphase(relu_x, self.n) if self.has_dil and can_polyphase(x, self.stride) else None
+        total = None
         for name, op in self.ops.items():
-            if isinstance(op, BatchedConvOp):
-                y = op(replicated)
-            elif isinstance(op, BatchedFactorizedReduce):
-                y = op(relu_x)
+            w = flat.index_select(0, getattr(self, f"index_{name}"))  # (n*C,)
+            if isinstance(op, BatchedFactorizedReduce):
+                y = op(relu_x, w)
             else:
-                y = op(x)
+                y = op(replicated, w, phases if op.kind == "dil" else None)
             if y.is_contiguous(memory_format=torch.channels_last):
                 y = _ChannelsLastGrad.apply(y)
-            out[name] = y.view(b, -1, self.c, *y.shape[-2:])  # (B, n or 1, C, H', W')
-        if self.has_skip and self.stride == 1:
-            out["skip_connect"] = x.unsqueeze(1)  # (B, 1, C, H, W): identity, shared by all edges
-        return out
+            y = _edge_major(y, self.n)  # (B, H', W', n, C), already weighted
+            total = y if total is None else total + y
+        if self.num_shared:
+            shared = flat.index_select(0, self.shared_index).view(self.num_shared, 1, 1, 1, self.n, 1)
+            outputs = [pool(x) for pool in self.shared.values()]  # (B, C, H', W') each
+            if self.skip_shared:
+                outputs.append(x)  # identity
+            for s, y in enumerate(outputs):
+                y = y.permute(0, 2, 3, 1).unsqueeze(3)  # (B, H', W', 1, C): the same for every edge, broadcast
+                # total + w_e * y in one kernel
+                total = shared[s] * y if total is None else torch.addcmul(total, shared[s], y)
+        return total  # (B, H', W', n, C)
+
+
+def _edge_major(y: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, n*C, H, W) edge-major channels -> the view (B, H, W, n, C)."""
+    b, nc, h, w = y.shape
+    return y.permute(0, 2, 3, 1).reshape(b, h, w, n, nc // n)  # a view for NHWC (and NCHW) memory
+
+
+def _channel_index(rows: Sequence[int], op: int, num_ops: int, channels: int) -> torch.Tensor:
+    """(n*C,) flat indices into the (E, O) weights: the mixing weight of every (edge, channel)."""
+    return torch.tensor([r * num_ops + op for r in rows for _ in range(channels)], dtype=torch.long)
 
 
 class FastSearchCell(nn.Module):
@@ -274,6 +409,9 @@ class FastSearchCell(nn.Module):
             )
             for j in range(steps + 1)
         )
+        for j, source in enumerate(self.sources):  # (n,) edge weights of PC-DARTS, per source
+            rows = [self.edge_index[i][j] for i in range(self.first_node(j), steps)]
+            self.register_buffer(f"rows{j}", torch.tensor(rows, dtype=torch.long), persistent=False)
         self.bypass_pool = nn.MaxPool2d(2, 2, ceil_mode=True) if partial_channels > 1 and reduction else None
 
     @staticmethod
@@ -283,25 +421,23 @@ class FastSearchCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, edge_weights: torch.Tensor | None = None) -> torch.Tensor:
         # s0, s1: (B, C_pp, H0, W0), (B, C_p, H, W); weights: (E, O) softmax(alpha); edge_weights: (E,) or None
         states = [self.preprocess0(s0), self.preprocess1(s1)]  # 2 x (B, C, H, W)
+        if edge_weights is not None:
+            weights = weights * edge_weights[:, None]  # (E, O): PC-DARTS scales each edge's ops
         mixed: list[torch.Tensor | None] = [None] * self.steps  # alpha-weighted sums per node
         bypass: list[torch.Tensor | None] = [None] * self.steps  # PC-DARTS: channels that skip the ops
         for j, source in enumerate(self.sources):
             x = states[j]
             c = x.shape[1] // self.k
-            w = weights.index_select(0, source.rows)  # (n, O): this state's outgoing edges
-            if edge_weights is not None:
-                beta = edge_weights.index_select(0, source.rows)  # (n,)
-                w = w * beta[:, None]
-            total = None
-            for name, y in source(x[:, :c] if self.k > 1 else x).items():
-                term = w[:, self.op_index[name]].view(1, -1, 1, 1, 1) * y  # (B, n, C/k, H', W'); shared ops broadcast
-                total = term if total is None else total + term
+            total = source(x[:, :c] if self.k > 1 else x, weights)  # (B, H', W', n, C/k)
+            if self.k > 1:
+                beta = edge_weights.index_select(0, getattr(self, f"rows{j}"))  # (n,)
+                rest = x[:, c:]
+                if self.bypass_pool is not None and j < 2:
+                    rest = self.bypass_pool(rest)
             for e, i in enumerate(range(self.first_node(j), self.steps)):
-                mixed[i] = total[:, e] if mixed[i] is None else mixed[i] + total[:, e]
+                edge = total[:, :, :, e].permute(0, 3, 1, 2)  # (B, C/k, H', W'), NHWC-strided
+                mixed[i] = edge if mixed[i] is None else mixed[i] + edge
                 if self.k > 1:
-                    rest = x[:, c:]
-                    if self.bypass_pool is not None and j < 2:
-                        rest = self.bypass_pool(rest)
                     part = beta[e] * rest  # (B, C - C/k, H', W')
                     bypass[i] = part if bypass[i] is None else bypass[i] + part
             if j >= 1:  # node j-1 takes states 0..j, so it is complete now
@@ -319,7 +455,7 @@ class FastSearchNetwork(SearchNetwork):
     """:class:`SearchNetwork` with :class:`FastSearchCell` cells; same alpha, same genotype logic.
 
     ``channels_last`` keeps weights and activations in NHWC memory: on CPU oneDNN's depthwise
-    convolutions are 2-10x faster there than in NCHW (``Tensor.to(device)`` preserves the
+    convolutions are much faster there than in NCHW (``Tensor.to(device)`` preserves the
     format, so it survives moving to a GPU; pass False to compare, e.g. with
     ``benchmarks/darts_search_step.py --no-channels-last``).
     """
@@ -361,4 +497,6 @@ def edge_tensor_pairs(fast: FastSearchNetwork, ref: SearchNetwork) -> Iterator[t
             for e, i in enumerate(range(fast_cell.first_node(j), fast_cell.steps)):
                 ref_edge = ref_cell.edges[fast_cell.edge_index[i][j]]
                 for name, op in source.ops.items():
-                    yield from op.edge_tensors(e, ref_edge.ops[fast_cell.op_index[name]])
+                    yield from op.edge_tensors(e, ref_edge.ops[source.op_index[name]])
+                for name, pool in source.shared.items():
+                    yield from pool.edge_tensors(e, ref_edge.ops[source.op_index[name]])
