@@ -301,7 +301,8 @@ def versions() -> dict[str, str]:
 
 
 def scalar_metrics(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if not hasattr(v, "numel") or v.numel() == 1}
+    """Scalar metrics for summary.json; names of three parts or more (DARTS's per-edge alpha) stay in metrics.csv."""
+    return {k: float(v) for k, v in metrics.items() if (not hasattr(v, "numel") or v.numel() == 1) and k.count("/") < 2}
 
 
 # --- the run -------------------------------------------------------------------------------------
