@@ -66,7 +66,8 @@ class RunConfig:
         out = {
             "model": {"name": self.model, **plain(self.model_args)},
             "data": {"name": self.data, **plain(self.data_args)},
-            "trainer": plain(self.trainer),
+            # Callback objects (the Python API's) are not settings a file can replay
+            "trainer": plain({k: v for k, v in self.trainer.items() if k != "callbacks"}),
             "seed": self.seed,
             "threads": self.threads,
             "options": plain(self.options),
