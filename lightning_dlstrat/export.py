@@ -42,7 +42,7 @@ def portable(value: Any, run_dir: Path) -> Any:
                 return str(Path("runs") / path.resolve().relative_to(base))
             except ValueError:
                 return path.name
-        return re.sub(r"(?<![\w.])/[^\s'\",]+", one, text)
+        return re.sub(r"(?<![\w.:/])/[^\s'\",]+", one, text)  # absolute paths, not URLs or relative paths
 
     if isinstance(value, str):
         return fix(value)
