@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import yaml
 
 from .core import DlstratError, shorten
+from .data import DATAMODULES
 
 SECTIONS = ("model", "data", "trainer")
 # keys of --config besides the sections; the flat ones are the CLI's flags, kept for old files
@@ -177,8 +179,6 @@ def defaults(cls: type) -> dict[str, Any]:
 
 def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> RunConfig:
     """Merge module defaults, the recipe's preset, ``--config`` and flags into one checked :class:`RunConfig`."""
-    from .data import DATAMODULES
-
     file_layer, flag_layer = layer(file_cfg or {}), layer(flags or {})
     data = flag_layer["data_name"] or file_layer["data_name"] or recipe.default_data
     if data not in DATAMODULES:
@@ -240,8 +240,6 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
 
 def check_trainer(trainer: dict[str, Any]) -> None:
     """Trainer keys and the bounds Lightning puts on the run's length, before a Trainer exists."""
-    import lightning as L
-
     params = init_params(L.Trainer)
     python_callbacks = isinstance(trainer.get("callbacks"), list) and all(isinstance(c, L.Callback) for c in trainer["callbacks"])
     owned = [k for k in trainer if k in RUN_OWNED and not (k == "logger" and trainer[k] in (False, True, "csv")) and not (k == "callbacks" and python_callbacks)]

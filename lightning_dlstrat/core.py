@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -116,8 +117,6 @@ def planned_epochs(trainer: Any, steps_per_batch: float = 1.0) -> int:
     steps). Schedules planned per epoch (cosine, drop-path) read this instead of ``max_epochs``,
     so ``max_steps`` alone, or both together, give the schedule the run's real length.
     """
-    import math
-
     if trainer.train_dataloader is None:
         trainer.fit_loop.setup_data()  # what estimated_stepping_batches does to learn the batch count
     batches_per_epoch = trainer.num_training_batches

@@ -22,8 +22,11 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .core import atomic_write_bytes, atomic_write_json
+from .data import DATAMODULES
 from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, HubError
+from .models.darts_net import DARTSNetwork
 from .models.genotype import GENOTYPES, Genotype
+from .recipes import get_recipe
 from .run import summary_of
 from .viz import plot_genotype, render_samples
 from .zoo import HUB_ORG, SUMMARY_NAME, upload
@@ -59,8 +62,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     ``repo_id`` names the card and goes into its loading snippet (default: ``lightning-dlstrat/``
     and the folder's name); ``summary_line`` is config.json's one-line ``summary``.
     """
-    from .recipes import get_recipe
-
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     summary = summary_of(run_dir)
     ckpt = Path(summary.get("best_checkpoint") or summary.get("last_checkpoint") or run_dir / "checkpoints" / "best.ckpt")
@@ -102,8 +103,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
 
 def data_config(data: str) -> dict[str, Any]:
     """Preprocessing for timm's pretrained_cfg: the datamodule's normalisation statistics."""
-    from .data import DATAMODULES
-
     cls = DATAMODULES.get(data)
     out: dict[str, Any] = {"description": f"trained on {data} with lightning-dlstrat"}
     if cls is not None and cls.mean:
@@ -118,8 +117,6 @@ def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, 
     samples of the exported network for generators."""
     pictures: dict[str, str] = {}
     if net.kind == "generator":  # draw from the exported weights themselves
-        from .data import DATAMODULES
-
         points = len(net.out_shape) == 1
         n = 2500 if points else 64  # the metrics' sample count for points; an 8x8 grid for images
         z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(0))  # (n, latent_dim)
@@ -160,8 +157,6 @@ def export_genotype(name: str, out_dir: str | Path, *, repo_id: str | None = Non
     No weights: ``zoo.load`` returns the :class:`Genotype`, and
     ``timm.create_model("local-dir:FOLDER")`` builds the untrained paper-sized network to train.
     """
-    from .models.darts_net import DARTSNetwork
-
     if name not in PUBLISHED:
         raise HubError(f"no published results recorded for {name!r}; genotype cards exist for: {', '.join(PUBLISHED)}")
     paper, genotype = PUBLISHED[name], GENOTYPES[name]

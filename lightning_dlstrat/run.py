@@ -27,6 +27,7 @@ Guarantees (docs/reliability.md):
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -45,6 +46,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from . import __version__
 from .config import RunConfig, build
 from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
 from .data import DATAMODULES, BaseDataModule
@@ -125,6 +127,10 @@ class RunInfo(Callback):
         self.info = {"model": model, "data": data}
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        # metrics.csv on disk up to the checkpoint: a run killed after this save loses no row
+        # that its resumption would not log again
+        for logger in trainer.loggers:
+            logger.save()
         checkpoint["dlstrat"] = dict(self.info)
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
@@ -154,8 +160,6 @@ class _ContinuedWriter(ExperimentWriter):
         super().__init__(log_dir)
 
     def _check_log_dir_exists(self) -> None:
-        import csv
-
         if not os.path.isfile(self.metrics_file_path):
             return  # a new run (its directory holds config.yaml already, which is no reason to warn)
         with open(self.metrics_file_path, newline="") as f:
@@ -295,8 +299,6 @@ def build_trainer(cfg: RunConfig, run_dir: Path, monitor: str | None, mode: str 
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
-
     return {"lightning_dlstrat": __version__, "torch": torch.__version__, "lightning": L.__version__, "python": sys.version.split()[0]}
 
 

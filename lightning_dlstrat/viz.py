@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
@@ -166,8 +167,7 @@ def render_samples(samples: torch.Tensor, path: str | Path, modes: torch.Tensor 
         fig.savefig(buf, format="png", dpi=120)
         atomic_write_bytes(path, buf.getvalue())
         return
-    import torch.nn.functional as F
-    from torchvision.utils import make_grid, save_image
+    from torchvision.utils import make_grid, save_image  # torchvision loads only when a grid is drawn
 
     images = ((samples + 1.0) / 2.0).clamp(0.0, 1.0)  # (N, C, H, W) in [0, 1]
     if images.shape[-1] < 32:  # small images (8x8 digits): enlarge so the grid is legible

@@ -29,6 +29,7 @@ from huggingface_hub import HfApi, snapshot_download
 
 from . import hub, models, spaces  # noqa: F401  (models, spaces: register every network, so any config.json's architecture is known)
 from .hub import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, HubError, check_cached_blob, fetch, hub_error, read_config
+from .models.genotype import Genotype
 
 SUMMARY_NAME = "training_summary.json"
 HUB_ORG = "lightning-dlstrat"
@@ -117,8 +118,6 @@ def load(name: str, *, source: str = "auto", revision: str | None = None, **kwar
     use_hub = source == "hub" or (source == "auto" and revision is not None)
     where: str | Path = entry.repo_id if use_hub else entry.folder
     if entry.kind == "genotype":
-        from .models.genotype import Genotype
-
         download = {k: v for k, v in kwargs.items() if k in ("cache_dir", "token", "local_files_only", "force_download")}
         config = read_config(fetch(where, (CONFIG_NAME,), revision=revision if use_hub else None, **download)[CONFIG_NAME], str(where))
         try:

@@ -145,13 +145,22 @@ RESUMABLE = ["--model", "mlp", "--accelerator", "cpu", "--max-epochs", "12", "--
 
 
 def _interrupt(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess | None, Path]:
-    """Start a run, wait for its first checkpoint, then send ``sig``; return the process result and its run directory."""
+    """Start a run, then send ``sig`` half-way through an epoch; return the process result and its run directory.
+
+    Half-way is timed from two checkpoint writes (an epoch apart), so the signal never lands in
+    the instant after a save, before the epoch's train averages are logged.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", *RESUMABLE, "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(tmp_path.glob("*/checkpoints/last.ckpt")):
-        time.sleep(0.05)
-    time.sleep(0.3)  # into a later epoch, mid-way
+    deadline, seen = time.time() + 300, []
+    while time.time() < deadline and len(seen) < 2:
+        found = list(tmp_path.glob("*/checkpoints/last.ckpt"))
+        stamp = found[0].stat().st_mtime_ns if found else None
+        if stamp is not None and stamp not in [s for s, _ in seen]:
+            seen.append((stamp, time.time()))
+        time.sleep(0.01)
+    epoch = seen[1][1] - seen[0][1]
+    time.sleep(epoch / 2)  # mid-way through the third epoch
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=300)
     (run_dir,) = list(tmp_path.iterdir())

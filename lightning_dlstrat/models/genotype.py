@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from ..core import atomic_write_bytes
 from ..layers.darts_ops import OPS, PRIMITIVES
 
 Pair = tuple[str, int]
@@ -156,8 +157,6 @@ class Genotype:
 
     def save(self, path: str | Path) -> None:
         """Write JSON atomically, one field per line (readable and diff-friendly)."""
-        from ..core import atomic_write_bytes
-
         body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in self.to_dict().items())
         atomic_write_bytes(path, ("{\n" + body + "\n}\n").encode())
 
