@@ -45,6 +45,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 models_app = typer.Typer(help="Model recipes.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo on the Hugging Face Hub.", no_args_is_help=True)
+nb201_app = typer.Typer(help="The NAS-Bench-201 search space and its benchmark.", no_args_is_help=True)
+app.add_typer(nb201_app, name="nb201")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(zoo_app, name="zoo")
@@ -360,6 +362,26 @@ def zoo_publish(
 
     url = zoo.publish(name, repo_id=repo_id, private=private, revision=revision)
     typer.echo(f"published {name}: {url}")
+
+
+@nb201_app.command("lookup")
+@command
+def nb201_lookup(
+    genotype: Annotated[str, typer.Argument(help="A cell in the benchmark's string form, |op~0|+|op~0|op~1|+|op~0|op~1|op~2|.")],
+    benchmark: Annotated[Path, typer.Option(help="The NATS-Bench topology file you downloaded (NATS-tss-v1_0-3ffb9.pickle.pbz2 or its -simple/ folder).")],
+    unpickle: Annotated[bool, typer.Option("--unpickle", help="Required: the benchmark is a pickle and this command unpickles it (through an allow-list first). Give it only for a file from the benchmark's authors.")] = False,
+    dataset: Annotated[str, typer.Option(help="cifar10, cifar100 or ImageNet16-120.")] = "cifar10",
+    split: Annotated[str, typer.Option(help="valid or test.")] = "test",
+):
+    """Print the benchmark's accuracy for a NAS-Bench-201 cell (needs `pip install nats_bench` and the benchmark file)."""
+    from .spaces.nb201 import NB201Genotype
+    from .spaces.nb201_lookup import NB201Benchmark
+
+    cell = NB201Genotype.parse(genotype)  # checked before anything is opened
+    if not unpickle:
+        fail(f"{benchmark} is a pickle, and reading it runs whatever it holds; pass --unpickle to confirm it is the benchmark file its authors published")
+    accuracy = NB201Benchmark.load(benchmark).accuracy(cell, dataset, split)
+    typer.echo(f"{cell}  {dataset} {split} accuracy: {accuracy:.2f} % (NAS-Bench-201, 200 epochs, mean over seeds)")
 
 
 @app.command()

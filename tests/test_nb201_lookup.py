@@ -117,3 +117,20 @@ def test_bad_paths(tmp_path):
     dump({"x": 1}, tmp_path / "other.pbz2")
     with pytest.raises(NB201LookupError, match="does not hold"):
         load_benchmark(tmp_path / "other.pbz2")
+
+
+def test_cli_lookup_needs_the_explicit_unpickle_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from lightning_dlstrat.cli import app
+
+    pytest.importorskip("nats_bench")
+    runner = CliRunner()
+    path = write_full(tmp_path)
+    refused = runner.invoke(app, ["nb201", "lookup", str(ALL_SKIP), "--benchmark", str(path)])
+    assert refused.exit_code == 2 and "pass --unpickle" in refused.output
+    bad = runner.invoke(app, ["nb201", "lookup", "|conv~0|", "--benchmark", str(path), "--unpickle"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    result = runner.invoke(app, ["nb201", "lookup", str(BEST_CIFAR100), "--benchmark", str(path), "--unpickle", "--dataset", "cifar100"])
+    assert result.exit_code == 0, result.output
+    assert f"{BEST_CIFAR100}  cifar100 test accuracy: 71.50 %" in result.output
