@@ -27,6 +27,8 @@ from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, H
 from .models.darts_net import DARTSNetwork
 from .models.genotype import GENOTYPES, Genotype
 from .recipes import get_recipe
+from .spaces.nb201 import NB201Genotype
+from .spaces.nb201.viz import plot_nb201_cell
 from .run import summary_of
 from .viz import plot_genotype, render_samples
 from .zoo import HUB_ORG, SUMMARY_NAME, upload
@@ -126,7 +128,10 @@ def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, 
         render_samples(samples, out_dir / "samples.png", modes=modes, title=f"{n} samples, latent seed 0")
         pictures["samples.png"] = f"{n} samples of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if modes is not None else "")
     genotype = getattr(net, "genotype", None)
-    if genotype is not None and hasattr(genotype, "to_dict"):
+    if isinstance(genotype, NB201Genotype):
+        plot_nb201_cell(genotype, out_dir / "cell.png")
+        pictures["cell.png"] = f"the NAS-Bench-201 cell {genotype}"
+    elif isinstance(genotype, Genotype):
         plot_genotype(genotype, out_dir / "cell.png")
         pictures["cell.png"] = "normal and reduction cells of the genotype"
         if search_dir is not None and (search_dir / "alpha.png").is_file():

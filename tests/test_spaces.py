@@ -386,3 +386,34 @@ def test_darts_adapter_discretises_pc_darts_like_the_supernet():
 
 def test_from_dict_accepts_the_nodes_property_itself():
     assert NB201Genotype.from_dict({"nodes": BEST_CIFAR100.nodes}) == BEST_CIFAR100  # tuples, as str2lists gives
+
+
+# --- the nb201-net recipe: train, export and load a cell from the CLI ---------------------------------
+def test_cli_nb201_net_trains_exports_and_loads(tmp_path):
+    import timm
+    from typer.testing import CliRunner
+
+    from conftest import run_dir_of
+    from lightning_dlstrat import export
+    from lightning_dlstrat.cli import app
+    from lightning_dlstrat.trainers.nb201_net import NB201NetClassifier
+
+    cell = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit", "--model", "nb201-net", "--model.genotype=" + cell, "--max-epochs", "1",
+                                 "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    run_dir = run_dir_of(result.output)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["genotype"] == cell and (run_dir / "genotype.txt").read_text().strip() == cell
+    best = NB201NetClassifier.load_from_checkpoint(summary["best_checkpoint"], map_location="cpu", weights_only=True).model.eval()
+    assert summary["params"] == sum(p.numel() for p in best.parameters())
+    folder = export.export_run(run_dir, tmp_path / "nb201-digits")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "nb201_net" and config["model_args"]["genotype"] == NB201Genotype.parse(cell).to_dict()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(NB201Network.from_pretrained(folder)(x), best(x))
+        assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x), best(x))
+    bad = runner.invoke(app, ["fit", "--model", "nb201-net", "--model.genotype=|conv~0|", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and not (tmp_path / "bad").exists()

@@ -19,12 +19,12 @@ from ..config import RunConfig, resolve
 from ..core import DlstratError
 from ..run import fit as run_fit
 from .base import Recipe
-from .classifier import DARTS_NET, MLP
+from .classifier import DARTS_NET, MLP, NB201_NET
 from .darts import DARTS
 from .gan import GAN_RECIPE
 from .random_nas import RANDOM_NAS
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (MLP, DARTS, DARTS_NET, RANDOM_NAS, GAN_RECIPE)}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (MLP, DARTS, DARTS_NET, RANDOM_NAS, NB201_NET, GAN_RECIPE)}
 
 
 def get_recipe(name: str) -> Recipe:

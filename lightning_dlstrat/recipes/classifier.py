@@ -1,4 +1,4 @@
-"""The classifier recipes: ``mlp`` and ``darts-net`` (retraining a DARTS genotype)."""
+"""The classifier recipes: ``mlp``, ``darts-net`` (retraining a DARTS genotype) and ``nb201-net`` (a NAS-Bench-201 cell)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..core import DlstratError
 from ..models.genotype import GENOTYPES, resolve_genotype
 from ..trainers.classifier import MLPClassifier
 from ..trainers.darts_net import DARTSNetClassifier
+from ..trainers.nb201_net import NB201NetClassifier
 from ..viz import plot_genotype
 from .base import Recipe
 
@@ -54,3 +55,15 @@ def after_darts_net(module: DARTSNetClassifier, trainer, datamodule, run_dir: Pa
 
 MLP = Recipe("mlp", MLPClassifier)
 DARTS_NET = Recipe("darts-net", DARTSNetClassifier, prepare=prepare_genotype, after_fit=after_darts_net)
+
+
+def after_nb201_net(module: NB201NetClassifier, trainer, datamodule, run_dir: Path) -> dict[str, Any]:
+    """Write the cell (``genotype.txt``, the benchmark's string, to look up in its tables) and count parameters."""
+    genotype = str(module.genotype)
+    if trainer.is_global_zero:
+        (run_dir / "genotype.txt").write_text(genotype + "\n")
+    params = sum(p.numel() for p in module.model.parameters())
+    return {"genotype": genotype, "params": params, "report": [f"cell: {genotype}", f"parameters: {params:,}"]}
+
+
+NB201_NET = Recipe("nb201-net", NB201NetClassifier, after_fit=after_nb201_net)
