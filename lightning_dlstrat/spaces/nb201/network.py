@@ -26,7 +26,7 @@ from torch import nn
 
 from ...hub import HubMixin
 from .genotype import NB201Genotype, NUM_NODES
-from .ops import ResNetBasicBlock, make_op
+from .ops import make_op, stages
 
 __all__ = ["NB201Cell", "NB201Network", "MIN_INPUT_SIZE", "check_input_size", "resolve_nb201"]
 
@@ -93,13 +93,7 @@ class NB201Network(nn.Module, HubMixin, architecture="nb201_net", kind="classifi
         self.genotype = resolve_nb201(genotype)
         self.C, self.N, self.num_classes, self.in_chans = C, N, num_classes, in_chans
         self.stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList()
-        c_prev = C
-        for stage, c in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                self.cells.append(ResNetBasicBlock(c_prev, c, 2))
-            self.cells.extend(NB201Cell(self.genotype, c) for _ in range(N))
-            c_prev = c
+        self.cells, c_prev = stages(C, N, lambda c: NB201Cell(self.genotype, c))
         self.num_features = c_prev
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

@@ -95,3 +95,16 @@ class ResNetBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.downsample(x) + self.conv_b(self.conv_a(x))  # (B, c_out, H/2, W/2)
+
+
+def stages(C: int, N: int, make_cell) -> tuple[nn.ModuleList, int]:
+    """The benchmark's skeleton between stem and head: 3 stages of ``N`` cells (C, 2C, 4C channels)
+    joined by stride-2 residual blocks; ``make_cell(channels)`` builds one cell. Returns the
+    modules in order and the output channel count (4C)."""
+    cells, c_prev = nn.ModuleList(), C
+    for stage, c in enumerate((C, 2 * C, 4 * C)):
+        if stage > 0:
+            cells.append(ResNetBasicBlock(c_prev, c, 2))
+        cells.extend(make_cell(c) for _ in range(N))
+        c_prev = c
+    return cells, c_prev

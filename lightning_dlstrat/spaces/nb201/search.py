@@ -32,7 +32,7 @@ from torch import nn
 
 from .genotype import EDGES, NB201_OPS, NUM_NODES, NB201Genotype, edge_row
 from .network import check_input_size
-from .ops import ResNetBasicBlock, make_op
+from .ops import ResNetBasicBlock, make_op, stages
 
 __all__ = ["MixedOp", "NB201SearchCell", "NB201SearchNetwork"]
 
@@ -97,13 +97,7 @@ class NB201SearchNetwork(nn.Module):
         self.operations, self.affine, self.track_running_stats = operations, affine, track_running_stats
 
         self.stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList()
-        c_prev = C
-        for stage, c in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                self.cells.append(ResNetBasicBlock(c_prev, c, 2))
-            self.cells.extend(self.cell_class(c, operations, affine, track_running_stats) for _ in range(N))
-            c_prev = c
+        self.cells, c_prev = stages(C, N, lambda c: self.cell_class(c, operations, affine, track_running_stats))
         self.num_features = c_prev
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
