@@ -387,16 +387,30 @@ def nb201_lookup(
 @app.command()
 @command
 def sample(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `dlstrat fit --model gan`.")],
-    n: Annotated[int, typer.Option("-n", "--num", help="How many samples.")] = 64,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `dlstrat fit --model gan`.")] = None,
+    zoo_name: Annotated[Optional[str], typer.Option("--zoo", help="A generator of the zoo instead (see `dlstrat zoo list`).")] = None,
+    label: Annotated[Optional[int], typer.Option("--class", help="Class to draw, for a conditional GAN; without it, one row per class.")] = None,
+    n: Annotated[int, typer.Option("-n", "--num", help="How many samples (conditional, no --class: ceil(n / classes) per class row).")] = 64,
     out: Annotated[Path, typer.Option(help="PNG to write: an image grid, or a scatter plot over the true modes for 2-D data.")] = Path("samples.png"),
     seed: Annotated[int, typer.Option(help="Seed of the latent noise.")] = 0,
 ):
-    """Draw samples from a GAN checkpoint's EMA generator into a PNG."""
-    from .recipes.gan import sample_checkpoint
+    """Draw samples from a GAN's EMA generator (a checkpoint or a zoo model) into a PNG."""
+    from .recipes.gan import draw_samples, generator_from_checkpoint
 
-    path = sample_checkpoint(checkpoint, n, out, seed=seed)
-    typer.echo(f"wrote {n} samples to {path}")
+    if (checkpoint is None) == (zoo_name is None):
+        raise DlstratError("give exactly one of --checkpoint CKPT (a GAN run's checkpoint) or --zoo NAME (a zoo generator)")
+    if checkpoint is not None:
+        net, data, about = generator_from_checkpoint(checkpoint)
+    else:
+        from . import zoo
+
+        entry = zoo.get_entry(zoo_name)
+        net = zoo.load(zoo_name)
+        if getattr(net, "kind", "") != "generator":
+            raise DlstratError(f"zoo model {zoo_name} is not a generator; `dlstrat zoo list` shows which are")
+        data, about = entry.training_data(), f"zoo model {zoo_name}"
+    what = draw_samples(net, n, out, seed=seed, label=label, data=data, about=about)
+    typer.echo(f"wrote {what} to {out}")
 
 
 def main() -> None:

@@ -27,10 +27,11 @@ from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, H
 from .models.darts_net import DARTSNetwork
 from .models.genotype import GENOTYPES, Genotype
 from .recipes import get_recipe
+from .recipes.gan import draw_samples
 from .spaces.nb201 import NB201Genotype
 from .spaces.nb201.viz import plot_nb201_cell
 from .run import summary_of
-from .viz import plot_genotype, render_samples
+from .viz import plot_genotype
 from .zoo import HUB_ORG, SUMMARY_NAME, upload
 
 SEARCH_SUMMARY_NAME = "search_summary.json"  # darts-net models: the architecture search that found the genotype
@@ -120,13 +121,10 @@ def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, 
     pictures: dict[str, str] = {}
     if net.kind == "generator":  # draw from the exported weights themselves
         points = len(net.out_shape) == 1
-        n = 2500 if points else 64  # the metrics' sample count for points; an 8x8 grid for images
-        z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(0))  # (n, latent_dim)
-        with torch.no_grad():
-            samples = net(z)  # (n, *out_shape)
-        modes = DATAMODULES[summary["data"]].modes() if points and hasattr(DATAMODULES.get(summary["data"]), "modes") else None
-        render_samples(samples, out_dir / "samples.png", modes=modes, title=f"{n} samples, latent seed 0")
-        pictures["samples.png"] = f"{n} samples of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if modes is not None else "")
+        # the metrics' sample count for points; an 8x8 grid for images (conditional: 8 per class row)
+        n = 2500 if points else 8 * net.num_classes if getattr(net, "num_classes", 0) else 64
+        what = draw_samples(net, n, out_dir / "samples.png", seed=0, data=summary["data"])
+        pictures["samples.png"] = f"{what} of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if points else "")
     genotype = getattr(net, "genotype", None)
     if isinstance(genotype, NB201Genotype):
         plot_nb201_cell(genotype, out_dir / "cell.png")
@@ -208,7 +206,9 @@ def pipeline_tag(arch: str) -> str | None:
     cls = ARCHITECTURES[arch]
     if cls.kind == "classifier":
         return "image-classification"
-    return None if arch == "mlp_generator" else "unconditional-image-generation"
+    if arch == "mlp_generator" or arch.startswith("conditional_"):
+        return None  # the Hub has no task for 2-D points, nor for class-conditional generation
+    return "unconditional-image-generation"
 
 
 METRIC_NAMES = {"acc": ("accuracy", "accuracy"), "loss": ("loss", "cross-entropy loss")}
@@ -294,8 +294,12 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
     else:
         gan = summary.get("gan_metrics") or {}
         results, table = gan_results(gan, data, summary)
-        card.tags = ("safetensors", "gan", "unconditional-image-generation" if gan.get("kind") != "modes" else "2d-points")
-        card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
+        conditional = bool(config["model_args"].get("num_classes"))
+        card.tags = ("safetensors", "gan", "2d-points" if gan.get("kind") == "modes" else "conditional-image-generation" if conditional else "unconditional-image-generation")
+        card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)"] + (
+            ["y = torch.full((64,), 7)  # the class to draw", "samples = net(z, y)  # (64, *out_shape): images in [-1, 1]"]
+            if conditional else ["samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
+        )
     card.results, card.table = results, table
     return card
 
@@ -317,14 +321,23 @@ def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], 
             rows.append(("reverse KL", f"{gan['reverse_kl']:.4f}", f"{who}; KL(q || uniform) of the mode histogram of high-quality samples", "reverse-kl", round(gan["reverse_kl"], 4)))
         task, split = ("unconditional-generation", "Unconditional generation (2-D points)"), None  # against the mixture itself
     elif gan.get("kind") == "classifier":
+        feats = f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier (torchmetrics)"
         rows = [
-            ("Frechet distance (digits classifier)", f"{gan['fd']:.2f}", f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier; real test vs training images: {gan['fd_real_baseline']:.2f}", "frechet-distance", round(gan["fd"], 3)),
+            ("Frechet distance (digits classifier)", f"{gan['classifier_fd']:.2f}", f"{feats}; real test vs training images: {gan['classifier_fd_real_baseline']:.2f}", "frechet-distance", round(gan["classifier_fd"], 3)),
+            ("kernel distance (digits classifier)", f"{gan['classifier_kid']:.4f} ± {gan['classifier_kid_std']:.4f}", f"{feats}; {gan['kid_subsets']} subsets of {gan['kid_subset_size']}; real test vs training images: {gan['classifier_kid_real_baseline']:.4f}", "kernel-distance", round(gan["classifier_kid"], 5)),
+            ("classifier score (digits classifier)", f"{gan['classifier_is']:.2f} ± {gan['classifier_is_std']:.2f}", f"{who}; the Inception score's formula on the classifier's 10 logits, {gan['is_splits']} splits", "classifier-score", round(gan["classifier_is"], 3)),
             ("confidently labelled (%)", f"{gan['confident_pct']:.1f}", f"{who}; top class probability >= 0.9 under the digits classifier", "confident-samples", round(gan["confident_pct"], 2)),
         ]
-        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
+        if "label_agreement_pct" in gan:
+            rows.append(("labelled as the class asked for (%)", f"{gan['label_agreement_pct']:.1f}", f"{who}, every class equally often; per class {min(gan['label_agreement_per_class_pct']):.1f}-{max(gan['label_agreement_per_class_pct']):.1f}%", "label-agreement", round(gan["label_agreement_pct"], 2)))
+        task, split = _generation_task(gan), "train"
     elif gan.get("kind") == "inception":
-        rows = [("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3))]
-        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
+        rows = [
+            ("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3)),
+            ("KID", f"{gan['kid']:.4f} ± {gan['kid_std']:.4f}", f"{who}, torchmetrics Inception KID, {gan['kid_subsets']} subsets of {gan['kid_subset_size']}", "kid", round(gan["kid"], 5)),
+            ("IS", f"{gan['is']:.2f} ± {gan['is_std']:.2f}", f"{who}, torchmetrics Inception score, {gan['is_splits']} splits", "inception-score", round(gan["is"], 3)),
+        ]
+        task, split = _generation_task(gan), "train"
     else:
         return [], []
     results = [
@@ -333,6 +346,12 @@ def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], 
         for metric, _, _, metric_type, value in rows
     ]
     return results, [(metric, shown, how) for metric, shown, how, _, _ in rows]
+
+
+def _generation_task(gan: dict) -> tuple[str, str]:
+    if "label_agreement_pct" in gan:
+        return "conditional-image-generation", "Class-conditional image generation"
+    return "unconditional-image-generation", "Unconditional image generation"
 
 
 def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None, token: str | bool | None = None) -> str:

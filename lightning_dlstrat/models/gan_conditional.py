@@ -43,6 +43,11 @@ CONDITIONAL_ARCHS = ("auto", "dense", "dcgan")
 EMBED_DIM = 128  # BigGAN's shared embedding width for CIFAR-10 (StudioGAN g_shared_dim)
 
 
+def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
+    """(num_classes * per_class,) labels 0,0,...,1,1,...: a grid of ``per_class`` columns has one class per row."""
+    return torch.arange(num_classes).repeat_interleave(per_class)  # (K * per_class,)
+
+
 def _check_labels(y: torch.Tensor, num_classes: int, batch: int) -> None:
     if y.shape != (batch,):
         raise ValueError(f"class labels must have shape ({batch},) to match the batch, not {tuple(y.shape)}")
