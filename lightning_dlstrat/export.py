@@ -233,10 +233,14 @@ class Card:
     def write(self, out_dir: Path) -> None:
         arch = self.config["architecture"]
         results = self.results or []
+        mixin = ARCHITECTURES[arch]._hub_mixin_info  # what the class declares (HubMixin's tags=, paper_url=)
+        paper = mixin.paper_url
+        arxiv = re.search(r"arxiv\.org/abs/([\w.]+)", paper or "")
         data = ModelCardData(
             library_name=LIBRARY_NAME,
             license="apache-2.0",
-            tags=sorted({LIBRARY_NAME, "pytorch", arch, *self.tags}),
+            # the Hub links a model to its paper through an "arxiv:ID" tag
+            tags=sorted({LIBRARY_NAME, "pytorch", arch, *self.tags, *(mixin.model_card_data.get("tags") or ()), *([f"arxiv:{arxiv[1]}"] if arxiv else [])}),
             datasets=self.datasets,
             metrics=sorted({r.metric_type for r in results}) or None,
             pipeline_tag=pipeline_tag(arch),
@@ -248,6 +252,8 @@ class Card:
         if self.about:
             lines += [self.about, ""]
         lines += [f"Network: `{cls_name}` (architecture `{arch}`) from [lightning-dlstrat]({REPO_URL}), a plain `torch.nn.Module`; its arguments in `{CONFIG_NAME}`.", ""]
+        if paper:
+            lines += [f"Paper: {paper}", ""]
         if self.table:
             lines += ["## Results", "", "| metric | value | how it was measured |", "|---|---|---|"]
             lines += [f"| {m} | {v} | {how} |" for m, v, how in self.table] + [""]

@@ -76,7 +76,7 @@ class ConditionalBatchNorm(nn.Module):
 
 
 # --- dense (flattened images) ------------------------------------------------------------------
-class ConditionalDenseGenerator(nn.Module, HubMixin, architecture="conditional_dense_generator", kind="generator", tags=["gan", "conditional-image-generation"]):
+class ConditionalDenseGenerator(nn.Module, HubMixin, architecture="conditional_dense_generator", kind="generator", tags=["gan", "conditional-image-generation"], paper_url="https://arxiv.org/abs/1802.05637"):
     """The classic dense generator (:class:`~lightning_dlstrat.models.gan.DenseGenerator`) with cBN.
 
     As there, the first hidden layer has no normalisation; every later one has a conditional BN.
@@ -148,7 +148,7 @@ def _project(d: nn.Module, phi: torch.Tensor, y: torch.Tensor | None) -> torch.T
 
 
 # --- DCGAN (images) ----------------------------------------------------------------------------
-class ConditionalDCGANGenerator(nn.Module, HubMixin, architecture="conditional_dcgan_generator", kind="generator", tags=["gan", "conditional-image-generation"]):
+class ConditionalDCGANGenerator(nn.Module, HubMixin, architecture="conditional_dcgan_generator", kind="generator", tags=["gan", "conditional-image-generation"], paper_url="https://arxiv.org/abs/1802.05637"):
     """:class:`~lightning_dlstrat.models.gan.DCGANGenerator` with cBN.
 
     Linear -> reshape to the (C0, s, s) seed -> cBN + ReLU -> n x [ConvTranspose 4/2 + cBN + ReLU]
