@@ -87,13 +87,36 @@ def _pretrained_weights(model: torch.nn.Module, cfg: dict[str, Any], strict: boo
     The file is found (and checked) here; timm reads it with safetensors, never ``torch.load``.
     """
     path, where = _weights_file(cfg)
-    local = {**cfg, "source": "", "file": str(path), "state_dict": None}
+    # the first conv is adapted here (timm before 1.0.31 adapts only from 3-channel weights), so timm leaves it alone
+    local = {**cfg, "source": "", "file": str(path), "state_dict": None, "first_conv": None}
     if hasattr(model, "classifier_names"):  # the network knows all its heads (older config.json files name one)
         local["classifier"] = model.classifier_names
+    first_conv = cfg.get("first_conv") or getattr(model, "timm_cfg", {}).get("first_conv")
+
+    def adapt(state: dict[str, torch.Tensor], net: torch.nn.Module) -> dict[str, torch.Tensor]:
+        key = f"{first_conv}.weight"
+        if first_conv and key in state and hasattr(net, "in_chans") and state[key].shape[1] != net.in_chans:
+            state[key] = adapt_input_conv(state[key], net.in_chans)  # (O, B, k, k) -> (O, in_chans, k, k)
+        return state
+
     try:
-        load_pretrained(model, local, num_classes=model.num_classes, in_chans=getattr(model, "in_chans", 3), strict=strict)
+        load_pretrained(model, local, num_classes=model.num_classes, in_chans=getattr(model, "in_chans", 3), filter_fn=adapt, strict=strict)
     except RuntimeError as e:  # missing / unexpected keys or shape mismatches under strict loading
         raise HubError(f"the weights in {where} do not fit the network built (for other sizes, pass the sizes of {CONFIG_NAME}):\n{e}") from None
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first convolution's (O, B, k, k) weight for ``in_chans`` inputs, by timm's rule (``adapt_input_conv``).
+
+    One channel: the sum over the B input channels (a grey image then gives the RGB response of its
+    grey copy). More: the B channels repeated and cut to ``in_chans``, scaled by B / in_chans, so
+    an image whose channels are all equal gives the same activations.
+    """
+    base = weight.shape[1]
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)  # (O, 1, k, k)
+    reps = -(-in_chans // base)  # ceil
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (base / in_chans)  # (O, in_chans, k, k)
 
 
 def _create(variant: str, cls: type, pretrained: bool = False, **kwargs) -> torch.nn.Module:
