@@ -274,8 +274,9 @@ def test_nb201_genotype_files_and_resolve(tmp_path):
     assert NB201Genotype.resolve(str(run)) == ALL_SKIP and NB201Genotype.resolve(" " + str(ALL_SKIP)) == ALL_SKIP
     with pytest.raises(NB201GenotypeError, match="does not exist"):
         NB201Genotype.resolve(str(tmp_path / "missing.json"))
-    with pytest.raises(NB201GenotypeError, match="neither a NAS-Bench-201 architecture string"):
-        NB201Genotype.resolve("DARTS_V2")
+    for text in ("DARTS_V2", "g" * 300):  # a name, and one too long for a file name
+        with pytest.raises(NB201GenotypeError, match="neither a NAS-Bench-201 architecture string"):
+            NB201Genotype.resolve(text)
     (tmp_path / "big.json").write_text(" " * 5000)
     with pytest.raises(NB201GenotypeError, match="larger than"):
         NB201Genotype.load(tmp_path / "big.json")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core import DlstratError, shorten
-from ..trainers.darts_search import DARTSSearch
 from ..spaces import get_space
+from ..trainers.darts_search import DARTSSearch
 from .base import Recipe
 
 

@@ -128,7 +128,7 @@ class NB201Space(SearchSpace):
         return NB201Genotype(tuple(chosen[_edge_key(s, t)] for s, t in EDGES))
 
     def to_choices(self, genotype: NB201Genotype | str) -> dict[str, str]:
-        genotype = NB201Genotype.resolve(genotype) if isinstance(genotype, str) else genotype
+        genotype = NB201Genotype.parse(genotype) if isinstance(genotype, str) else genotype  # text only, never a file
         return {_edge_key(s, t): op for s, t, op in genotype.edges()}
 
     def resolve_genotype(self, value: Any) -> NB201Genotype:

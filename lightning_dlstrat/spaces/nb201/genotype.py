@@ -240,7 +240,11 @@ class NB201Genotype:
         path = genotype_file(text, ("genotype.json", "genotype.txt"))
         if path is not None:
             return cls.load(path)
-        if text.endswith((".json", ".txt")) or "/" in text or Path(text).is_dir():
+        try:
+            is_dir = Path(text).is_dir()
+        except OSError:  # a name too long for the OS, and the like: not a directory
+            is_dir = False
+        if text.endswith((".json", ".txt")) or "/" in text or is_dir:
             raise NB201GenotypeError(f"genotype file {shorten(text, 200)} does not exist (a run directory must hold genotype.json or genotype.txt)")
         raise NB201GenotypeError(f"{_q(text, 120)} is neither a NAS-Bench-201 architecture string nor an existing genotype file or run directory. {_FORMAT_HELP}")
 
