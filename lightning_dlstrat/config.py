@@ -4,7 +4,8 @@ Every setting of a ``dlstrat fit`` run is merged in one place, :func:`resolve`, 
 (later wins)::
 
     module and datamodule defaults (their __init__ signatures)
-      < the recipe's preset: `all`, then the dataset's entry (recipes/presets/NAME.yaml)
+      < the recipe's preset: `all`, then the dataset's entry (recipes/presets/NAME.yaml; a
+        `variants` table instead where the recipe picks one from the module arguments given)
         < --config FILE
           < flags (--max-epochs, --model.KEY=VALUE, ...)
 
@@ -183,8 +184,10 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     data = flag_layer["data_name"] or file_layer["data_name"] or recipe.default_data
     if data not in DATAMODULES:
         raise DlstratError(f"unknown dataset {shorten(data, 80)!r}; choose one of: {', '.join(DATAMODULES)}")
-    preset = recipe.preset_for(data)
     user = (file_layer, flag_layer)
+    # a recipe may keep other presets per value of a module argument (darts: per --model.space)
+    variant = recipe.variant({**file_layer["model"], **flag_layer["model"]}) if recipe.variant is not None else None
+    preset = recipe.preset_for(data, variant)
 
     trainer = dict(preset.get("trainer", {}))
     if any({"max_epochs", "max_steps"} & set(u["trainer"]) for u in user):

@@ -25,11 +25,10 @@ from .core import atomic_write_bytes, atomic_write_json
 from .data import DATAMODULES
 from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, HubError
 from .models.darts_net import DARTSNetwork
-from .models.genotype import GENOTYPES, Genotype
+from .models.genotype import GENOTYPES
 from .recipes import get_recipe
 from .recipes.gan import draw_samples
-from .spaces.nb201 import NB201Genotype
-from .spaces.nb201.viz import plot_nb201_cell
+from .spaces import SPACES, get_space
 from .run import summary_of
 from .viz import plot_genotype
 from .zoo import HUB_ORG, SUMMARY_NAME, upload
@@ -78,7 +77,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     if net is None:
         hint = ""
         if (run_dir / "genotype.json").is_file():  # an architecture search: its product is the genotype
-            hint = f"; retrain its genotype with `dlstrat fit --model darts-net --genotype {run_dir / 'genotype.json'}` and push that run"
+            retrain = get_space(summary.get("space") or "darts").retrain_recipe
+            hint = f"; retrain its genotype with `dlstrat fit --model {retrain} --genotype {run_dir / 'genotype.json'}` and push that run"
         raise HubError(f"the {summary['model']} recipe has no network in the Hub format to export{hint}")
     net.eval()
     repo_id = repo_id or f"{HUB_ORG}/{out_dir.name}"
@@ -125,17 +125,19 @@ def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, 
         n = 2500 if points else 8 * net.num_classes if getattr(net, "num_classes", 0) else 64
         what = draw_samples(net, n, out_dir / "samples.png", seed=0, data=summary["data"])
         pictures["samples.png"] = f"{what} of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if points else "")
-    genotype = getattr(net, "genotype", None)
-    if isinstance(genotype, NB201Genotype):
-        plot_nb201_cell(genotype, out_dir / "cell.png")
-        pictures["cell.png"] = f"the NAS-Bench-201 cell {genotype}"
-    elif isinstance(genotype, Genotype):
-        plot_genotype(genotype, out_dir / "cell.png")
-        pictures["cell.png"] = "normal and reduction cells of the genotype"
+    space = space_of_architecture(net.architecture)
+    if space is not None:  # a cell of a search space: its picture, and the search's alpha if there was one
+        space.plot(net.genotype, out_dir / "cell.png")
+        pictures["cell.png"] = "normal and reduction cells of the genotype" if space.name == "darts" else f"the cell {net.genotype}"
         if search_dir is not None and (search_dir / "alpha.png").is_file():
             shutil.copyfile(search_dir / "alpha.png", out_dir / "alpha.png")
             pictures["alpha.png"] = "architecture weights (softmax of alpha) at the end of the search"
     return pictures
+
+
+def space_of_architecture(architecture: str):
+    """The search space whose evaluation network ``architecture`` is (darts_net, nb201_net), else None."""
+    return next((cls() for cls in SPACES.values() if cls.architecture == architecture), None)
 
 
 # --- published DARTS cells ------------------------------------------------------------------------
@@ -281,7 +283,8 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
     about = ""
     if search is not None:
         commands.insert(0, f"{search['command']}  # the architecture search ({SEARCH_SUMMARY_NAME}); it prints the run folder holding genotype.json")
-        about = f"A genotype found by DARTS architecture search on {search['data']} (seed {search.get('seed')}), then retrained from scratch:\n\n```\n{net_genotype(config)}\n```"
+        where = "" if search.get("space", "darts") == "darts" else f" in the {get_space(search['space']).name} space"
+        about = f"A genotype found by DARTS architecture search{where} on {search['data']} (seed {search.get('seed')}), then retrained from scratch:\n\n```\n{net_genotype(config)}\n```"
     card = Card(name, config, about=about, datasets=[data], commands=commands, versions=summary.get("versions"), pictures=pictures)
     load = [f"from {module_name} import {cls_name}", "", f'net = {cls_name}.from_pretrained("{repo_id}")  # strict, safetensors only, eval mode']
     if ARCHITECTURES[arch].kind == "classifier":
@@ -311,7 +314,9 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
 
 
 def net_genotype(config: dict) -> str:
-    return str(Genotype.coerce(config["model_args"]["genotype"]))
+    """The genotype text of a config.json, in its space's form."""
+    space, value = space_of_architecture(config["architecture"]), config["model_args"]["genotype"]
+    return str(space.from_dict(value) if isinstance(value, dict) else space.parse(value))  # never a file: configs are downloaded
 
 
 def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], list[tuple[str, str, str]]]:
