@@ -197,7 +197,7 @@ def test_conditional_needs_labels_and_unconditional_takes_no_class(tmp_path):
     assert_clean_failure(dlstrat("sample", "--zoo", "gan-digits", "--class", "3", "--out", str(tmp_path / "x.png")), "this generator is unconditional")
 
 
-def test_discriminator_sees_augmented_images_and_the_batch_labels():
+def test_discriminator_sees_augmented_images_and_the_batch_labels(tmp_path):
     """One training step: D gets T(x) (DiffAugment) with the real labels, and exactly x without a policy."""
     dm = DigitsDataModule(normalization="tanh", batch_size=16)
     dm.setup("fit")
@@ -208,7 +208,9 @@ def test_discriminator_sees_augmented_images_and_the_batch_labels():
         gan = GAN(in_shape=dm.dims, conditional=True, num_classes=10, diffaugment=policy, noise_seed=0)
         calls = []
         gan.discriminator.register_forward_hook(lambda mod, args, out: calls.append((args[0].detach().clone(), args[1].clone())))
-        trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = L.Trainer(
+            max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+        )
         trainer.fit(gan, train_dataloaders=torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16))
         seen[policy] = calls
     (real_plain, y_plain), (real_aug, y_aug) = seen[""][0], seen["translation"][0]
