@@ -27,7 +27,7 @@ Optuna; the recipe trains the trials.
 - **Killed workers**: a trial whose worker died stays RUNNING in Optuna. Databases detect it by
   Optuna's heartbeat; journal files by a lock each worker holds for its lifetime
   (:class:`WorkerLock`, :func:`fail_dead_workers`). Either way the trial is marked failed and
-  retried once more with the same architecture (``RetryHeartbeatStaleTrialCallback``).
+  queued again with the same architecture (:func:`requeue`, as Optuna's ``RetryHeartbeatStaleTrialCallback``).
 - **The budget** (:func:`counted`, :func:`budget_used`): ``--trials N`` is N trials in the whole
   study, over all workers. A trial counts once it is running, waiting, or reached a verdict
   (complete, pruned, or failed by its own error); trials abandoned by a dead or interrupted worker
@@ -44,7 +44,9 @@ import fcntl
 import io
 import json
 import os
+import random
 import socket
+import time
 import uuid
 import warnings
 import zlib
@@ -53,7 +55,7 @@ from typing import Any, Iterable, Sequence
 
 import optuna
 from optuna.distributions import CategoricalDistribution
-from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
@@ -89,6 +91,16 @@ def suggest_genotype(trial: optuna.Trial, steps: int = STEPS) -> Genotype:
         cells[cell] = gene
     concat = list(range(2, steps + 2))
     return Genotype(cells["normal"], concat, cells["reduce"], concat)
+
+
+def distributions(steps: int = STEPS) -> dict[str, CategoricalDistribution]:
+    """The parameters :func:`suggest_genotype` draws and their choices (for ``optuna.create_trial``)."""
+    out = {}
+    for cell in ("normal", "reduce"):
+        for node in range(steps):
+            prefix = f"{cell}.n{node + 2}"
+            out |= {f"{prefix}.inputs": CategoricalDistribution(input_pairs(node)), f"{prefix}.op0": CategoricalDistribution(OPS), f"{prefix}.op1": CategoricalDistribution(OPS)}
+    return out
 
 
 def genotype_params(genotype: Genotype) -> dict[str, str]:
@@ -233,19 +245,43 @@ def open_storage(spec: str | Path, heartbeat: int | None = 60) -> optuna.storage
             return JournalStorage(JournalFileBackend(str(path)))
         except OSError as e:
             raise DlstratError(f"cannot open the journal file {spec}: {e.strerror or e}") from None
+    spec = with_driver(spec)
     engine_kwargs = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite") else None  # wait for a writer instead of "database is locked"
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: experimental since 2.9
-            return RDBStorage(
-                spec, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat else None,
-            )
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: experimental since 2.9
+                    return RDBStorage(
+                        spec, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                        heartbeat_stale_trial_callback=requeue if heartbeat else None,
+                    )
+            except (IntegrityError, ProgrammingError):
+                # workers started together on a new database race to create Optuna's tables; the
+                # loser finds them made ("duplicate key ... already exists") and opens them next time
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
     except ModuleNotFoundError as e:
-        raise DlstratError(f"--model.storage {masked(spec)} needs the database driver {e.name}; install it (PostgreSQL: pip install psycopg2-binary; MySQL: pip install pymysql and write mysql+pymysql://)") from None
+        raise DlstratError(f"--model.storage {masked(spec)} needs the database driver {e.name}; install it (PostgreSQL: pip install 'lightning-dlstrat[postgres]', i.e. psycopg; MySQL: pip install pymysql and write mysql+pymysql://)") from None
     except Exception as e:  # sqlalchemy's ArgumentError (a bad URL), OperationalError (no server, wrong password)
         why = " ".join(str(getattr(e, "orig", None) or e).split())
         raise DlstratError(f"cannot open the study storage {masked(spec)}: {shorten(why, 300)}") from None
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed: SQLAlchemy's default is psycopg2
+    up to 2.0 and psycopg (3) from 2.1, so a plain URL would otherwise work with one of them only."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://" + url.removeprefix("postgresql://")
+    return url
 
 
 def fingerprint(cfg) -> dict[str, Any]:
@@ -356,14 +392,29 @@ def fail_dead_workers(study: optuna.Study, lock_folder: Path) -> list[int]:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         failed.append(trial.number)
-        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, study._storage.get_trial(trial._trial_id))
+        requeue(study, study._storage.get_trial(trial._trial_id))
     return failed
 
 
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue an abandoned trial's architecture again as a WAITING trial, at most ``MAX_RETRIES`` times.
+
+    As Optuna's ``RetryHeartbeatStaleTrialCallback`` (the same ``failed_trial`` / ``retry_history``
+    system attributes), but without the dead worker's user attributes: its lock must not make the
+    retry look abandoned too.
+    """
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if len(history) > MAX_RETRIES:
+        return
+    study.add_trial(optuna.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        system_attrs={"failed_trial": trial.system_attrs.get("failed_trial", trial.number), "retry_history": history},
+    ))
+
+
 def retry(study: optuna.Study, trial: optuna.Trial) -> None:
-    """Queue ``trial``'s architecture again (an interrupted trial), the way Optuna retries a stale one."""
-    frozen = study._storage.get_trial(trial._trial_id)
-    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, frozen)
+    """Queue an interrupted trial's architecture again (it is told failed right after)."""
+    requeue(study, study._storage.get_trial(trial._trial_id))
 
 
 def fail_stale(study: optuna.Study, lock_folder: Path | None) -> None:
