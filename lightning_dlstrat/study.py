@@ -477,7 +477,7 @@ def rows(study: optuna.Study, run_dir: Path | None = None) -> list[dict[str, Any
             except ValueError:
                 pass
         values = t.values or []
-        val_acc = values[0] if values else (t.intermediate_values[t.last_step] if t.last_step is not None else None)
+        val_acc = values[0] if values else (t.intermediate_values[t.last_step] if t.last_step is not None and t.state == TrialState.PRUNED else None)
         out.append({
             "trial": t.number,
             "state": t.state.name.lower(),
@@ -541,7 +541,7 @@ def format_table(table: Sequence[dict[str, Any]]) -> list[str]:
     for r in table:
         lines.append(
             f"{r['trial']:>5}  {r['state']:8}  {num(r['val_acc'], '.4f'):>7}  {num(r['val_loss'], '.4f'):>8}  {num(r['test_acc'], '.4f'):>8}  "
-            f"{num(r['params'], ','):>8}  {num(r['epochs'], 'd'):>6}  {num(r['wall_time_s'], '.1f'):>6}s  {r['note']}"
+            f"{num(r['params'], ','):>8}  {num(r['epochs'], 'd'):>6}  {num(r['wall_time_s'], '.1f') + ('s' if r['wall_time_s'] is not None else ''):>7}  {r['note']}"
         )
     return lines
 

@@ -171,11 +171,11 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             "best_checkpoint": result.get("best_checkpoint"),
         }.items():
             trial.set_user_attr(key, value)
-        if launch_rank() == 0:
-            write_tables(study, run_dir, run_dir)  # after every trial: a killed worker keeps what it did
         return (val_acc, result["params"]) if two else val_acc
 
-    def stop_when_full(study, _trial) -> None:
+    def after_trial(study, _trial) -> None:
+        if launch_rank() == 0:
+            write_tables(study, run_dir, run_dir)  # after every trial: a killed worker keeps what it did
         all_trials = study.get_trials(deepcopy=False)
         if budget_used(all_trials) >= trials and not any(t.state.name == "WAITING" for t in all_trials):
             study.stop()
@@ -185,7 +185,7 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         fail_stale(study, lock_folder)
         all_trials = study.get_trials(deepcopy=False)
         if budget_used(all_trials) < trials or any(t.state.name == "WAITING" for t in all_trials):
-            study.optimize(objective, callbacks=[stop_when_full], catch=(TrialFailed, Surplus), gc_after_trial=True)
+            study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed, Surplus), gc_after_trial=True)
 
     table = write_tables(study, run_dir, run_dir) if launch_rank() == 0 else []
     pictures = write_plots(study, run_dir) if launch_rank() == 0 else []
