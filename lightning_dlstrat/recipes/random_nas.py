@@ -169,6 +169,8 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             "val_loss": fit_metrics.get("val/loss"), "test_acc": test_metrics.get("test/acc"), "params": result.get("params"),
             "wall_time_s": round(time.time() - started, 2), "fit_metrics": fit_metrics, "test_metrics": test_metrics,
             "best_checkpoint": result.get("best_checkpoint"),
+            # two objectives report no per-epoch values, whose count is the epochs elsewhere
+            **({"epochs": cfg.trainer.get("max_epochs")} if two else {}),
         }.items():
             trial.set_user_attr(key, value)
         return (val_acc, result["params"]) if two else val_acc
