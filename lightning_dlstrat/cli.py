@@ -5,7 +5,9 @@
     dlstrat fit --model darts --print-config       # the resolved configuration, without training
     dlstrat fit --config runs/.../config.yaml      # replay a run
     dlstrat fit --resume runs/...                  # continue an interrupted run in its directory
-    dlstrat test --checkpoint runs/.../checkpoints/best.ckpt
+    dlstrat test --checkpoint runs/.../checkpoints/best.ckpt      # or validate
+    dlstrat predict --zoo mlp-digits digit.png more/ --out predictions.csv
+    dlstrat export --zoo mlp-digits --out mlp.onnx                 # or .pt2, .pt (TorchScript)
     dlstrat study show runs/random-nas-...          # a study's trials and plots (or --storage URL --study NAME)
     dlstrat data list | dlstrat models list | dlstrat --version
 
@@ -239,31 +241,66 @@ def test(
     devices: Annotated[str, typer.Option(help="Lightning devices.")] = "1",
 ):
     """Evaluate a classifier checkpoint on its dataset's test split and print the metrics."""
-    import lightning as L
+    from .inference import evaluate
 
-    from .config import build
-    from .data import DATAMODULES
-    from .recipes import get_recipe
-    from .run import checkpoint_info, read_checkpoint
-
-    ckpt = read_checkpoint(checkpoint)
-    info = checkpoint_info(ckpt, checkpoint)
-    recipe = get_recipe(info["model"])
-    if not recipe.test:
-        fail(f"{checkpoint} is a {info['model']} checkpoint, which has no test split to score; draw from it with `dlstrat sample --checkpoint {checkpoint}`")
-    if info["data"] not in DATAMODULES:
-        fail(f"{checkpoint} was trained on the dataset {shorten(info['data'], 60)!r}, which this version does not know; known: {', '.join(DATAMODULES)}")
-    dm_args = dict(ckpt.get("datamodule_hyper_parameters") or {})
-    if data_dir is not None:
-        dm_args["data_dir"] = data_dir
-    try:
-        module = recipe.module.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    except (RuntimeError, TypeError, KeyError, ValueError) as e:
-        fail(f"{checkpoint} does not load into a {recipe.module.__name__} ({type(e).__name__}: {shorten(str(e), 300)})")
-    dm = build(DATAMODULES[info["data"]], dm_args, f"dataset {info['data']}")
-    trainer = L.Trainer(accelerator=accelerator, devices=parse_value(devices), logger=False, enable_progress_bar=False, enable_model_summary=False)
-    metrics = trainer.test(module, datamodule=dm, verbose=False)[0]
+    metrics = evaluate(checkpoint, "test", data_dir=data_dir, accelerator=accelerator, devices=parse_value(devices))
     typer.echo(", ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())))
+
+
+@app.command()
+@command
+def validate(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `dlstrat fit`.")],
+    data_dir: Annotated[Optional[str], typer.Option(help="Override where the dataset lives.")] = None,
+    accelerator: Annotated[str, typer.Option(help="Lightning accelerator.")] = "auto",
+    devices: Annotated[str, typer.Option(help="Lightning devices.")] = "1",
+):
+    """Evaluate a checkpoint on the validation split its run validated on (Trainer.validate) and print the metrics."""
+    from .inference import evaluate
+
+    metrics = evaluate(checkpoint, "validate", data_dir=data_dir, accelerator=accelerator, devices=parse_value(devices))
+    typer.echo(", ".join(f"{k}={float(v):.4f}" for k, v in sorted(metrics.items())))
+
+
+@app.command()
+@command
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Images (.png, .jpg), folders of them, or .npy / .pt tensors of pixels in [0, 1], (N, C, H, W) or (C, H, W).", show_default=False)],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A classifier checkpoint written by `dlstrat fit`.")] = None,
+    zoo_name: Annotated[Optional[str], typer.Option("--zoo", help="A zoo classifier (see `dlstrat zoo list`), a model folder or ORG/NAME.")] = None,
+    out: Annotated[Path, typer.Option(help="Where to write the class probabilities: .csv or .json.")] = Path("predictions.csv"),
+    normalize: Annotated[bool, typer.Option(help="Normalise tensor inputs as the training data (--no-normalize: they already are; images always are).")] = True,
+):
+    """Class probabilities of a classifier for images or tensors, one row per input, written as CSV or JSON."""
+    from .inference import check_out, load, predict as run_predict, write_predictions
+
+    check_out(out)
+    loaded = load(checkpoint, zoo_name)
+    records = run_predict(loaded, list(inputs), normalize_tensors=normalize)
+    write_predictions(records, out)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["top_class"]] = counts.get(r["top_class"], 0) + 1
+    shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:10])
+    typer.echo(f"wrote {len(records)} prediction{'s' if len(records) != 1 else ''} of {loaded.source} to {out} (top classes {shown})")
+
+
+@app.command("export")
+@command
+def export_model(
+    out: Annotated[Path, typer.Option(help="File to write: .onnx, .pt2, or .pt / .ts for TorchScript.")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `dlstrat fit`.")] = None,
+    zoo_name: Annotated[Optional[str], typer.Option("--zoo", help="A zoo model (see `dlstrat zoo list`), a model folder or ORG/NAME.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="onnx, pt2 (torch.export) or torchscript; default: from the suffix of --out.")] = None,
+):
+    """Export a classifier or generator to ONNX, a torch.export program (.pt2) or TorchScript, checked against the eager network."""
+    from .export_formats import export, target
+    from .inference import load
+
+    fmt = target(fmt, out)  # a bad format or suffix fails before anything is loaded
+    result = export(load(checkpoint, zoo_name), fmt, out)
+    check = f"max |exported - eager| = {result.max_abs_diff:.2g} on a batch of 3" if result.max_abs_diff is not None else "not checked"
+    typer.echo(f"wrote {result.path} ({result.format}; {check})" + (f"; {result.note}" if result.note else ""))
 
 
 @data_app.command("list")
@@ -410,16 +447,30 @@ def study_show(
 @app.command()
 @command
 def sample(
-    checkpoint: Annotated[Path, typer.Option(help="A checkpoint written by `dlstrat fit --model gan`.")],
-    n: Annotated[int, typer.Option("-n", "--num", help="How many samples.")] = 64,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint written by `dlstrat fit --model gan`.")] = None,
+    zoo_name: Annotated[Optional[str], typer.Option("--zoo", help="A generator of the zoo instead (see `dlstrat zoo list`).")] = None,
+    label: Annotated[Optional[int], typer.Option("--class", help="Class to draw, for a conditional GAN; without it, one row per class.")] = None,
+    n: Annotated[int, typer.Option("-n", "--num", help="How many samples (conditional, no --class: ceil(n / classes) per class row).")] = 64,
     out: Annotated[Path, typer.Option(help="PNG to write: an image grid, or a scatter plot over the true modes for 2-D data.")] = Path("samples.png"),
     seed: Annotated[int, typer.Option(help="Seed of the latent noise.")] = 0,
 ):
-    """Draw samples from a GAN checkpoint's EMA generator into a PNG."""
-    from .recipes.gan import sample_checkpoint
+    """Draw samples from a GAN's EMA generator (a checkpoint or a zoo model) into a PNG."""
+    from .recipes.gan import draw_samples, generator_from_checkpoint
 
-    path = sample_checkpoint(checkpoint, n, out, seed=seed)
-    typer.echo(f"wrote {n} samples to {path}")
+    if (checkpoint is None) == (zoo_name is None):
+        raise DlstratError("give exactly one of --checkpoint CKPT (a GAN run's checkpoint) or --zoo NAME (a zoo generator)")
+    if checkpoint is not None:
+        net, data, about = generator_from_checkpoint(checkpoint)
+    else:
+        from . import zoo
+
+        entry = zoo.get_entry(zoo_name)
+        net = zoo.load(zoo_name)
+        if getattr(net, "kind", "") != "generator":
+            raise DlstratError(f"zoo model {zoo_name} is not a generator; `dlstrat zoo list` shows which are")
+        data, about = entry.training_data(), f"zoo model {zoo_name}"
+    what = draw_samples(net, n, out, seed=seed, label=label, data=data, about=about)
+    typer.echo(f"wrote {what} to {out}")
 
 
 def main() -> None:

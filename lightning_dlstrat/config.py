@@ -4,7 +4,8 @@ Every setting of a ``dlstrat fit`` run is merged in one place, :func:`resolve`, 
 (later wins)::
 
     module and datamodule defaults (their __init__ signatures)
-      < the recipe's preset: `all`, then the dataset's entry (recipes/presets/NAME.yaml)
+      < the recipe's preset: `all`, then the dataset's entry (recipes/presets/NAME.yaml; a
+        `variants` table instead where the recipe picks one from the module arguments given)
         < --config FILE
           < flags (--max-epochs, --model.KEY=VALUE, ...)
 
@@ -36,13 +37,15 @@ import yaml
 
 from .core import DlstratError, shorten
 from .data import DATAMODULES
+from .trainer_specs import callback_specs, logger_specs, replayable
 
 SECTIONS = ("model", "data", "trainer")
 # keys of --config besides the sections; the flat ones are the CLI's flags, kept for old files
 TOP_LEVEL = ("seed", "out", "threads", "options", "made_from", "data_dir", "accelerator", "devices", "strategy", "precision", "max_epochs", "genotype", "trials", "resume")
 FLAT_TRAINER = ("accelerator", "devices", "strategy", "precision", "max_epochs")
-# Trainer arguments the run layer owns: they point into the run directory
-RUN_OWNED = ("default_root_dir", "logger", "callbacks", "plugins", "enable_checkpointing")
+# Trainer arguments the run layer owns: they point into the run directory (logger and callbacks
+# are settings, checked in trainer_specs: the CSV log and the run's checkpoint stay the run's)
+RUN_OWNED = ("default_root_dir", "plugins", "enable_checkpointing")
 
 
 @dataclass
@@ -68,8 +71,8 @@ class RunConfig:
         out = {
             "model": {"name": self.model, **plain(self.model_args)},
             "data": {"name": self.data, **plain(self.data_args)},
-            # Callback objects (the Python API's) are not settings a file can replay
-            "trainer": plain({k: v for k, v in self.trainer.items() if k != "callbacks"}),
+            # Logger and Callback objects (the Python API's) are not settings a file can replay
+            "trainer": plain(replayable_trainer(self.trainer)),
             "seed": self.seed,
             "threads": self.threads,
             "options": plain(self.options),
@@ -89,6 +92,17 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def replayable_trainer(trainer: dict[str, Any]) -> dict[str, Any]:
+    """Trainer settings without the logger and callback objects the Python API may hold."""
+    out = dict(trainer)
+    for key in ("logger", "callbacks"):
+        if key in out:
+            out[key] = replayable(out[key])
+            if out[key] is None and trainer[key] is not None:
+                del out[key]
+    return out
 
 
 def plain(value: Any) -> Any:
@@ -183,8 +197,10 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     data = flag_layer["data_name"] or file_layer["data_name"] or recipe.default_data
     if data not in DATAMODULES:
         raise DlstratError(f"unknown dataset {shorten(data, 80)!r}; choose one of: {', '.join(DATAMODULES)}")
-    preset = recipe.preset_for(data)
     user = (file_layer, flag_layer)
+    # a recipe may keep other presets per value of a module argument (darts: per --model.space)
+    variant = recipe.variant({**file_layer["model"], **flag_layer["model"]}) if recipe.variant is not None else None
+    preset = recipe.preset_for(data, variant)
 
     trainer = dict(preset.get("trainer", {}))
     if any({"max_epochs", "max_steps"} & set(u["trainer"]) for u in user):
@@ -249,13 +265,14 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
 def check_trainer(trainer: dict[str, Any]) -> None:
     """Trainer keys and the bounds Lightning puts on the run's length, before a Trainer exists."""
     params = init_params(L.Trainer)
-    python_callbacks = isinstance(trainer.get("callbacks"), list) and all(isinstance(c, L.Callback) for c in trainer["callbacks"])
-    owned = [k for k in trainer if k in RUN_OWNED and not (k == "logger" and trainer[k] in (False, True, "csv")) and not (k == "callbacks" and python_callbacks)]
+    owned = [k for k in trainer if k in RUN_OWNED]
     if owned:
         raise DlstratError(
-            f"--trainer.{owned[0]} is set by dlstrat fit itself (checkpoints, the CSV log and the progress line all go to the run directory); "
-            "--trainer.logger accepts only csv, true or false in this version, and callbacks are added as objects from the Python API"
+            f"--trainer.{owned[0]} is set by dlstrat fit itself: checkpoints, the CSV log and the progress line all go to the run "
+            "directory (choose loggers with --trainer.logger and add callbacks with --trainer.callbacks)"
         )
+    logger_specs(trainer.get("logger"))  # names, class paths, init_args and installed extras, before a run directory exists
+    callback_specs(trainer.get("callbacks"))
     check_keys("trainer", trainer, params)
     counts = ("max_epochs", "max_steps", "min_epochs", "log_every_n_steps")
     check_args("--trainer.KEY option", {k: v for k, v in trainer.items() if k in counts},

@@ -25,12 +25,12 @@ from .core import atomic_write_bytes, atomic_write_json
 from .data import DATAMODULES
 from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, HubError
 from .models.darts_net import DARTSNetwork
-from .models.genotype import GENOTYPES, Genotype
+from .models.genotype import GENOTYPES
 from .recipes import get_recipe
-from .spaces.nb201 import NB201Genotype
-from .spaces.nb201.viz import plot_nb201_cell
+from .recipes.gan import draw_samples
+from .spaces import SPACES, get_space
 from .run import summary_of
-from .viz import plot_genotype, render_samples
+from .viz import plot_genotype
 from .zoo import HUB_ORG, SUMMARY_NAME, upload
 
 SEARCH_SUMMARY_NAME = "search_summary.json"  # darts-net models: the architecture search that found the genotype
@@ -77,7 +77,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     if net is None:
         hint = ""
         if (run_dir / "genotype.json").is_file():  # an architecture search: its product is the genotype
-            hint = f"; retrain its genotype with `dlstrat fit --model darts-net --genotype {run_dir / 'genotype.json'}` and push that run"
+            retrain = get_space(summary.get("space") or "darts").retrain_recipe
+            hint = f"; retrain its genotype with `dlstrat fit --model {retrain} --genotype {run_dir / 'genotype.json'}` and push that run"
         raise HubError(f"the {summary['model']} recipe has no network in the Hub format to export{hint}")
     net.eval()
     repo_id = repo_id or f"{HUB_ORG}/{out_dir.name}"
@@ -120,24 +121,23 @@ def draw_pictures(net: torch.nn.Module, summary: dict, search_dir: Path | None, 
     pictures: dict[str, str] = {}
     if net.kind == "generator":  # draw from the exported weights themselves
         points = len(net.out_shape) == 1
-        n = 2500 if points else 64  # the metrics' sample count for points; an 8x8 grid for images
-        z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(0))  # (n, latent_dim)
-        with torch.no_grad():
-            samples = net(z)  # (n, *out_shape)
-        modes = DATAMODULES[summary["data"]].modes() if points and hasattr(DATAMODULES.get(summary["data"]), "modes") else None
-        render_samples(samples, out_dir / "samples.png", modes=modes, title=f"{n} samples, latent seed 0")
-        pictures["samples.png"] = f"{n} samples of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if modes is not None else "")
-    genotype = getattr(net, "genotype", None)
-    if isinstance(genotype, NB201Genotype):
-        plot_nb201_cell(genotype, out_dir / "cell.png")
-        pictures["cell.png"] = f"the NAS-Bench-201 cell {genotype}"
-    elif isinstance(genotype, Genotype):
-        plot_genotype(genotype, out_dir / "cell.png")
-        pictures["cell.png"] = "normal and reduction cells of the genotype"
+        # the metrics' sample count for points; an 8x8 grid for images (conditional: 8 per class row)
+        n = 2500 if points else 8 * net.num_classes if getattr(net, "num_classes", 0) else 64
+        what = draw_samples(net, n, out_dir / "samples.png", seed=0, data=summary["data"])
+        pictures["samples.png"] = f"{what} of this generator (latent noise from torch.Generator().manual_seed(0))" + (", true modes as red crosses" if points else "")
+    space = space_of_architecture(net.architecture)
+    if space is not None:  # a cell of a search space: its picture, and the search's alpha if there was one
+        space.plot(net.genotype, out_dir / "cell.png")
+        pictures["cell.png"] = "normal and reduction cells of the genotype" if space.name == "darts" else f"the cell {net.genotype}"
         if search_dir is not None and (search_dir / "alpha.png").is_file():
             shutil.copyfile(search_dir / "alpha.png", out_dir / "alpha.png")
             pictures["alpha.png"] = "architecture weights (softmax of alpha) at the end of the search"
     return pictures
+
+
+def space_of_architecture(architecture: str):
+    """The search space whose evaluation network ``architecture`` is (darts_net, nb201_net), else None."""
+    return next((cls() for cls in SPACES.values() if cls.architecture == architecture), None)
 
 
 # --- published DARTS cells ------------------------------------------------------------------------
@@ -208,7 +208,9 @@ def pipeline_tag(arch: str) -> str | None:
     cls = ARCHITECTURES[arch]
     if cls.kind == "classifier":
         return "image-classification"
-    return None if arch == "mlp_generator" else "unconditional-image-generation"
+    if arch == "mlp_generator" or arch.startswith("conditional_"):
+        return None  # the Hub has no task for 2-D points, nor for class-conditional generation
+    return "unconditional-image-generation"
 
 
 METRIC_NAMES = {"acc": ("accuracy", "accuracy"), "loss": ("loss", "cross-entropy loss")}
@@ -233,10 +235,14 @@ class Card:
     def write(self, out_dir: Path) -> None:
         arch = self.config["architecture"]
         results = self.results or []
+        mixin = ARCHITECTURES[arch]._hub_mixin_info  # what the class declares (HubMixin's tags=, paper_url=)
+        paper = mixin.paper_url
+        arxiv = re.search(r"arxiv\.org/abs/([\w.]+)", paper or "")
         data = ModelCardData(
             library_name=LIBRARY_NAME,
             license="apache-2.0",
-            tags=sorted({LIBRARY_NAME, "pytorch", arch, *self.tags}),
+            # the Hub links a model to its paper through an "arxiv:ID" tag
+            tags=sorted({LIBRARY_NAME, "pytorch", arch, *self.tags, *(mixin.model_card_data.get("tags") or ()), *([f"arxiv:{arxiv[1]}"] if arxiv else [])}),
             datasets=self.datasets,
             metrics=sorted({r.metric_type for r in results}) or None,
             pipeline_tag=pipeline_tag(arch),
@@ -248,6 +254,8 @@ class Card:
         if self.about:
             lines += [self.about, ""]
         lines += [f"Network: `{cls_name}` (architecture `{arch}`) from [lightning-dlstrat]({REPO_URL}), a plain `torch.nn.Module`; its arguments in `{CONFIG_NAME}`.", ""]
+        if paper:
+            lines += [f"Paper: {paper}", ""]
         if self.table:
             lines += ["## Results", "", "| metric | value | how it was measured |", "|---|---|---|"]
             lines += [f"| {m} | {v} | {how} |" for m, v, how in self.table] + [""]
@@ -275,7 +283,8 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
     about = ""
     if search is not None:
         commands.insert(0, f"{search['command']}  # the architecture search ({SEARCH_SUMMARY_NAME}); it prints the run folder holding genotype.json")
-        about = f"A genotype found by DARTS architecture search on {search['data']} (seed {search.get('seed')}), then retrained from scratch:\n\n```\n{net_genotype(config)}\n```"
+        where = "" if search.get("space", "darts") == "darts" else f" in the {get_space(search['space']).name} space"
+        about = f"A genotype found by DARTS architecture search{where} on {search['data']} (seed {search.get('seed')}), then retrained from scratch:\n\n```\n{net_genotype(config)}\n```"
     card = Card(name, config, about=about, datasets=[data], commands=commands, versions=summary.get("versions"), pictures=pictures)
     load = [f"from {module_name} import {cls_name}", "", f'net = {cls_name}.from_pretrained("{repo_id}")  # strict, safetensors only, eval mode']
     if ARCHITECTURES[arch].kind == "classifier":
@@ -294,14 +303,20 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
     else:
         gan = summary.get("gan_metrics") or {}
         results, table = gan_results(gan, data, summary)
-        card.tags = ("safetensors", "gan", "unconditional-image-generation" if gan.get("kind") != "modes" else "2d-points")
-        card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)", "samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
+        conditional = bool(config["model_args"].get("num_classes"))
+        card.tags = ("safetensors", "gan", "2d-points" if gan.get("kind") == "modes" else "conditional-image-generation" if conditional else "unconditional-image-generation")
+        card.use = ["import torch", *load, "", "z = torch.randn(64, net.latent_dim)"] + (
+            ["y = torch.full((64,), 7)  # the class to draw", "samples = net(z, y)  # (64, *out_shape): images in [-1, 1]"]
+            if conditional else ["samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
+        )
     card.results, card.table = results, table
     return card
 
 
 def net_genotype(config: dict) -> str:
-    return str(Genotype.coerce(config["model_args"]["genotype"]))
+    """The genotype text of a config.json, in its space's form."""
+    space, value = space_of_architecture(config["architecture"]), config["model_args"]["genotype"]
+    return str(space.from_dict(value) if isinstance(value, dict) else space.parse(value))  # never a file: configs are downloaded
 
 
 def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], list[tuple[str, str, str]]]:
@@ -317,14 +332,23 @@ def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], 
             rows.append(("reverse KL", f"{gan['reverse_kl']:.4f}", f"{who}; KL(q || uniform) of the mode histogram of high-quality samples", "reverse-kl", round(gan["reverse_kl"], 4)))
         task, split = ("unconditional-generation", "Unconditional generation (2-D points)"), None  # against the mixture itself
     elif gan.get("kind") == "classifier":
+        feats = f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier (torchmetrics)"
         rows = [
-            ("Frechet distance (digits classifier)", f"{gan['fd']:.2f}", f"{who} vs {gan['num_real']} training images, in the features of the bundled digits classifier; real test vs training images: {gan['fd_real_baseline']:.2f}", "frechet-distance", round(gan["fd"], 3)),
+            ("Frechet distance (digits classifier)", f"{gan['classifier_fd']:.2f}", f"{feats}; real test vs training images: {gan['classifier_fd_real_baseline']:.2f}", "frechet-distance", round(gan["classifier_fd"], 3)),
+            ("kernel distance (digits classifier)", f"{gan['classifier_kid']:.4f} ± {gan['classifier_kid_std']:.4f}", f"{feats}; {gan['kid_subsets']} subsets of {gan['kid_subset_size']}; real test vs training images: {gan['classifier_kid_real_baseline']:.4f}", "kernel-distance", round(gan["classifier_kid"], 5)),
+            ("classifier score (digits classifier)", f"{gan['classifier_is']:.2f} ± {gan['classifier_is_std']:.2f}", f"{who}; the Inception score's formula on the classifier's 10 logits, {gan['is_splits']} splits", "classifier-score", round(gan["classifier_is"], 3)),
             ("confidently labelled (%)", f"{gan['confident_pct']:.1f}", f"{who}; top class probability >= 0.9 under the digits classifier", "confident-samples", round(gan["confident_pct"], 2)),
         ]
-        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
+        if "label_agreement_pct" in gan:
+            rows.append(("labelled as the class asked for (%)", f"{gan['label_agreement_pct']:.1f}", f"{who}, every class equally often; per class {min(gan['label_agreement_per_class_pct']):.1f}-{max(gan['label_agreement_per_class_pct']):.1f}%", "label-agreement", round(gan["label_agreement_pct"], 2)))
+        task, split = _generation_task(gan), "train"
     elif gan.get("kind") == "inception":
-        rows = [("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3))]
-        task, split = ("unconditional-image-generation", "Unconditional image generation"), "train"
+        rows = [
+            ("FID", f"{gan['fid']:.2f}", f"{who} vs {gan['num_real']} training images, torchmetrics Inception FID", "fid", round(gan["fid"], 3)),
+            ("KID", f"{gan['kid']:.4f} ± {gan['kid_std']:.4f}", f"{who}, torchmetrics Inception KID, {gan['kid_subsets']} subsets of {gan['kid_subset_size']}", "kid", round(gan["kid"], 5)),
+            ("IS", f"{gan['is']:.2f} ± {gan['is_std']:.2f}", f"{who}, torchmetrics Inception score, {gan['is_splits']} splits", "inception-score", round(gan["is"], 3)),
+        ]
+        task, split = _generation_task(gan), "train"
     else:
         return [], []
     results = [
@@ -333,6 +357,12 @@ def gan_results(gan: dict, data: str, summary: dict) -> tuple[list[EvalResult], 
         for metric, _, _, metric_type, value in rows
     ]
     return results, [(metric, shown, how) for metric, shown, how, _, _ in rows]
+
+
+def _generation_task(gan: dict) -> tuple[str, str]:
+    if "label_agreement_pct" in gan:
+        return "conditional-image-generation", "Class-conditional image generation"
+    return "unconditional-image-generation", "Unconditional image generation"
 
 
 def push(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None, token: str | bool | None = None) -> str:

@@ -13,6 +13,8 @@ Plain functions on tensors and ``nn.Module``s, shared by the GAN LightningModule
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,7 +49,7 @@ def generator_loss(loss: str, fake_logits: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
 
 
-def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """WGAN-GP: E[(||grad D(x_hat)|| - 1)^2] at x_hat = eps * real + (1 - eps) * fake, in fp32.
 
     ``eps``: (B, 1, ...) uniform weights broadcastable to ``real``. Autocast is switched off, so
@@ -60,8 +62,11 @@ def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.T
         return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
 
 
-def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
-    """R1: E[||grad D(x)||^2] on real data, in fp32 (weight it by gamma / 2)."""
+def r1_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """R1: E[||grad D(x)||^2] on real data, in fp32 (weight it by gamma / 2).
+
+    ``discriminator``: any ``x -> (B,)`` logits, e.g. ``lambda x: D(x, y)`` for a conditional one.
+    """
     with torch.autocast(device_type=real.device.type, enabled=False):
         x = real.detach().float().requires_grad_(True)  # (B, *shape)
         (grad,) = torch.autograd.grad(discriminator(x).float().sum(), x, create_graph=True)  # (B, *shape)

@@ -188,12 +188,15 @@ def timm_fields(model: torch.nn.Module) -> dict[str, Any]:
     head = model.get_classifier() if hasattr(model, "get_classifier") else model.head
     pretrained_cfg = {
         "num_classes": model.num_classes,
-        "classifier": next(name for name, child in model.named_children() if child is head),
+        # every class head (a DARTS network's auxiliary one too), as timm's "classifier" may list several
+        "classifier": list(getattr(model, "classifier_names", ())) or next(name for name, child in model.named_children() if child is head),
         "crop_pct": 1.0,  # small images are used whole
         "license": "apache-2.0",
     }
     if input_size:
         pretrained_cfg["input_size"] = input_size
+    if getattr(model, "timm_cfg", {}).get("first_conv"):  # where timm adapts the weights to another in_chans
+        pretrained_cfg["first_conv"] = model.timm_cfg["first_conv"]
     return {"num_classes": model.num_classes, "num_features": model.num_features, "pretrained_cfg": pretrained_cfg}
 
 

@@ -28,11 +28,12 @@
   images, where Inception features are a poor fit; reported as ``classifier_fd`` /
   ``classifier_kid`` / ``classifier_is``, never as FID, since the numbers are not comparable with
   Inception ones.
-- **8x8 digits, the trainer's report** (:func:`digits_metrics`): the classifier Frechet distance
-  beside the same distance between two sets of *real* digits, plus the share of samples the
-  classifier labels with confidence >= 0.9 and the class histogram.
-- **Inception FID alone** (:func:`inception_fid`), and :func:`inception_weights`, which finds the
-  InceptionV3 weights file or says which file is missing and where to put it.
+- **8x8 digits, the trainer's report** (:func:`digits_metrics`): the classifier FD / KID / IS
+  beside the FD and KID between two sets of *real* digits, plus the share of samples the
+  classifier labels with confidence >= 0.9 and the class histogram; for a conditional generator
+  also the share labelled as the class asked for (:func:`digits_label_agreement`).
+- :func:`inception_weights` finds the InceptionV3 weights file or says which file is missing and
+  where to put it.
 """
 
 from __future__ import annotations
@@ -106,18 +107,6 @@ class DigitsClassifier(nn.Module):
         return self.net.forward_head(self.forward_features(x))  # (B, 10) logits
 
 
-class _Features(nn.Module):
-    """``DigitsClassifier.forward_features`` as a module, the form torchmetrics' FID takes."""
-
-    def __init__(self, clf: DigitsClassifier):
-        super().__init__()
-        self.clf = clf
-        self.num_features = clf.num_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.clf.forward_features(x)  # (B, num_features)
-
-
 def load_digits_classifier(path: str | Path = DIGITS_CLASSIFIER_PATH) -> DigitsClassifier:
     """Rebuild the classifier from its safetensors file (tensors and string metadata only)."""
     from safetensors import safe_open
@@ -133,39 +122,54 @@ def load_digits_classifier(path: str | Path = DIGITS_CLASSIFIER_PATH) -> DigitsC
     return DigitsClassifier(net, json.loads(meta["mean"]), json.loads(meta["std"]))
 
 
-def frechet_distance(features: nn.Module, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 500) -> float:
-    """torchmetrics' Frechet distance between ``real`` and ``fake`` on ``features`` (both in [0, 1])."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    fid = FrechetInceptionDistance(feature=features, normalize=True).to(real.device)
-    for images, is_real in ((real, True), (fake, False)):
-        for chunk in images.split(batch_size):
-            fid.update(chunk, real=is_real)
-    return float(fid.compute())
-
-
 @torch.no_grad()
-def digits_metrics(fake: torch.Tensor, real: torch.Tensor, real_reference: torch.Tensor, clf: DigitsClassifier | None = None) -> dict:
-    """Classifier metrics for generated 8x8 digits; all images (B, 1, 8, 8) in [0, 1].
+def digits_metrics(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    real_reference: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    seed: int = 0,
+) -> dict:
+    """The trainer's report for generated 8x8 digits; all images (N, 1, 8, 8) in [0, 1].
 
-    ``real``: the training images the distance is measured to; ``real_reference``: other real
-    images (the test split), whose distance to ``real`` is the floor a perfect generator reaches
-    with this many samples (``fd_real_baseline``).
+    FD / KID / IS in the shipped classifier's features (:func:`image_metrics`' ``classifier_*``
+    names) against ``real``, the training images; the same FD and KID between ``real_reference``
+    (other real images, the test split) and ``real``, the floor a perfect generator reaches at
+    that sample count (``*_real_baseline``); the share of samples labelled with confidence >= 0.9
+    and the histogram of the labels. ``labels``: the classes a conditional generator was asked
+    for, adding :func:`digits_label_agreement` and the confident share per requested class.
     """
-    clf = (clf or load_digits_classifier()).to(fake.device)
-    features = _Features(clf)
-    probs = clf(fake).softmax(dim=1)  # (N, 10)
+    fake_f, real_f, ref_f = (extract_features(x, "classifier") for x in (fake, real, real_reference))
+    m = feature_metrics(fake_f, real_f, seed=seed)
+    base = feature_metrics(ref_f, real_f, seed=seed)
+    probs = fake_f.logits.softmax(dim=1)  # (N, 10)
     conf, label = probs.max(dim=1)  # (N,), (N,)
+    confident = (conf >= CONFIDENCE).double()  # (N,)
     hist = torch.bincount(label, minlength=10).double() / len(fake)  # (10,)
-    return {
-        "fd": frechet_distance(features, real, fake),
-        "fd_real_baseline": frechet_distance(features, real, real_reference),
-        "confident_pct": 100.0 * float((conf >= CONFIDENCE).double().mean()),
+    out = {
+        "classifier_fd": m["fd"],
+        "classifier_kid": m["kid"],
+        "classifier_kid_std": m["kid_std"],
+        "classifier_is": m["is"],
+        "classifier_is_std": m["is_std"],
+        "classifier_fd_real_baseline": base["fd"],
+        "classifier_kid_real_baseline": base["kid"],
+        "confident_pct": 100.0 * float(confident.mean()),
         "class_pct": [round(100.0 * float(h), 2) for h in hist],
         "num_samples": len(fake),
         "num_real": len(real),
         "num_real_reference": len(real_reference),
+        "kid_subsets": m["kid_subsets"],
+        "kid_subset_size": m["kid_subset_size"],
+        "is_splits": m["is_splits"],
     }
+    if labels is not None:
+        agreement = digits_label_agreement(fake, labels)
+        labels = labels.long().cpu()  # (N,)
+        out["label_agreement_pct"] = agreement["label_agreement_pct"]
+        out["label_agreement_per_class_pct"] = [round(v, 2) for v in agreement["label_agreement_per_class_pct"]]
+        out["confident_per_class_pct"] = [round(100.0 * float(confident[labels == c].mean()), 2) for c in range(10)]
+    return out
 
 
 # --- Inception FID -------------------------------------------------------------------------------
@@ -210,21 +214,6 @@ def _check_state_dict(path: str, mtime: float) -> None:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise RuntimeError(f"{path} is not a plain InceptionV3 state dict ({type(e).__name__}); expected {INCEPTION_FILE} from {INCEPTION_URL}") from None
-
-
-@torch.no_grad()
-def inception_fid(fake: torch.Tensor, real: torch.Tensor, weights: str, batch_size: int = 100) -> float:
-    """torchmetrics' Inception FID (2048-d pool features) between images in [0, 1], (B, C, H, W).
-
-    Grey-scale images are repeated to three channels; torch-fidelity resizes to 299x299.
-    """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    fid = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=weights).to(fake.device)
-    for images, is_real in ((real, True), (fake, False)):
-        for chunk in images.split(batch_size):
-            fid.update(chunk.expand(-1, 3, -1, -1) if chunk.shape[1] == 1 else chunk, real=is_real)
-    return float(fid.compute())
 
 
 # --- FD / KID / IS on either extractor -----------------------------------------------------------

@@ -5,7 +5,8 @@ A run directory holds everything one ``dlstrat fit`` produced::
     runs/mlp-digits-20261130-171400/
         config.yaml                        # the resolved configuration: `dlstrat fit --config` replays it
         checkpoints/best.ckpt, last.ckpt   # written atomically (temp file + rename)
-        hparams.yaml, metrics.csv          # Lightning's CSVLogger
+        hparams.yaml, metrics.csv          # Lightning's CSVLogger (continued on resume)
+        tensorboard/, mlruns/, wandb/      # the other loggers --trainer.logger names, if any
         summary.json                       # final metrics, what it was made from, the command, versions
 
 :func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
@@ -28,6 +29,7 @@ Guarantees (docs/reliability.md):
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import os
@@ -40,8 +42,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -50,7 +52,9 @@ from . import __version__
 from .config import RunConfig, build
 from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
 from .data import DATAMODULES, BaseDataModule
+from .trainer_specs import Spec, callback_specs, logger_specs
 
+LIBRARY = "lightning-dlstrat"  # the MLflow experiment runs are logged under
 RUN_DIR_ENV = "DLSTRAT_RUN_DIR"  # rank 0's run directory, inherited by the ranks Lightning's ddp launcher starts
 STUDY_INFO = "study.json"  # in the run directory of a study (random-nas): which study its trials belong to
 
@@ -188,8 +192,8 @@ class _ContinuedWriter(ExperimentWriter):
 class RunLogger(CSVLogger):
     """``metrics.csv`` and ``hparams.yaml`` in the run directory itself (no version sub-folders)."""
 
-    def __init__(self, run_dir: str | Path, keep_until_step: int | None = None):
-        super().__init__(save_dir=str(run_dir), name="", version="")
+    def __init__(self, run_dir: str | Path, keep_until_step: int | None = None, **kwargs):
+        super().__init__(save_dir=str(run_dir), name="", version="", **kwargs)  # kwargs: CSVLogger's prefix, flush_logs_every_n_steps
         self.keep_until_step = keep_until_step
 
     @property
@@ -272,27 +276,92 @@ def build_module(recipe, cfg: RunConfig, **overrides) -> L.LightningModule:
     return build(recipe.module, {**cfg.model_args, **overrides}, recipe.name)
 
 
+def build_loggers(value: Any, cfg: RunConfig, run_dir: Path, keep_until_step: int | None = None) -> list[Logger]:
+    """The loggers ``--trainer.logger`` names (:mod:`lightning_dlstrat.trainer_specs`), all writing into ``run_dir``.
+
+    The CSV log is ``run_dir/metrics.csv`` (:class:`RunLogger`, first whenever any logger is on).
+    The others get the run directory unless their ``init_args`` say otherwise: TensorBoard writes
+    ``RUN/tensorboard/`` (a resumed run adds an event file there, on the same step axis), MLflow a
+    file store in ``RUN/mlruns/`` (unless ``MLFLOW_TRACKING_URI`` or ``tracking_uri`` points
+    elsewhere), Weights & Biases ``RUN/wandb/`` with the run directory's name as the run's name
+    and id, so a resumed run continues the same W&B run. Lightning's loggers write on global rank 0 only.
+    """
+    loggers: list[Logger] = []
+    for spec in logger_specs(value):
+        if isinstance(spec, Logger):  # an object, from the Python API
+            loggers.append(spec)
+            continue
+        if spec.name == "csv":
+            loggers.append(RunLogger(run_dir, keep_until_step, **spec.init_args))
+            continue
+        if spec.is_a("TensorBoardLogger"):
+            # no hp_metric: Lightning logs a placeholder -1 there unless told otherwise
+            defaults: dict[str, Any] = dict(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+        elif spec.is_a("MLFlowLogger"):
+            defaults = dict(save_dir=str(run_dir / "mlruns"), experiment_name=LIBRARY, run_name=run_dir.name)
+        elif spec.is_a("WandbLogger"):
+            defaults = dict(save_dir=str(run_dir), name=run_dir.name, id=run_dir.name)
+        else:
+            defaults = dict(save_dir=str(run_dir))
+        params = inspect.signature(spec.cls.__init__).parameters
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        args = {**{k: v for k, v in defaults.items() if k in params or takes_any}, **spec.init_args}
+        loggers.append(construct(spec, args, "--trainer.logger"))
+    return loggers
+
+
+def construct(spec, args: dict[str, Any], flag: str):
+    """``spec.cls(**args)``, with what its constructor refuses as one clear message."""
+    try:
+        return spec.cls(**args)
+    except Exception as e:  # TypeError, ValueError, MisconfigurationException, a missing package, ...
+        raise DlstratError(f"{flag}: {spec.cls.__name__}({shorten(args, 200)}) failed: {type(e).__name__}: {shorten(str(e), 300)}") from None
+
+
 def build_trainer(cfg: RunConfig, run_dir: Path, monitor: str | None, mode: str = "max", keep_until_step: int | None = None) -> L.Trainer:
-    """A Trainer that logs and checkpoints into ``run_dir``; ``cfg.trainer`` wins over the defaults here."""
+    """A Trainer that logs and checkpoints into ``run_dir``; ``cfg.trainer`` wins over the defaults here.
+
+    ``--trainer.callbacks`` are added after the run's own; a ModelCheckpoint entry there sets the
+    run's checkpoint instead (see :mod:`lightning_dlstrat.trainer_specs`), and a progress bar
+    callback replaces the default one.
+    """
     settings = dict(cfg.trainer)
     interactive = sys.stdout.isatty()
     progress_bar = settings.pop("enable_progress_bar", True)  # a bar in a terminal, one line an epoch elsewhere
-    extra_callbacks = list(settings.pop("callbacks", None) or [])  # Callback objects, from the Python API
-    use_logger = settings.pop("logger", True) not in (False, None)
+    loggers = build_loggers(settings.pop("logger", True), cfg, run_dir, keep_until_step)
+    checkpoint_args: dict[str, Any] = dict(
+        monitor=monitor, mode=mode, save_top_k=1, filename="best", auto_insert_metric_name=False,
+    )
+    extra_callbacks: list[Callback] = []
+    for spec in callback_specs(settings.pop("callbacks", None)):
+        if isinstance(spec, Callback):  # an object, from the Python API
+            extra_callbacks.append(spec)
+        elif spec.is_a("ModelCheckpoint"):
+            checkpoint_args.update(spec.init_args)
+            if checkpoint_args["save_top_k"] != 1 and "filename" not in spec.init_args:
+                checkpoint_args["filename"] = "best-epoch{epoch}-step{step}"  # several best files need several names
+        else:
+            extra_callbacks.append(construct(spec, spec.init_args, "--trainer.callbacks"))
     callbacks: list[Callback] = [
         RunInfo(cfg.model, cfg.data),
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-            save_top_k=1, save_last=True, auto_insert_metric_name=False,
-            enable_version_counter=False,  # a resumed run overwrites its best.ckpt (atomically) instead of adding best-v1.ckpt
+        construct(
+            Spec(ModelCheckpoint), dict(
+                dirpath=run_dir / "checkpoints", save_last=True, **checkpoint_args,
+                enable_version_counter=False,  # a resumed run overwrites its best.ckpt (atomically) instead of adding best-v1.ckpt
+            ), "--trainer.callbacks ModelCheckpoint",
         ),
     ]
-    if progress_bar:
-        callbacks.append(RichProgressBar() if interactive else PlainProgress())
+    own_bar = any(isinstance(c, ProgressBar) for c in extra_callbacks)
+    if own_bar:  # the user's bar replaces the default one (Lightning refuses two)
+        progress_bar, interactive_bar = True, True
+    else:
+        interactive_bar = bool(progress_bar and interactive)
+        if progress_bar:
+            callbacks.append(RichProgressBar() if interactive else PlainProgress())
     kwargs: dict[str, Any] = dict(
         default_root_dir=str(run_dir),
-        logger=RunLogger(run_dir, keep_until_step) if use_logger else False,
-        enable_progress_bar=bool(progress_bar and interactive),
+        logger=loggers or False,
+        enable_progress_bar=interactive_bar,
         enable_model_summary=interactive,
         log_every_n_steps=10,
         plugins=[AtomicCheckpointIO()],

@@ -149,8 +149,11 @@ def plot_genotype(genotype: Genotype, path: str | Path = "genotype.png", title: 
     _save(fig, path)
 
 
-def render_samples(samples: torch.Tensor, path: str | Path, modes: torch.Tensor | None = None, title: str = "") -> None:
-    """Write a PNG (atomically): an image grid for (N, C, H, W) in [-1, 1], a scatter plot for (N, 2)."""
+def render_samples(samples: torch.Tensor, path: str | Path, modes: torch.Tensor | None = None, title: str = "", nrow: int | None = None) -> None:
+    """Write a PNG (atomically): an image grid for (N, C, H, W) in [-1, 1], a scatter plot for (N, 2).
+
+    ``nrow``: images per grid row (default: a square grid); one class per row for conditional samples.
+    """
     samples = samples.detach().float().cpu()
     if samples.dim() == 2:
         fig = Figure(figsize=(4, 4))
@@ -172,7 +175,7 @@ def render_samples(samples: torch.Tensor, path: str | Path, modes: torch.Tensor 
     images = ((samples + 1.0) / 2.0).clamp(0.0, 1.0)  # (N, C, H, W) in [0, 1]
     if images.shape[-1] < 32:  # small images (8x8 digits): enlarge so the grid is legible
         images = F.interpolate(images, scale_factor=32 // images.shape[-1], mode="nearest")
-    grid = make_grid(images, nrow=int(len(images) ** 0.5 + 0.5), padding=2, pad_value=1.0)  # (C, H', W')
+    grid = make_grid(images, nrow=nrow or int(len(images) ** 0.5 + 0.5), padding=2, pad_value=1.0)  # (C, H', W')
     buf = io.BytesIO()
     save_image(grid, buf, format="png")
     atomic_write_bytes(path, buf.getvalue())

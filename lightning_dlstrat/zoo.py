@@ -65,6 +65,11 @@ class ZooEntry:
     def summary(self) -> str:
         return self.config.get("summary", "")
 
+    def training_data(self) -> str:
+        """The dataset the model was trained on, from its training summary ("" if none)."""
+        path = self.folder / SUMMARY_NAME
+        return str(json.loads(path.read_text()).get("data", "")) if path.is_file() else ""
+
     def headline(self) -> str:
         """The key measured metric, for `dlstrat zoo list` ("" if none)."""
         path = self.folder / SUMMARY_NAME
@@ -76,8 +81,10 @@ class ZooEntry:
             return f"test accuracy {tested['test/acc']:.4f}"
         if gan.get("kind") == "modes":
             return f"{gan['modes_captured']}/{gan['num_modes']} modes, {gan['high_quality_pct']:.1f}% high-quality samples"
+        if "label_agreement_pct" in gan:
+            return f"{gan['label_agreement_pct']:.1f}% drawn as the class asked for, classifier FD {gan['classifier_fd']:.2f}"
         if gan.get("kind") == "classifier":
-            return f"Frechet distance {gan['fd']:.2f} (real vs real {gan['fd_real_baseline']:.2f})"
+            return f"classifier FD {gan['classifier_fd']:.2f} (real vs real {gan['classifier_fd_real_baseline']:.2f})"
         return ""
 
 

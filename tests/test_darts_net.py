@@ -131,10 +131,10 @@ def test_drop_path_is_scheduled_by_training_mode_and_spares_identities():
     net = DARTSNetwork("DARTS_V2", C=4, layers=3, in_chans=1)
     x = torch.randn(8, 1, 8, 8)
     net.train()
-    net.drop_path_prob = 0.0
+    net.drop_path_rate = 0.0
     a, b = net(x), net(x)
     assert torch.allclose(a, b)  # no randomness without drop-path (BatchNorm uses batch statistics)
-    net.drop_path_prob = 0.5
+    net.drop_path_rate = 0.5
     assert not torch.allclose(net(x), a)
     net.eval()
     assert torch.equal(net(x), net(x))  # never applied at evaluation
@@ -165,7 +165,7 @@ def test_classifier_schedules_drop_path_and_stores_the_genotype_as_text():
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            seen.append(pl_module.model.drop_path_prob)
+            seen.append(pl_module.model.drop_path_rate)
 
     from lightning_dlstrat import DigitsDataModule
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.data import DigitsDataModule, Ring8DataModule, ring8_modes
-from lightning_dlstrat.metrics import digits_metrics, load_digits_classifier, mode_metrics
+from lightning_dlstrat.metrics import digits_metrics, mode_metrics
 from lightning_dlstrat.models.gan import DCGANDiscriminator, DCGANGenerator, dcgan_plan
 from lightning_dlstrat.gan_losses import discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty
 from lightning_dlstrat.recipes import fit
@@ -155,13 +155,23 @@ def test_digits_classifier_metrics_on_real_and_noise():
     dm.setup("fit")
     real = torch.stack([dm.train_set[i][0] for i in range(len(dm.train_set))])
     test = dm.test_set.tensors[0]
-    clf = load_digits_classifier()
-    on_real = digits_metrics(test, real, test, clf)
+    on_real = digits_metrics(test, real, test)
     assert on_real["confident_pct"] > 90.0  # the shipped classifier is sure of real digits
     assert all(5.0 < p < 15.0 for p in on_real["class_pct"]) and sum(on_real["class_pct"]) == pytest.approx(100.0, abs=0.1)
-    noise = digits_metrics(torch.rand(400, 1, 8, 8), real, test, clf)
-    assert noise["fd"] > 20 * on_real["fd_real_baseline"]
-    assert noise["confident_pct"] < on_real["confident_pct"]
+    # the test split against the training split is exactly the baseline measurement
+    assert on_real["classifier_fd"] == pytest.approx(on_real["classifier_fd_real_baseline"], rel=1e-9)
+    assert on_real["classifier_kid"] == pytest.approx(on_real["classifier_kid_real_baseline"], rel=1e-9)
+    assert on_real["classifier_is"] > 8.0  # confident, balanced labels: near the 10-class maximum
+    noise = digits_metrics(torch.rand(400, 1, 8, 8), real, test)
+    assert noise["classifier_fd"] > 20 * on_real["classifier_fd_real_baseline"]
+    assert noise["classifier_kid"] > 20 * on_real["classifier_kid_real_baseline"]
+    assert noise["confident_pct"] < on_real["confident_pct"] and noise["classifier_is"] < on_real["classifier_is"]
+    # with the classes asked for: real test digits "asked for" by their own labels agree; shifted ones do not
+    labels = dm.test_set.tensors[1]
+    asked = digits_metrics(test, real, test, labels=labels)
+    assert asked["label_agreement_pct"] > 95.0 and min(asked["label_agreement_per_class_pct"]) > 85.0
+    assert min(asked["confident_per_class_pct"]) > 75.0
+    assert digits_metrics(test, real, test, labels=(labels + 1) % 10)["label_agreement_pct"] < 3.0
 
 
 # --- training: CLI, resume, divergence -----------------------------------------------------------
@@ -205,7 +215,7 @@ def test_cli_fit_digits_default_recipe_learns_digits(tmp_path):
     assert m["kind"] == "classifier" and summary["generator_steps"] == 1000
     assert m["confident_pct"] >= 65.0
     assert all(5.0 <= c <= 15.0 for c in m["class_pct"]), m["class_pct"]
-    assert m["fd"] < 2 * m["fd_real_baseline"]
+    assert m["classifier_fd"] < 2 * m["classifier_fd_real_baseline"]
     assert "confidently labelled (p >= 0.9)" in result.output
 
 

@@ -12,7 +12,6 @@ from lightning_dlstrat.metrics import (
     ImageFeatures,
     extract_features,
     feature_metrics,
-    frechet_distance,
     image_metrics,
     inception_weights,
     digits_label_agreement,
@@ -113,12 +112,6 @@ def test_label_agreement(digits):
     assert wrong["label_agreement_pct"] < 3.0
     only_zeros = digits_label_agreement(test[labels == 0], torch.zeros(int((labels == 0).sum())))
     assert only_zeros["label_agreement_per_class_pct"][0] > 90.0 and math.isnan(only_zeros["label_agreement_per_class_pct"][1])
-
-
-def test_classifier_fd_is_the_existing_frechet_distance(digits):
-    train, test = digits
-    features = metrics._Features(load_digits_classifier())
-    assert image_metrics(test, train, kid_subsets=1)["classifier_fd"] == pytest.approx(frechet_distance(features, train, test), rel=1e-4)
 
 
 def test_cached_real_features_give_the_same_numbers(digits):
@@ -240,3 +233,19 @@ def test_inception_takes_grey_images_and_caches_the_network(random_inception_wei
     assert metrics.inception_network(random_inception_weights) is metrics.inception_network(random_inception_weights)
     with pytest.raises(ValueError, match="1- or 3-channel"):
         extract_features(torch.rand(2, 4, 8, 8), "inception", random_inception_weights)
+
+
+@pytest.mark.filterwarnings("ignore:Metric .* will save all extracted features")
+def test_gan_evaluation_reports_inception_fid_kid_is(random_inception_weights, one_thread):
+    """The GAN recipe's Inception path end to end (random weights: the wiring, not the values)."""
+    from lightning_dlstrat.recipes.gan import evaluate, report_lines
+    from lightning_dlstrat.trainers.gan import GAN
+
+    dm = DigitsDataModule(normalization="tanh")
+    gan = GAN(in_shape=dm.dims, fid="inception", inception_weights=random_inception_weights, conditional=True, num_classes=10)
+    result = evaluate(gan, dm, n=20)
+    assert result["kind"] == "inception" and result["num_fake"] == result["num_real"] == result["num_samples"] == 20
+    assert all(math.isfinite(result[k]) for k in ("fid", "kid", "kid_std", "is", "is_std"))
+    assert not any(k.startswith("classifier") or k.startswith("label_") for k in result)  # no digits classifier here
+    (line,) = report_lines(result)
+    assert line.startswith(f"Inception FID {result['fid']:.2f}, KID ") and "20 samples vs 20 training images" in line

@@ -245,7 +245,7 @@ BAD_FLAGS = [
     (["--data.val_fraction=2"], "val_fraction must be in [0, 1)"),
     (["--model.lr=abc"], "--model.lr must be a number"),
     (["--max-epochs", "-1"], "max_epochs=-1 trains forever"),
-    (["--trainer.logger=tensorboard"], "--trainer.logger accepts only csv"),
+    (["--trainer.logger=tensorbored"], "unknown logger 'tensorbored'"),
     (["--model", "darts", "--model.layers=2"], "needs at least 3 cells"),
     (["--model", "darts-net", "--genotype", "g" * 300], "is not a built-in"),
     (["--model.hidden=" + "9" * 10_000_000], "characters)"),  # a 10 MB value is not echoed back in full

@@ -206,8 +206,8 @@ def test_evaluation_network_timm_api_and_sizes():
     assert NB201Network(str(ALL_SKIP), C=4, N=1)(torch.randn(2, 3, 7, 7)).shape == (2, 10)  # odd sizes stay aligned
     with pytest.raises(ValueError, match="at least 4"):
         net(torch.randn(1, 1, 3, 3))
-    with pytest.raises(ValueError, match="pools by average"):
-        net.reset_classifier(3, "max")
+    with pytest.raises(ValueError, match="unknown global_pool 'sum'"):  # timm's names: avg, max, avgmax
+        net.reset_classifier(3, "sum")
     # the benchmark's module layout: BN affine everywhere, cell convs without bias
     assert all(m.affine and m.track_running_stats for m in net.modules() if isinstance(m, nn.BatchNorm2d))
     assert "cells.0.layers.1.op.1.weight" in net.state_dict() and "cells.1.downsample.1.weight" in net.state_dict()

@@ -465,3 +465,34 @@ def test_shipped_zoo_folders_hold_no_machine_paths():
         for path in folder.folder.rglob("*"):
             if path.suffix in (".json", ".md", ".yaml"):
                 assert not pattern.search(path.read_text()), f"{path} holds a machine path"
+
+
+@pytest.mark.parametrize("name", sorted(zoo.entries()))
+def test_shipped_cards_parse_back_with_huggingface_hub(name):
+    """huggingface_hub's ModelCard.load reads each card's metadata: name, tags, task and the measured metrics."""
+    from huggingface_hub import ModelCard
+
+    from lightning_dlstrat.hub import ARCHITECTURES
+
+    entry = zoo.entries()[name]
+    card = ModelCard.load(entry.folder / "README.md")
+    data = card.data
+    arch = entry.config["architecture"]
+    cls = ARCHITECTURES[arch]
+    assert data.model_name == name and data.library_name == "lightning-dlstrat"
+    assert set(cls._hub_mixin_info.model_card_data["tags"]) <= set(data.tags)  # the class's own tags are kept
+    if cls._hub_mixin_info.paper_url:
+        assert f"Paper: {cls._hub_mixin_info.paper_url}" in card.text and any(t.startswith("arxiv:") for t in data.tags)
+    if cls.kind == "generator":
+        expected = None if arch in ("mlp_generator",) or arch.startswith("conditional_") else "unconditional-image-generation"
+        assert data.pipeline_tag == expected
+    if entry.kind == "weights":
+        summary = json.loads((entry.folder / "training_summary.json").read_text())
+        parsed = {r.metric_type: r.metric_value for r in data.eval_results}
+        if "test/acc" in (summary.get("test_metrics") or {}):
+            assert parsed["accuracy"] == round(summary["test_metrics"]["test/acc"], 4)
+        gan = summary.get("gan_metrics") or {}
+        if gan.get("kind") == "classifier":
+            assert parsed["frechet-distance"] == round(gan["classifier_fd"], 3) and parsed["kernel-distance"] == round(gan["classifier_kid"], 5)
+        if "label_agreement_pct" in gan:
+            assert parsed["label-agreement"] == round(gan["label_agreement_pct"], 2) and data.eval_results[0].task_type == "conditional-image-generation"

@@ -99,8 +99,10 @@ class BaseDataModule(L.LightningDataModule):
         data_dir: str = "data",  # where downloadable datasets live (or are downloaded to)
         batch_size: int = 64,
         val_fraction: float = 0.1,  # share of the training data held out for validation
+        train_fraction: float = 1.0,  # share of the rest kept for training (a fixed, seeded subset): small-data studies
         seed: int = 0,  # seeds the splits, so they are identical on every rank and every run
         bilevel: bool = False,  # serve {"train", "val"} batches from two disjoint halves (NAS)
+        drop_last: bool = False,  # drop the last, incomplete training batch (a batch of 1 breaks BatchNorm)
         normalization: Normalization = "standard",
         num_workers: int | None = None,  # None: 0 for in-memory tensors, else min(4, cpus)
         download: bool = True,
@@ -114,12 +116,16 @@ class BaseDataModule(L.LightningDataModule):
             raise ValueError(f"num_workers must be 0 or more, not {num_workers}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+        if not 0.0 < train_fraction <= 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1], not {train_fraction}")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.val_fraction = val_fraction
+        self.train_fraction = train_fraction
         self.seed = seed
         self.bilevel = bilevel
+        self.drop_last = drop_last
         self.normalization = normalization
         self.num_workers = num_workers
         self.download = download
@@ -167,6 +173,8 @@ class BaseDataModule(L.LightningDataModule):
         n_val = int(round(len(full) * self.val_fraction))
         self.val_set = Subset(full, perm[:n_val])
         train_idx = perm[n_val:]
+        # the first share of the same permutation: a 10% subset lies inside the 50% one
+        train_idx = train_idx[: max(1, int(round(len(train_idx) * self.train_fraction)))]
         if self.bilevel:
             half = len(train_idx) // 2
             self.train_set = Subset(full, train_idx[:half])
@@ -204,7 +212,7 @@ class BaseDataModule(L.LightningDataModule):
                 {"train": self._loader(self.train_set, True, True), "val": self._loader(self.arch_set, True, True, stream=1)},
                 mode="max_size_cycle",
             )
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle=True, drop_last=self.drop_last)
 
     def val_dataloader(self):
         return self._loader(self.val_set, shuffle=False)

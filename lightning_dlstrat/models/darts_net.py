@@ -29,6 +29,8 @@ from torch import nn
 from ..hub import HubMixin
 from ..layers.darts_ops import OPS, Identity, cell_inputs, reduction_layers
 from ..layers.drop import drop_path
+from ..layers.features import take_indices
+from ..layers.pool import GlobalPool
 from .genotype import Genotype
 
 
@@ -99,7 +101,7 @@ class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifi
     Example::
 
         net = DARTSNetwork("DARTS_V2", C=36, layers=20, auxiliary=True)  # the paper's CIFAR-10 model
-        net.drop_path_prob = 0.2 * epoch / epochs                        # set per epoch by the trainer
+        net.drop_path_rate = 0.2 * epoch / epochs                        # set per epoch by the trainer
         logits, aux_logits = net.forward_with_aux(images)                # training
         logits = net.eval()(images)                                      # (B, num_classes)
     """
@@ -121,14 +123,15 @@ class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifi
         img_size: int | tuple[int, int] | None = None,  # checked at construction when given
         auxiliary: bool = False,  # auxiliary classifier at 2/3 depth (weight 0.4 in the paper)
         stem_multiplier: int = 3,
-        drop_path_prob: float = 0.0,  # scheduled by the trainer: 0.2 * epoch / epochs in the paper
+        drop_path_rate: float = 0.0,  # timm's name; the DARTS trainer schedules it, 0.2 * epoch / epochs in the paper
+        global_pool: str = "avg",  # timm's names: "avg", "max" or "avgmax"
     ):
         super().__init__()
         if C < 1 or layers < 1:
             raise ValueError(f"C and layers must be positive, got C={C}, layers={layers}")
         self.genotype = Genotype.coerce(genotype)
         self.C, self.layers, self.num_classes, self.in_chans = C, layers, num_classes, in_chans
-        self.auxiliary, self.drop_path_prob = auxiliary, drop_path_prob
+        self.auxiliary, self.drop_path_rate = auxiliary, drop_path_rate
         self.reductions = reduction_layers(layers)
         self.aux_index = 2 * layers // 3  # the auxiliary head reads this cell's output
         if img_size is not None:
@@ -140,12 +143,15 @@ class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifi
         self.stem = nn.Sequential(nn.Conv2d(in_chans, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
         c_prev_prev, c_prev, c_curr = c_curr, c_curr, C
         self.cells = nn.ModuleList()
+        self.feature_info: list[dict] = []
         reduction_prev, c_aux = False, None
         for i in range(layers):
             reduction = i in self.reductions
             if reduction:
                 c_curr *= 2
             cell = Cell(self.genotype, c_prev_prev, c_prev, c_curr, reduction, reduction_prev)
+            if reduction and i > 0:  # timm's feature_info: the map entering each reduction
+                self.feature_info.append(dict(num_chs=c_prev, reduction=2 ** len(self.feature_info), module=f"cells.{i - 1}"))
             self.cells.append(cell)
             reduction_prev = reduction
             c_prev_prev, c_prev = c_prev, cell.multiplier * c_curr
@@ -153,7 +159,8 @@ class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifi
                 c_aux = c_prev
         if auxiliary:
             self.auxiliary_head = AuxiliaryHead(c_aux, num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.feature_info.append(dict(num_chs=c_prev, reduction=2 ** len(self.feature_info), module=f"cells.{layers - 1}"))
+        self.global_pool = GlobalPool(global_pool)
         self.num_features = c_prev
         self.classifier = nn.Linear(c_prev, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -177,7 +184,7 @@ class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifi
         aux_logits = None
         s0 = s1 = self.stem(x)  # (B, stem_multiplier * C, H, W)
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)  # (B, multiplier * c_i, H_i, W_i)
+            s0, s1 = s1, cell(s0, s1, self.drop_path_rate)  # (B, multiplier * c_i, H_i, W_i)
             if with_aux and i == self.aux_index:
                 aux_logits = self.auxiliary_head(s1)  # (B, num_classes)
         return s1, aux_logits
@@ -186,11 +193,35 @@ class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifi
         return self._cells(x, with_aux=False)[0]  # (B, num_features, H / 4, W / 4)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pooling(x).flatten(1)  # (B, num_features)
+        x = self.global_pool(x)  # (B, num_features)
         return x if pre_logits else self.classifier(x)  # (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))  # (B, num_classes)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False, stop_early: bool = False,
+        output_fmt: str = "NCHW", intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the maps of ``feature_info`` (one per resolution), as ``features_only=True`` returns them.
+
+        ``indices``: which (None: all; n: the last n); ``norm`` has no effect (there is no final
+        norm). Returns the list, or ``(final_features, list)`` unless ``intermediates_only``.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"DARTSNetwork gives NCHW features only, not {output_fmt!r}")
+        take = take_indices(len(self.feature_info), indices)
+        at = {int(self.feature_info[i]["module"].split(".")[1]): i for i in take}
+        self.check_input_size(tuple(x.shape[-2:]))
+        out: list[torch.Tensor] = []
+        s0 = s1 = self.stem(x)  # (B, stem_multiplier * C, H, W)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_rate)  # (B, multiplier * c_i, H_i, W_i)
+            if i in at:
+                out.append(s1)
+            if stop_early and len(out) == len(take):
+                break
+        return out if intermediates_only else (s1, out)
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(logits, aux_logits)``; ``aux_logits`` only in training mode with the auxiliary head, else None."""
@@ -200,10 +231,15 @@ class DARTSNetwork(nn.Module, HubMixin, architecture="darts_net", kind="classifi
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
+    @property
+    def classifier_names(self) -> tuple[str, ...]:
+        """Every head that maps to classes (timm's ``pretrained_cfg["classifier"]``): reset together on a new ``num_classes``."""
+        return ("classifier", "auxiliary_head.classifier") if self.auxiliary else ("classifier",)
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """New (untrained) classifiers for ``num_classes`` (0: pre-logit features); ``global_pool`` must be "avg"."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"DARTSNetwork only pools by average, not {global_pool!r}")
+        """New (untrained) classifiers for ``num_classes`` (0: pre-logit features), and a new pooling if given."""
+        if global_pool is not None:
+            self.global_pool = GlobalPool(global_pool)
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if self.auxiliary:

@@ -186,6 +186,11 @@ class SearchNetwork(nn.Module):
         else:
             self.betas_normal = self.betas_reduce = None
 
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """The candidate operations, alpha's columns (the name every search space's supernet uses)."""
+        return self.primitives
+
     # --- parameters ------------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         """alpha (and the PC-DARTS betas): what the architecture optimiser updates."""

@@ -61,7 +61,7 @@ def dcgan_plan(size: int) -> tuple[int, int]:
 
 
 # --- dense (flattened images) ------------------------------------------------------------------
-class DenseGenerator(nn.Module, HubMixin, architecture="dense_generator", kind="generator", tags=["gan", "unconditional-image-generation"]):
+class DenseGenerator(nn.Module, HubMixin, architecture="dense_generator", kind="generator", tags=["gan", "unconditional-image-generation"], paper_url="https://arxiv.org/abs/1406.2661"):
     def __init__(
         self,
         latent_dim: int = 100,
@@ -95,7 +95,7 @@ class DenseDiscriminator(nn.Module):
 
 
 # --- DCGAN (images) ----------------------------------------------------------------------------
-class DCGANGenerator(nn.Module, HubMixin, architecture="dcgan_generator", kind="generator", tags=["gan", "unconditional-image-generation"]):
+class DCGANGenerator(nn.Module, HubMixin, architecture="dcgan_generator", kind="generator", tags=["gan", "unconditional-image-generation"], paper_url="https://arxiv.org/abs/1511.06434"):
     """Linear -> (C0, s, s) seed -> n x [ConvTranspose 4/2 + BN + ReLU] -> 3x3 conv -> tanh.
 
     Widths halve at every doubling and end at ``width``. The final 3x3 convolution (rather than
@@ -148,7 +148,7 @@ class DCGANDiscriminator(nn.Module):
 
 
 # --- MLPs (2-D points) -------------------------------------------------------------------------
-class MLPGenerator(nn.Module, HubMixin, architecture="mlp_generator", kind="generator", tags=["gan", "2d-points"]):
+class MLPGenerator(nn.Module, HubMixin, architecture="mlp_generator", kind="generator", tags=["gan", "2d-points"], paper_url="https://arxiv.org/abs/1406.2661"):
     def __init__(self, latent_dim: int = 16, out_dim: int = 2, hidden: tuple[int, ...] = (256, 256, 256)):
         super().__init__()
         self.latent_dim, self.out_shape = latent_dim, (out_dim,)

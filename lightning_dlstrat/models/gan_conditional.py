@@ -43,6 +43,11 @@ CONDITIONAL_ARCHS = ("auto", "dense", "dcgan")
 EMBED_DIM = 128  # BigGAN's shared embedding width for CIFAR-10 (StudioGAN g_shared_dim)
 
 
+def class_rows(num_classes: int, per_class: int) -> torch.Tensor:
+    """(num_classes * per_class,) labels 0,0,...,1,1,...: a grid of ``per_class`` columns has one class per row."""
+    return torch.arange(num_classes).repeat_interleave(per_class)  # (K * per_class,)
+
+
 def _check_labels(y: torch.Tensor, num_classes: int, batch: int) -> None:
     if y.shape != (batch,):
         raise ValueError(f"class labels must have shape ({batch},) to match the batch, not {tuple(y.shape)}")
@@ -71,7 +76,7 @@ class ConditionalBatchNorm(nn.Module):
 
 
 # --- dense (flattened images) ------------------------------------------------------------------
-class ConditionalDenseGenerator(nn.Module, HubMixin, architecture="conditional_dense_generator", kind="generator", tags=["gan", "conditional-image-generation"]):
+class ConditionalDenseGenerator(nn.Module, HubMixin, architecture="conditional_dense_generator", kind="generator", tags=["gan", "conditional-image-generation"], paper_url="https://arxiv.org/abs/1802.05637"):
     """The classic dense generator (:class:`~lightning_dlstrat.models.gan.DenseGenerator`) with cBN.
 
     As there, the first hidden layer has no normalisation; every later one has a conditional BN.
@@ -143,7 +148,7 @@ def _project(d: nn.Module, phi: torch.Tensor, y: torch.Tensor | None) -> torch.T
 
 
 # --- DCGAN (images) ----------------------------------------------------------------------------
-class ConditionalDCGANGenerator(nn.Module, HubMixin, architecture="conditional_dcgan_generator", kind="generator", tags=["gan", "conditional-image-generation"]):
+class ConditionalDCGANGenerator(nn.Module, HubMixin, architecture="conditional_dcgan_generator", kind="generator", tags=["gan", "conditional-image-generation"], paper_url="https://arxiv.org/abs/1802.05637"):
     """:class:`~lightning_dlstrat.models.gan.DCGANGenerator` with cBN.
 
     Linear -> reshape to the (C0, s, s) seed -> cBN + ReLU -> n x [ConvTranspose 4/2 + cBN + ReLU]

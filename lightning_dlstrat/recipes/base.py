@@ -10,7 +10,10 @@ callables:
   resolving, so bad input fails before a run directory exists;
 - ``run(recipe, config, run_dir) -> dict``: replaces the single fit (random-nas fits many);
 - ``after_fit(module, trainer, datamodule, run_dir) -> dict``: files and summary entries after
-  fitting (genotypes, pictures, GAN metrics).
+  fitting (genotypes, pictures, GAN metrics);
+- ``variant(user_model_args) -> name | None``: which of the yaml's ``variants`` tables to use in
+  place of its ``all`` / ``datasets`` (darts: the ``--model.space``, whose search has other
+  settings); None, or a name without a table, keeps the top-level presets.
 
 :func:`lightning_dlstrat.run.fit` runs a recipe; :func:`lightning_dlstrat.config.resolve` merges
 its preset with ``--config`` and flags.
@@ -37,16 +40,19 @@ class Recipe:
     check: Callable[[Any], None] | None = None
     after_fit: Callable[..., dict[str, Any] | None] | None = None
     test: bool = True  # run trainer.test on the best checkpoint after fitting
+    variant: Callable[[dict[str, Any]], str | None] | None = None
 
     @cached_property
     def presets(self) -> dict[str, Any]:
-        """``recipes/presets/NAME.yaml``, checked: summary, default_data, all, datasets."""
+        """``recipes/presets/NAME.yaml``, checked: summary, default_data, all, datasets, variants."""
         text = (resources.files(__package__) / "presets" / f"{self.name}.yaml").read_text()
         presets = yaml.safe_load(text)
-        for where, entry in [("all", presets.get("all") or {})] + list((presets.get("datasets") or {}).items()):
-            unknown = set(entry) - set(PRESET_KEYS)
-            if unknown:  # a packaging error, not a user's: fail loudly
-                raise ValueError(f"recipes/presets/{self.name}.yaml: {where} has unknown keys {sorted(unknown)}; allowed: {PRESET_KEYS}")
+        tables = [("", presets)] + [(f"variants.{k}.", v or {}) for k, v in (presets.get("variants") or {}).items()]
+        for prefix, table in tables:
+            for where, entry in [("all", table.get("all") or {})] + list((table.get("datasets") or {}).items()):
+                unknown = set(entry) - set(PRESET_KEYS)
+                if unknown:  # a packaging error, not a user's: fail loudly
+                    raise ValueError(f"recipes/presets/{self.name}.yaml: {prefix}{where} has unknown keys {sorted(unknown)}; allowed: {PRESET_KEYS}")
         return presets
 
     @property
@@ -57,10 +63,12 @@ class Recipe:
     def default_data(self) -> str:
         return self.presets["default_data"]
 
-    def preset_for(self, data: str) -> dict[str, Any]:
-        """The preset of ``data``: the ``all`` entry, updated section by section by the dataset's own."""
+    def preset_for(self, data: str, variant: str | None = None) -> dict[str, Any]:
+        """The preset of ``data``: the ``all`` entry, updated section by section by the dataset's own;
+        both from the ``variants`` table ``variant`` when the yaml has one."""
+        table = (self.presets.get("variants") or {}).get(variant) or self.presets
         merged: dict[str, Any] = {}
-        for entry in (self.presets.get("all") or {}, (self.presets.get("datasets") or {}).get(data) or {}):
+        for entry in (table.get("all") or {}, (table.get("datasets") or {}).get(data) or {}):
             for key, value in entry.items():
                 merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
         return merged

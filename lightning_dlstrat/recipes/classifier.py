@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..core import DlstratError
-from ..models.genotype import GENOTYPES, resolve_genotype
+from ..models.genotype import GENOTYPES
+from ..spaces import SPACES, get_space
 from ..trainers.classifier import MLPClassifier
 from ..trainers.darts_net import DARTSNetClassifier
 from ..trainers.nb201_net import NB201NetClassifier
@@ -14,18 +16,20 @@ from ..viz import plot_genotype
 from .base import Recipe
 
 
-def prepare_genotype(model_args: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
-    """Resolve ``--genotype`` (a built-in name, genotype text, a file or a run directory) to its text.
+def prepare_genotype(model_args: dict[str, Any], flags: dict[str, Any], space: str = "darts") -> dict[str, Any]:
+    """Resolve ``--genotype`` (genotype text, a file, a run directory, a built-in name) to its text, in ``space``.
 
     config.yaml then holds the cell itself, so it replays anywhere; what it came from is returned
     for summary.json (``made_from``): the source as given and, when it is a search run's folder
-    or genotype.json, that run's directory, which export reads to describe the search.
+    or genotype.json, that run's directory, which export reads to describe the search. A genotype
+    of another space is refused with the recipe that trains it.
     """
     source = model_args.get("genotype")
     try:
-        genotype = resolve_genotype(source)
+        genotype = get_space(space).resolve_genotype(source)
     except ValueError as e:
-        raise DlstratError(f"--genotype: {e}") from None
+        hint = other_space_hint(source, space)
+        raise DlstratError(f"--genotype: {e}" + (("" if str(e).endswith(".") else ".") + hint if hint else "")) from None
     model_args["genotype"] = str(genotype)
     if not isinstance(source, str) or source.strip() == str(genotype) or source.lstrip().startswith(("{", "Genotype(")):
         return {}  # genotype text: config.yaml's own made_from (if any) still says where it came from
@@ -37,6 +41,19 @@ def prepare_genotype(model_args: dict[str, Any], flags: dict[str, Any]) -> dict[
     if (folder / "genotype.json").is_file() and (folder / "summary.json").is_file():
         made_from["search_run"] = str(folder.resolve())
     return made_from
+
+
+def other_space_hint(source: Any, space: str) -> str:
+    """A sentence naming the recipe that trains ``source`` when it is a genotype of another space, else ""."""
+    for name, cls in SPACES.items():
+        if name == space:
+            continue
+        try:
+            cls().resolve_genotype(source)
+        except (ValueError, TypeError):
+            continue
+        return f" It is a genotype of the {name} space: train it with --model {cls.retrain_recipe}."
+    return ""
 
 
 def after_darts_net(module: DARTSNetClassifier, trainer, datamodule, run_dir: Path) -> dict[str, Any]:
@@ -66,4 +83,4 @@ def after_nb201_net(module: NB201NetClassifier, trainer, datamodule, run_dir: Pa
     return {"genotype": genotype, "params": params, "report": [f"cell: {genotype}", f"parameters: {params:,}"]}
 
 
-NB201_NET = Recipe("nb201-net", NB201NetClassifier, after_fit=after_nb201_net)
+NB201_NET = Recipe("nb201-net", NB201NetClassifier, prepare=partial(prepare_genotype, space="nb201"), after_fit=after_nb201_net)

@@ -1,8 +1,10 @@
 """The ``gan`` recipe: after fitting, the EMA generator's metrics, a final picture and report lines; and ``dlstrat sample``.
 
 The metrics depend on the data (:mod:`lightning_dlstrat.metrics`): mode coverage and sample
-quality for the 2-D mixtures, the Frechet distance in the bundled digits classifier's features
-and the share of confidently classified samples for digits, Inception FID for other images.
+quality for the 2-D mixtures; for digits FD / KID / IS in the bundled digits classifier's
+features, the share of confidently classified samples and, for a conditional GAN, the share
+labelled as the class asked for; Inception FID / KID / IS for other images. A conditional GAN is
+measured on class-balanced samples (every class ``num_eval_samples / K`` times).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .. import metrics
 from ..core import DlstratError
 from ..data import DATAMODULES
+from ..models.gan_conditional import class_rows
 from ..run import checkpoint_info, read_checkpoint
 from ..trainers.gan import GAN, metric_kind
 from ..viz import render_samples
@@ -30,7 +34,8 @@ def _images01(dm, subset) -> torch.Tensor:
 def evaluate(module: GAN, dm, n: int | None = None) -> dict[str, Any]:
     """The metrics for ``module``'s EMA generator on ``dm``'s kind of data (see :mod:`..metrics`)."""
     n = n or module.hparams.num_eval_samples
-    samples = module.sample(n)  # (n, *in_shape)
+    labels = module.balanced_labels(n) if module.num_classes else None  # (n,) or None
+    samples = module.sample(n, labels=labels)  # (n, *in_shape)
     kind = metric_kind(module.hparams.fid, module.in_shape, getattr(dm, "name", ""))
     dm.setup("fit")
     if kind == "modes":
@@ -38,11 +43,16 @@ def evaluate(module: GAN, dm, n: int | None = None) -> dict[str, Any]:
     if kind == "none":
         return {"kind": kind, "num_samples": n}
     fake = ((samples + 1.0) / 2.0).clamp(0.0, 1.0)  # (n, C, H, W) in [0, 1]
+    if dm.train_fraction < 1.0:
+        # trained on a subset: measure against the whole training split, as full-data runs are
+        dm = type(dm)(**{**dm.hparams, "train_fraction": 1.0})
+        dm.setup("fit")
     real = _images01(dm, dm.train_set)
     if kind == "classifier":
-        return {"kind": kind, **metrics.digits_metrics(fake, real, _images01(dm, dm.test_set))}
+        return {"kind": kind, **metrics.digits_metrics(fake, real, _images01(dm, dm.test_set), labels=labels)}
     weights = metrics.inception_weights(module.hparams.inception_weights)
-    return {"kind": kind, "fid": metrics.inception_fid(fake, real[:n], weights), "num_samples": n, "num_real": min(n, len(real))}
+    m = metrics.image_metrics(fake, real[:n], "inception", weights, device=module.device)
+    return {"kind": kind, **m, "num_samples": n}
 
 
 def report_lines(result: dict[str, Any]) -> list[str]:
@@ -55,13 +65,25 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         ]
     if kind == "classifier":
         hist = " ".join(f"{p:.1f}" for p in result["class_pct"])
-        return [
-            f"Frechet distance (digits classifier features): {result['fd']:.2f} ({n} samples vs {result['num_real']} training images; "
-            f"real test vs training images: {result['fd_real_baseline']:.2f})",
+        lines = [
+            f"digits-classifier features ({n} samples vs {result['num_real']} training images): FD {result['classifier_fd']:.2f}, "
+            f"KID {result['classifier_kid']:.3f} +- {result['classifier_kid_std']:.3f}, IS {result['classifier_is']:.2f} +- {result['classifier_is_std']:.2f} "
+            f"(real test vs training images: FD {result['classifier_fd_real_baseline']:.2f}, KID {result['classifier_kid_real_baseline']:.3f})",
             f"confidently labelled (p >= 0.9): {result['confident_pct']:.1f}%; class histogram % (0-9): {hist}",
         ]
+        if "label_agreement_pct" in result:
+            per_class = " ".join(f"{p:.0f}" for p in result["confident_per_class_pct"])
+            lines.append(
+                f"labelled as the class asked for: {result['label_agreement_pct']:.1f}% "
+                f"(per class {min(result['label_agreement_per_class_pct']):.1f}-{max(result['label_agreement_per_class_pct']):.1f}%); "
+                f"confident % per class asked for (0-9): {per_class}"
+            )
+        return lines
     if kind == "inception":
-        return [f"Inception FID: {result['fid']:.2f} ({n} samples vs {result['num_real']} training images)"]
+        return [
+            f"Inception FID {result['fid']:.2f}, KID {result['kid']:.4f} +- {result['kid_std']:.4f}, IS {result['is']:.2f} +- {result['is_std']:.2f} "
+            f"({n} samples vs {result['num_real']} training images)"
+        ]
     return []
 
 
@@ -69,25 +91,22 @@ def after_fit(module: GAN, trainer, dm, run_dir: Path) -> dict[str, Any]:
     """Metrics on ``num_eval_samples`` EMA samples, a final picture, report lines."""
     result = evaluate(module, dm)
     if trainer.is_global_zero:
-        final = module.sample(module.num_fixed if len(module.in_shape) == 3 else module.hparams.num_eval_samples)
+        n = module.num_fixed if len(module.in_shape) == 3 else module.hparams.num_eval_samples
+        labels = module.fixed_y.cpu() if module.num_classes else None  # one row per class
+        final = module.sample(n, labels=labels)
         modes = dm.modes() if hasattr(dm, "modes") else None
-        render_samples(final, Path(run_dir) / "samples" / "final.png", modes=modes, title=f"EMA generator after {trainer.global_step} generator steps")
+        render_samples(
+            final, Path(run_dir) / "samples" / "final.png", modes=modes, nrow=n // module.num_classes if module.num_classes else None,
+            title=f"EMA generator after {trainer.global_step} generator steps",
+        )
     lines = report_lines(result) + [f"samples: {Path(run_dir) / 'samples'}"]
     return {"gan_metrics": result, "generator_steps": trainer.global_step, "discriminator_steps": module.d_steps, "report": lines}
 
 
 # --- `dlstrat sample` -------------------------------------------------------------------------------
-def sample_checkpoint(checkpoint: str | Path, n: int, out: str | Path, seed: int = 0) -> Path:
-    """Draw ``n`` samples from a GAN checkpoint's EMA generator into the PNG ``out``.
-
-    Images become a grid; 2-D points a scatter plot over the true modes of the dataset the
-    checkpoint was trained on. The checkpoint is read with ``weights_only=True``.
-    """
-    checkpoint, out = Path(checkpoint), Path(out)
-    if n < 1:
-        raise DlstratError(f"-n must be at least 1, not {n}")
-    if out.suffix.lower() != ".png":
-        raise DlstratError(f"--out {out} must name a .png file")
+def generator_from_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, str, str]:
+    """The EMA generator of a GAN checkpoint (read with ``weights_only=True``), its dataset and a note on its training."""
+    checkpoint = Path(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     state = ckpt.get("state_dict", {})
     if not any(k.startswith("generator_ema.") for k in state) or "hyper_parameters" not in ckpt:
@@ -97,13 +116,43 @@ def sample_checkpoint(checkpoint: str | Path, n: int, out: str | Path, seed: int
         module.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as e:
         raise DlstratError(f"{checkpoint}: its GAN does not rebuild from its hyperparameters and weights ({str(e)[:300]})") from None
-    samples = module.sample(n, seed=seed)  # (n, *in_shape)
-    data = checkpoint_info(ckpt, checkpoint)["data"]
+    return module.generator_ema, checkpoint_info(ckpt, checkpoint)["data"], f"EMA generator after {ckpt.get('global_step', '?')} generator steps"
+
+
+@torch.no_grad()
+def draw_samples(net: nn.Module, n: int, out: str | Path, seed: int = 0, label: int | None = None, data: str = "", about: str = "") -> str:
+    """Draw from a generator network into the PNG ``out``; returns what was drawn, in words.
+
+    Images become a grid, 2-D points a scatter plot over the true modes of ``data``. A
+    conditional generator (one with ``num_classes``) draws ``n`` samples of class ``label``, or
+    without a label one row per class of ``ceil(n / K)`` samples. The latents are
+    ``torch.randn(n, latent_dim)`` from ``torch.Generator().manual_seed(seed)``.
+    """
+    out = Path(out)
+    if n < 1:
+        raise DlstratError(f"-n must be at least 1, not {n}")
+    if out.suffix.lower() != ".png":
+        raise DlstratError(f"--out {out} must name a .png file")
+    classes = getattr(net, "num_classes", 0)
+    nrow, labels, what = None, None, f"{n} samples"
+    if label is not None and not classes:
+        raise DlstratError("this generator is unconditional: it takes no --class (train a conditional one with --model.conditional=true)")
+    if label is not None and not 0 <= label < classes:
+        raise DlstratError(f"--class must be a class of this generator, 0..{classes - 1}, not {label}")
+    if classes:
+        if label is None:
+            nrow = -(-n // classes)  # ceil: one row per class
+            labels = class_rows(classes, nrow)  # (K * nrow,)
+            n, what = len(labels), f"{len(labels)} samples, one row of {nrow} per class 0-{classes - 1}"
+        else:
+            labels, what = torch.full((n,), label), f"{n} samples of class {label}"
+    z = torch.randn(n, net.latent_dim, generator=torch.Generator().manual_seed(seed))  # (n, latent)
+    net.eval()
+    samples = net(z) if labels is None else net(z, labels)  # (n, *out_shape)
     cls = DATAMODULES.get(data)
-    modes = cls.modes() if cls is not None and hasattr(cls, "modes") and len(module.in_shape) == 1 else None
-    step = ckpt.get("global_step", "?")
-    render_samples(samples, out, modes=modes, title=f"{n} samples, EMA generator after {step} generator steps (seed {seed})")
-    return out
+    modes = cls.modes() if cls is not None and hasattr(cls, "modes") and samples.dim() == 2 else None
+    render_samples(samples, out, modes=modes, nrow=nrow, title=f"{what}{', ' + about if about else ''} (latent seed {seed})")
+    return what
 
 
 GAN_RECIPE = Recipe("gan", GAN, test=False, after_fit=after_fit)  # no test loop: the metrics come from after_fit

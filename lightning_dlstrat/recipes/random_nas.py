@@ -131,7 +131,8 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         print(f"random-nas trial-{trial.number:03d} ({done + 1}/{trials}): {genotype}", flush=True)
         # every trial starts from the same seed, so trials differ by their architecture only
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        callbacks = list(cfg.trainer.get("callbacks") or [])
+        given = cfg.trainer.get("callbacks")  # --trainer.callbacks: names, class paths, mappings or (Python) objects
+        callbacks = list(given) if isinstance(given, (list, tuple)) else [] if given in (None, False) else [given]
         if not two:  # per-epoch val/acc to the trial (the pruner's input; Optuna prunes one objective only)
             from optuna_integration import PyTorchLightningPruningCallback
 

@@ -7,6 +7,10 @@ and NAS-Bench-201 (Dong & Yang, ICLR 2020).
     genotype = space.discretise(net.arch_parameters())
     model = space.network(genotype)
 
+The search module takes a space by name (``DARTSSearch(space="nb201")``, ``dlstrat fit --model
+darts --model.space=nb201``); random search draws with ``space.sample(rng)`` or, decision by
+decision, ``space.from_choices({name: pick(options) for name, options in space.choices().items()})``.
+
 Plain ``nn.Module`` code only: nothing here imports the trainers or the run layer.
 """
 

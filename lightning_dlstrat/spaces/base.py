@@ -11,8 +11,14 @@ a network, and a discrete encoding of one architecture (the *genotype*). From it
 - ``discretise(alpha)``: the genotype those parameters pick;
 - the genotype's text and JSON forms (``parse`` / ``str`` / ``to_dict`` / ``from_dict``);
 - ``network(genotype)``: the stand-alone evaluation network;
-- ``sample(rng)``: a uniformly random genotype (the random-search baseline);
-- ``plot(genotype, path)``: a picture of the cell(s).
+- ``sample(rng)``: a uniformly random genotype (the random-search baseline), and the same space as
+  independent categorical decisions for samplers that pick them one by one (``choices`` /
+  ``from_choices`` / ``to_choices``: Optuna's ``suggest_categorical`` takes them as they are);
+- ``plot(genotype, path)``: a picture of the cell(s); ``plot_alpha``: the architecture weights;
+- for the search module (``trainers/darts_search.py``, ``--model.space=NAME``): ``search_args``,
+  the module arguments the space's supernet reads, ``search_supernet`` to build it from them,
+  ``cell_weights`` and ``chosen_ops`` for what it logs; ``retrain_recipe``, the ``dlstrat fit
+  --model`` that trains a found genotype, and ``resolve_genotype`` for what a user passes it.
 
 This module holds only the interface and the topology description; it imports no network code.
 """
@@ -23,7 +29,7 @@ import abc
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -47,6 +53,11 @@ class GenotypeLike(Protocol):
     def from_dict(cls, d: Any) -> GenotypeLike: ...
 
     def __str__(self) -> str: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: str | Path) -> GenotypeLike: ...
 
 
 @dataclass(frozen=True)
@@ -87,15 +98,26 @@ class SearchSpace(abc.ABC):
     Conventions shared by all spaces:
     - ``supernet(implementation="fast" | "reference", **config)`` returns an ``nn.Module`` with
       ``arch_parameters()``, ``weight_parameters()``, ``edge_weights()`` (softmax of alpha,
-      detached) and ``genotype()``; the two implementations compute the same function;
+      detached: one (E, O) tensor per cell type, or the tensor itself for a single type),
+      ``operations`` (alpha's column names) and ``genotype()``; the two implementations compute
+      the same function;
     - ``discretise(alpha)`` takes what ``supernet.arch_parameters()`` returns (one tensor, or a
       sequence of them in that order) and gives the same genotype as ``supernet.genotype()``;
     - ``sample(rng)`` draws with a ``random.Random`` only, so a seed fixes the sequence.
+
+    Adding a space: a folder (or module) with a subclass of this, listed in ``spaces.SPACES``. A
+    supernet argument no other space has is also one line in ``DARTSSearch.__init__``.
     """
 
     name: ClassVar[str]
     genotype_class: ClassVar[type]
     cell_types: ClassVar[tuple[str, ...]]  # one alpha matrix per cell type: ("cell",) or ("normal", "reduce")
+    retrain_recipe: ClassVar[str]  # `dlstrat fit --model NAME --genotype RUN` trains a found genotype
+    architecture: ClassVar[str]  # the Hub / timm architecture of the evaluation network
+    # DARTSSearch arguments the supernet reads (search_supernet's keywords); the search module
+    # refuses any other space's argument set away from its default
+    search_args: ClassVar[tuple[str, ...]]
+    search_arg_notes: ClassVar[dict[str, str]] = {}  # why an argument exists in this space only, for the error another space gives
 
     # --- description -----------------------------------------------------------------------------
     @property
@@ -114,6 +136,11 @@ class SearchSpace(abc.ABC):
         """The weight-sharing supernet: ``"fast"`` (batched) or ``"reference"`` (one mixed op per edge)."""
 
     @abc.abstractmethod
+    def search_supernet(self, implementation: str, in_shape: Sequence[int], num_classes: int, **args: Any) -> nn.Module:
+        """The supernet a search trains, from the search module's ``search_args`` (checked here, with
+        what to change when a value cannot work, e.g. an input too small for the skeleton)."""
+
+    @abc.abstractmethod
     def network(self, genotype: Any, **config: Any) -> nn.Module:
         """The evaluation network of ``genotype`` (timm-style: forward_features, forward_head, ...)."""
 
@@ -126,6 +153,24 @@ class SearchSpace(abc.ABC):
     def sample(self, rng: random.Random) -> Any:
         """A genotype drawn uniformly from the space."""
 
+    @abc.abstractmethod
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        """The space as independent categorical decisions: name -> its options (plain strings).
+
+        Drawing every decision uniformly and independently is a uniform draw from the space (the
+        distribution of :meth:`sample`), and :meth:`from_choices` turns one value per decision into
+        the genotype. A sampler that suggests values one by one (Optuna's ``trial.suggest_categorical(
+        name, options)``) needs nothing else; :meth:`to_choices` is the inverse (to enqueue a known cell).
+        """
+
+    @abc.abstractmethod
+    def from_choices(self, chosen: Mapping[str, str]) -> Any:
+        """The genotype of one option per decision of :meth:`choices` (every decision, nothing else)."""
+
+    @abc.abstractmethod
+    def to_choices(self, genotype: Any) -> dict[str, str]:
+        """The decisions that give ``genotype`` (``from_choices(to_choices(g))`` is the same cell)."""
+
     def parse(self, text: str) -> Any:
         """A genotype from its text or JSON form."""
         return self.genotype_class.parse(text)
@@ -133,10 +178,32 @@ class SearchSpace(abc.ABC):
     def from_dict(self, d: Any) -> Any:
         return self.genotype_class.from_dict(d)
 
+    @abc.abstractmethod
+    def resolve_genotype(self, value: Any) -> Any:
+        """What a user passes as ``--genotype``: a genotype, its text or JSON, a genotype file, or a
+        search (or training) run directory holding one. Raises ValueError saying what was expected."""
+
+    # --- what a search logs ------------------------------------------------------------------------
+    def cell_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
+        """``{cell type: softmax(alpha) (E, O)}`` of a supernet, detached, on the CPU."""
+        weights = net.edge_weights()
+        weights = [weights] if isinstance(weights, torch.Tensor) else list(weights)
+        if len(weights) != len(self.cell_types):
+            raise ValueError(f"the {self.name} supernet gave {len(weights)} weight matrices for the cell types {self.cell_types}")
+        return {cell: w.detach().cpu() for cell, w in zip(self.cell_types, weights)}
+
+    @abc.abstractmethod
+    def chosen_ops(self, genotype: Any) -> dict[str, list[str]]:
+        """``{cell type: the operations the genotype keeps}`` (skip connections counted from it)."""
+
     # --- pictures --------------------------------------------------------------------------------
     @abc.abstractmethod
     def plot(self, genotype: Any, path: str | Path, title: str | None = None) -> None:
         """Draw ``genotype``'s cell(s) to a PNG at ``path`` (matplotlib Agg canvas, written atomically)."""
+
+    @abc.abstractmethod
+    def plot_alpha(self, weights: Mapping[str, torch.Tensor], operations: Sequence[str], path: str | Path, title: str | None = None) -> None:
+        """Draw the architecture weights (:meth:`cell_weights`' form) to a PNG at ``path``."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, operations={list(self.operations)})"
@@ -148,3 +215,32 @@ def as_alpha_list(alpha: torch.Tensor | Sequence[torch.Tensor], expected: int, s
     if len(items) < expected:
         raise ValueError(f"the {space} space needs {expected} alpha tensor(s) (one per cell type), got {len(items)}")
     return [torch.as_tensor(a).detach().to("cpu", torch.float64) for a in items]
+
+
+def genotype_file(text: str, names: Sequence[str] = ("genotype.json",)) -> Path | None:
+    """The file ``text`` names: itself, or the first of ``names`` inside the directory it names; None if neither exists.
+
+    What a user types as ``--genotype`` may be genotype text rather than a path, so a value longer
+    than any path, or one the OS refuses to stat, is simply not a file.
+    """
+    if len(text.encode()) > 4096:
+        return None
+    path = Path(text)
+    try:
+        if path.is_dir():
+            return next((path / n for n in names if (path / n).is_file()), None)
+        return path if path.is_file() else None
+    except OSError:  # a name component over 255 bytes, and the like
+        return None
+
+
+def check_choices(chosen: Mapping[str, str], options: Mapping[str, tuple[str, ...]]) -> None:
+    """Every decision given once, each with one of its options."""
+    if not isinstance(chosen, Mapping):
+        raise ValueError(f"choices must be a mapping of decision names to options, not {type(chosen).__name__}")
+    missing, extra = [k for k in options if k not in chosen], [k for k in chosen if k not in options]
+    if missing or extra:
+        raise ValueError(f"choices must give every decision of the space: missing {missing[:4]}, unknown {[str(k)[:40] for k in extra[:4]]}")
+    for key, value in chosen.items():
+        if value not in options[key]:
+            raise ValueError(f"{key}: {str(value)[:40]!r} is not one of {list(options[key])}")

@@ -9,7 +9,7 @@ from :mod:`lightning_dlstrat.models` and :mod:`lightning_dlstrat.layers`:
   ``models.darts_search_fast.FastSearchNetwork`` (fast);
 - discretisation: ``models.genotype.derive_genotype`` (top-2 edges per node, ``none`` excluded);
 - evaluation network: ``models.darts_net.DARTSNetwork``; sampling: ``sample_genotype``;
-- picture: ``viz.plot_genotype``.
+- pictures: ``viz.plot_genotype`` and ``viz.plot_alpha``; ``--genotype``: ``models.genotype.resolve_genotype``.
 
 The evaluation network and the picture are imported when first used, so importing this module
 does not pull in the hub or matplotlib.
@@ -17,17 +17,18 @@ does not pull in the hub or matplotlib.
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..layers.darts_ops import PRIMITIVES
-from ..models.genotype import Genotype, derive_genotype, num_edges, sample_genotype
-from .base import CellTopology, SearchSpace, as_alpha_list
+from ..models.genotype import Genotype, derive_genotype, num_edges, resolve_genotype, sample_genotype
+from .base import CellTopology, SearchSpace, as_alpha_list, check_choices
 
 __all__ = ["DartsSpace"]
 
@@ -38,6 +39,10 @@ class DartsSpace(SearchSpace):
     name = "darts"
     genotype_class = Genotype
     cell_types = ("normal", "reduce")
+    retrain_recipe = "darts-net"
+    architecture = "darts_net"
+    search_args = ("C", "layers", "steps", "multiplier", "stem_multiplier", "primitives", "partial_channels", "channels_last")
+    search_arg_notes = {"partial_channels": "partial channels, PC-DARTS, are built into the DARTS supernet only"}
 
     def __init__(self, steps: int = 4, multiplier: int = 4, primitives: Sequence[str] = PRIMITIVES):
         self.steps, self.multiplier, self.primitives = steps, multiplier, tuple(primitives)
@@ -70,6 +75,28 @@ class DartsSpace(SearchSpace):
             return SearchNetwork(**config)
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
 
+    def search_supernet(
+        self, implementation: str, in_shape: Sequence[int], num_classes: int, *, C: int = 16, layers: int = 8, steps: int = 4,
+        multiplier: int = 4, stem_multiplier: int = 3, primitives: Sequence[str] | None = None, partial_channels: int = 1,
+        channels_last: bool = True,
+    ) -> nn.Module:
+        """The search module's supernet: ``FastSearchNetwork`` (with ``channels_last``) or ``SearchNetwork``."""
+        if layers < 3:
+            # reduction cells sit at layers // 3 and 2 * layers // 3: with 1 or 2 cells every cell
+            # reduces, the normal alpha never receives a gradient, and its "searched" cell would be
+            # read from untrained (uniform) weights
+            raise ValueError(f"a DARTS search needs at least 3 cells (layers >= 3) so that a normal cell is searched; got layers={layers}")
+        args = (C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_shape, partial_channels)
+        if implementation == "fast":
+            from ..models.darts_search_fast import FastSearchNetwork
+
+            return FastSearchNetwork(*args, channels_last=channels_last)
+        if implementation == "reference":
+            from ..models.darts_search import SearchNetwork
+
+            return SearchNetwork(*args)
+        raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
+
     def network(self, genotype: Genotype | str, **config: Any) -> nn.Module:
         """``DARTSNetwork(genotype, C=36, layers=20, num_classes=10, in_chans=3, ...)``."""
         from ..models.darts_net import DARTSNetwork
@@ -91,7 +118,65 @@ class DartsSpace(SearchSpace):
     def sample(self, rng: random.Random) -> Genotype:
         return sample_genotype(rng, self.primitives, self.steps, self.multiplier)
 
+    # --- the space as decisions: per cell and node, 2 distinct inputs ("0,1") and an op for each ----
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        """``{"normal/node0/inputs": ("0,1"), "normal/node0/op0": (ops...), "normal/node0/op1": ..., ...}``.
+
+        ``op0`` goes with the lower input, ``op1`` with the higher; ops exclude ``none``, as
+        :meth:`sample` (Li & Talwalkar's random search) does.
+        """
+        ops = tuple(p for p in self.primitives if p != "none")
+        out: dict[str, tuple[str, ...]] = {}
+        for cell in self.cell_types:
+            for i in range(self.steps):
+                out[f"{cell}/node{i}/inputs"] = tuple(f"{a},{b}" for a, b in itertools.combinations(range(i + 2), 2))
+                out[f"{cell}/node{i}/op0"] = out[f"{cell}/node{i}/op1"] = ops
+        return out
+
+    def from_choices(self, chosen: Mapping[str, str]) -> Genotype:
+        options = self.choices()
+        check_choices(chosen, options)
+        concat = list(range(2 + self.steps - self.multiplier, self.steps + 2))
+        cells = {}
+        for cell in self.cell_types:
+            pairs = []
+            for i in range(self.steps):
+                a, b = (int(j) for j in chosen[f"{cell}/node{i}/inputs"].split(","))
+                pairs += [(chosen[f"{cell}/node{i}/op0"], a), (chosen[f"{cell}/node{i}/op1"], b)]
+            cells[cell] = pairs
+        return Genotype(cells["normal"], concat, cells["reduce"], concat)
+
+    def to_choices(self, genotype: Genotype) -> dict[str, str]:
+        genotype = Genotype.coerce(genotype)
+        concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
+        if genotype.steps != self.steps or genotype.normal_concat != concat or genotype.reduce_concat != concat:
+            raise ValueError(f"{genotype} is not in this space ({self.steps} nodes, output concatenating states {list(concat)})")
+        out = {}
+        for cell in self.cell_types:
+            pairs = getattr(genotype, cell)
+            for i in range(self.steps):
+                (op_a, a), (op_b, b) = sorted(pairs[2 * i : 2 * i + 2], key=lambda p: p[1])
+                if a == b or "none" in (op_a, op_b):
+                    raise ValueError(f"{cell} node {i} of {genotype} reads input {a} twice or uses 'none': not a cell the sampler draws")
+                out.update({f"{cell}/node{i}/inputs": f"{a},{b}", f"{cell}/node{i}/op0": op_a, f"{cell}/node{i}/op1": op_b})
+        check_choices(out, self.choices())
+        return out
+
+    def resolve_genotype(self, value: Any) -> Genotype:
+        """A built-in name (``DARTS_V2``), genotype text or JSON, a file or a run directory with ``genotype.json``."""
+        return resolve_genotype(value)
+
+    def chosen_ops(self, genotype: Genotype) -> dict[str, list[str]]:
+        return {"normal": [op for op, _ in genotype.normal], "reduce": [op for op, _ in genotype.reduce]}
+
     def plot(self, genotype: Genotype, path: str | Path, title: str | None = None) -> None:
         from ..viz import plot_genotype
 
         plot_genotype(genotype, path, title)
+
+    def plot_alpha(self, weights: Mapping[str, torch.Tensor], operations: Sequence[str], path: str | Path, title: str | None = None) -> None:
+        """Both cells' heatmaps side by side, the edges the genotype keeps outlined (``viz.plot_alpha``)."""
+        from ..viz import plot_alpha
+
+        plot_alpha(weights["normal"], weights["reduce"], operations, path, title)
+

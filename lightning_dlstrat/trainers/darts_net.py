@@ -88,7 +88,7 @@ class DARTSNetClassifier(ClassificationTask):
 
     def on_train_epoch_start(self) -> None:
         # scheduled drop-path (reference train.py): 0 in the first epoch, drop_path_prob * (E-1)/E in the last
-        self.model.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / planned_epochs(self.trainer)
+        self.model.drop_path_rate = self.hparams.drop_path_prob * self.current_epoch / planned_epochs(self.trainer)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = cutout(x, self.cutout_length)  # (B, C, H, W)

@@ -4,6 +4,13 @@ References:
 1) Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019, Sec. 2.3 and
    App. A.1.1; the code this follows is quark0/darts ``cnn/train_search.py`` and ``architect.py``.
 2) Xu et al., "PC-DARTS", ICLR 2020 (partial channels and edge normalisation, in the supernet).
+3) Dong & Yang, "NAS-Bench-201", ICLR 2020: DARTS in the benchmark's cell space (``space="nb201"``;
+   its code of record is D-X-Y/AutoDL-Projects ``exps/NATS-algos/search-cell.py``).
+
+The search space is a part (``space``: a name from :data:`lightning_dlstrat.spaces.SPACES`): it
+builds the supernet from the arguments it reads (``SearchSpace.search_args``), says which cell
+types alpha has and which operations a genotype keeps, and draws the pictures. This module holds
+only what every space shares: the bilevel optimisation, the logging and the checkpoints.
 
 Every training batch is ``{"train": (x, y), "val": (x, y)}`` from two disjoint halves of the
 training split (the datamodule's ``bilevel=True``). One search step (:meth:`DARTSSearch.search_step`):
@@ -27,10 +34,14 @@ alpha identical on all ranks. Under DDP each quantity above is the gradient of t
 N ranks x the per-rank batch size: keep the paper's lr for a global batch of 64, or scale ``lr``
 (and ``arch_lr``) with the global batch as PC-DARTS did (lr 0.1 for batch 256).
 Alpha, its softmax and the finite-difference arithmetic stay in float32 under mixed precision.
+With ``nesterov=True`` (the NAS-Bench-201 search config) the weight optimiser uses Nesterov
+momentum, while the virtual step of ``order=2`` stays the plain-momentum one above, as in the
+DARTS and NAS-Bench-201 code.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -41,17 +52,15 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from ..models.darts_search import SearchNetwork
-from ..models.darts_search_fast import FastSearchNetwork
-from ..models.genotype import Genotype
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
+from ..spaces import SPACES, SearchSpace, get_space
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
 
 
 class DARTSSearch(EvaluatesClassification, L.LightningModule):
-    """Searches a DARTS cell on a bilevel datamodule.
+    """Searches a cell of a search space (DARTS or NAS-Bench-201) on a bilevel datamodule.
 
     Example::
 
@@ -60,8 +69,17 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         L.Trainer(max_epochs=10).fit(search, datamodule=dm)
         search.genotype()  # Genotype(normal=[('sep_conv_3x3', 0), ...], ...)
 
-    Defaults are the paper's CIFAR-10 search (C=16, 8 cells, second order, SGD 0.025 cosine to
-    0.001, Adam 3e-4 for alpha; run it 50 epochs with batch size 64). As with any manually
+        nb201 = DARTSSearch(in_shape=dm.dims, num_classes=dm.num_classes, space="nb201", C=8, N=1, order=1)
+        L.Trainer(max_epochs=10).fit(nb201, datamodule=dm)
+        str(nb201.genotype())  # '|nor_conv_3x3~0|+|...|', the benchmark's string
+
+    Defaults are the DARTS paper's CIFAR-10 search (C=16, 8 cells, second order, SGD 0.025 cosine
+    to 0.001, weight decay 3e-4, Adam 3e-4 for alpha; run it 50 epochs with batch size 64). For
+    the NAS-Bench-201 benchmark's DARTS search (C=16, N=5, the same optimisers but weight decay
+    5e-4 and Nesterov momentum) pass ``space="nb201", weight_decay=5e-4, nesterov=True``;
+    ``dlstrat fit --model darts --model.space=nb201`` takes them from its preset
+    (``recipes/presets/darts.yaml``). Arguments marked with a space are read by that space's
+    supernet only; another space refuses them away from their defaults. As with any manually
     optimised module, ``trainer.global_step`` counts optimiser steps: two per batch (one during
     ``warmup_epochs``), which ``max_steps`` and ``log_every_n_steps`` refer to.
     """
@@ -74,17 +92,20 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self,
         in_shape: Sequence[int] = (3, 32, 32),
         num_classes: int = 10,
+        space: str = "darts",  # the search space: "darts" (Liu et al. 2019) or "nb201" (NAS-Bench-201); docs/spaces.md
         C: int = 16,  # channels of the first cells
-        layers: int = 8,  # cells in the supernet
-        steps: int = 4,  # intermediate nodes per cell
-        multiplier: int = 4,  # nodes concatenated into a cell's output
-        stem_multiplier: int = 3,
-        primitives: Sequence[str] | None = None,  # candidate operations; None: the 8 of DARTS
-        partial_channels: int = 1,  # PC-DARTS k (4 in PC-DARTS); 1 turns partial channels off
+        layers: int = 8,  # darts: cells in the supernet
+        steps: int = 4,  # darts: intermediate nodes per cell
+        multiplier: int = 4,  # darts: nodes concatenated into a cell's output
+        stem_multiplier: int = 3,  # darts: the stem's channels, times C
+        N: int = 5,  # nb201: cells per stage (5 in the benchmark)
+        primitives: Sequence[str] | None = None,  # candidate operations (alpha's columns); None: the space's own (8 DARTS, 5 NAS-Bench-201)
+        partial_channels: int = 1,  # darts: PC-DARTS k (4 in PC-DARTS); 1 turns partial channels off
         order: int = 2,  # 1: first-order approximation; 2: the unrolled (second-order) gradient
         lr: float = 0.025,  # weight SGD learning rate, cosine-annealed per epoch ...
         lr_min: float = 0.001,  # ... down to this at max_epochs
         momentum: float = 0.9,
+        nesterov: bool = False,  # Nesterov momentum for the weights (the NAS-Bench-201 search config: True)
         weight_decay: float = 3e-4,
         grad_clip: float = 5.0,  # max gradient norm of the weights (alpha is never clipped)
         arch_lr: float = 3e-4,  # Adam for alpha
@@ -92,40 +113,50 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         arch_weight_decay: float = 1e-3,
         warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
         fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
-        implementation: str = "fast",  # "fast": edges batched per state; "reference": per edge, as the paper's code
-        channels_last: bool = True,  # fast implementation only: NHWC memory (much faster on CPU)
+        implementation: str = "fast",  # "fast": edges batched per node; "reference": per edge, as the papers' code
+        channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):
         super().__init__()
-        if layers < 3:
-            # reduction cells sit at layers // 3 and 2 * layers // 3: with 1 or 2 cells every cell
-            # reduces, the normal alpha never receives a gradient, and its "searched" cell would be
-            # read from untrained (uniform) weights
-            raise ValueError(f"a DARTS search needs at least 3 cells (layers >= 3) so that a normal cell is searched; got layers={layers}")
+        self.space: SearchSpace = get_space(space)  # ValueError naming the spaces for an unknown one
+        space = self.space.name  # the canonical name ("NAS-Bench-201" -> "nb201") is what hparams keep
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), not {order!r}")
         if warmup_epochs < 0 or fd_radius <= 0 or grad_clip <= 0:
             raise ValueError(f"need warmup_epochs >= 0, fd_radius > 0 and grad_clip > 0, got {warmup_epochs}, {fd_radius}, {grad_clip}")
+        if nesterov and momentum <= 0:
+            raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum}")
         if implementation not in ("fast", "reference"):
             raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        # both compute the same function (tests/test_darts_fast.py); the fast one batches the edges
-        args = (C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_shape, partial_channels)
-        if implementation == "fast":
-            self.net = FastSearchNetwork(*args, channels_last=channels_last)
-        else:
-            self.net = SearchNetwork(*args)
+        # both compute the same function (tests/test_darts_fast.py, tests/test_spaces.py); the fast one batches the edges
+        self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(locals()))
         self.configure_metrics(num_classes)
         self.history: list[dict[str, Any]] = []  # one record per epoch; kept in checkpoints
+
+    def _space_args(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The arguments this space's supernet reads; any other space's argument set away from its default is an error."""
+        defaults = {name: p.default for name, p in inspect.signature(DARTSSearch.__init__).parameters.items()}
+        owners = {arg: name for name, cls in SPACES.items() for arg in cls.search_args if arg not in self.space.search_args}
+        for arg, owner in owners.items():
+            if given[arg] != defaults[arg]:
+                note = SPACES[owner].search_arg_notes.get(arg)
+                why = f" ({note})" if note else ""
+                raise ValueError(
+                    f"{arg}={given[arg]!r} is an argument of the {owner} space's supernet{why}; the {self.space.name} supernet reads "
+                    f"{', '.join(self.space.search_args)}: leave {arg} at its default ({defaults[arg]!r}) or search with space={owner!r}"
+                )
+        return {arg: given[arg] for arg in self.space.search_args}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, num_classes)
 
-    def genotype(self) -> Genotype:
+    def genotype(self) -> Any:
+        """The space's genotype of the current alpha (``Genotype`` for darts, ``NB201Genotype`` for nb201)."""
         return self.net.genotype()
 
     def export_network(self) -> None:
-        """A search publishes its genotype, not a network: retrain it with darts-net and export that."""
+        """A search publishes its genotype, not a network: retrain it (``space.retrain_recipe``) and export that."""
         return None
 
     @staticmethod
@@ -137,7 +168,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     def make_optimizers(self) -> tuple[torch.optim.SGD, torch.optim.Adam]:
         """(weight SGD, alpha Adam) over disjoint parameter sets; usable without a Trainer."""
         hp = self.hparams
-        w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov)
         a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
         return w_opt, a_opt
 
@@ -291,29 +322,35 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self._record_architecture()
 
     def _record_architecture(self) -> None:
-        """Log alpha and the genotype; append them to ``genotype_history.jsonl`` (rank zero)."""
-        normal, reduce = (w.cpu() for w in self.net.edge_weights())  # (E, O) each
+        """Log alpha and the genotype; append them to ``genotype_history.jsonl`` (rank zero).
+
+        Per cell type of the space (darts: normal, reduce; nb201: cell): the mean per-edge entropy
+        of softmax(alpha), the skip connections the genotype keeps, and every (edge, op) weight.
+        """
+        weights = self.space.cell_weights(self.net)  # {cell type: (E, O)}
         genotype = self.net.genotype()
-        for cell, w, pairs in (("normal", normal, genotype.normal), ("reduce", reduce, genotype.reduce)):
+        kept = self.space.chosen_ops(genotype)
+        for cell, w in weights.items():
             entropy = -(w * w.clamp_min(1e-12).log()).sum(1).mean()  # mean per-edge entropy (nats)
             self.log(f"alpha/{cell}_entropy", entropy, sync_dist=True)
-            # skip connections taking over the normal cell is DARTS's known failure mode
-            self.log(f"arch/{cell}_skips", float(sum(op == "skip_connect" for op, _ in pairs)), sync_dist=True)
+            # skip connections taking over the cell is DARTS's known failure mode (on NAS-Bench-201:
+            # the all-skip cell, 54.30 % on CIFAR-10)
+            self.log(f"arch/{cell}_skips", float(sum(op == "skip_connect" for op in kept[cell])), sync_dist=True)
         record = {
             "epoch": self.current_epoch,
             "step": self.global_step,
             "genotype": str(genotype),
             **genotype.to_dict(),
-            "alpha_normal": normal.tolist(),
-            "alpha_reduce": reduce.tolist(),
-            "primitives": list(self.net.primitives),
+            **{f"alpha_{cell}": w.tolist() for cell, w in weights.items()},
+            "primitives": list(self.net.operations),
+            "space": self.space.name,
         }
         if "val/acc" in self.trainer.callback_metrics:
             record["val_acc"] = float(self.trainer.callback_metrics["val/acc"])
         self.history.append(record)
-        # all 2 x E x O weights go to the loggers (metrics.csv) on Lightning's step axis, as every
-        # other metric; the progress line leaves out names of more than two parts
-        per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in (("normal", normal), ("reduce", reduce)) for i in range(w.shape[0]) for o, op in enumerate(self.net.primitives)}
+        # all E x O weights of every cell type go to the loggers (metrics.csv) on Lightning's step
+        # axis, as every other metric; the progress line leaves out names of more than two parts
+        per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in weights.items() for i in range(w.shape[0]) for o, op in enumerate(self.net.operations)}
         self.log_dict(per_edge)
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
         if not self.trainer.is_global_zero:

@@ -29,11 +29,24 @@ What this module gets right where common Lightning GAN code does not:
   that never stopped.
 - **Divergence.** A non-finite loss stops training with :class:`GANDivergedError` before it
   reaches the weights; the last checkpoint (from the last finished epoch) is left intact.
+
+Two options change what the discriminator sees:
+
+- ``conditional=True``: class-conditional networks (:mod:`~lightning_dlstrat.models.gan_conditional`:
+  a conditional-BatchNorm generator ``G(z, y)`` and a projection discriminator ``D(x, y)``, Miyato
+  & Koyama, ICLR 2018) on a labelled dataset. Real images are judged with their own labels; fake
+  labels are drawn uniformly from the same per-rank noise stream as ``z``, so a resumed run draws
+  the same ones. The penalties differentiate ``D(., y)`` with the labels held fixed.
+- ``diffaugment="color,translation,cutout"`` (or any policy of :mod:`~lightning_dlstrat.diffaugment`):
+  Zhao et al.'s DiffAugment (NeurIPS 2020) on every image the discriminator sees, real and fake,
+  in both steps, with draws from the noise stream. R1 differentiates ``D(T(x))`` with respect to
+  the un-augmented ``x``, as StyleGAN2-ADA does.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -41,10 +54,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..diffaugment import diff_augment, parse_policy
 from ..gan_losses import LOSSES, discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty
 from ..models.gan import build_gan_networks, resolve_arch
+from ..models.gan_conditional import build_conditional_gan_networks, class_rows
 from ..viz import render_samples
-from ..core import DlstratError, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
+from ..core import DlstratError, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs, shorten
 
 FID_CHOICES = ("auto", "classifier", "inception", "none")
 LR_SCHEDULES = ("constant", "linear")
@@ -63,6 +78,11 @@ class GAN(L.LightningModule):
         gan = GAN(in_shape=dm.dims)
         L.Trainer(max_steps=5000).fit(gan, datamodule=dm)   # 5000 generator steps
         points = gan.sample(2500)                           # (2500, 2) from the EMA generator
+
+        dm = DigitsDataModule(normalization="tanh")         # labelled images: class-conditional
+        gan = GAN(in_shape=dm.dims, conditional=True, num_classes=dm.num_classes, r1_weight=1.0)
+        L.Trainer(max_epochs=300).fit(gan, datamodule=dm)
+        sevens = gan.sample(64, labels=7)                   # (64, 1, 8, 8) in [-1, 1]
     """
 
     # No validation metric: ModelCheckpoint keeps the latest epoch as best.ckpt as well as last.ckpt.
@@ -89,6 +109,9 @@ class GAN(L.LightningModule):
         num_eval_samples: int = 2500,  # samples for the metrics after fit (PacGAN / VEEGAN use 2,500)
         fid: str = "auto",  # "auto": classifier FD on digits, Inception FID on other images; or "classifier", "inception", "none"
         inception_weights: str | None = None,  # local InceptionV3 weights file for offline FID
+        conditional: bool = False,  # class-conditional networks (cBN generator, projection discriminator); needs labelled data
+        num_classes: int = 0,  # classes of the labelled data (filled in from the datamodule); used when conditional
+        diffaugment: str = "",  # DiffAugment policy on every image D sees, e.g. "translation" or "color,translation,cutout"; "": off
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -104,6 +127,14 @@ class GAN(L.LightningModule):
         n_critic = (5 if loss == "wgan-gp" else 1) if n_critic is None else n_critic
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, not {n_critic}")
+        if conditional and num_classes < 2:
+            raise ValueError(
+                f"conditional=True needs labelled data with at least 2 classes (got num_classes={num_classes}); "
+                f"the 2-D mixtures have no labels: train a conditional GAN on digits, mnist, cifar10 or an image folder"
+            )
+        self.policy = parse_policy(diffaugment)  # ValueError for an unknown augmentation, before training
+        if self.policy and len(in_shape) != 3:
+            raise ValueError(f"DiffAugment augments images; the data has shape {tuple(in_shape)}: drop --model.diffaugment")
         self.save_hyperparameters()
         # The resolved values, so a checkpoint records what actually ran.
         self.hparams.update(
@@ -113,37 +144,77 @@ class GAN(L.LightningModule):
 
         self.in_shape = tuple(in_shape)
         self.arch = arch
-        self.generator, self.discriminator = build_gan_networks(self.arch, self.in_shape, latent_dim, width, spectral_norm)
-        self.generator_ema = build_gan_networks(self.arch, self.in_shape, latent_dim, width)[0]
+        self.num_classes = num_classes if conditional else 0
+        build = partial(build_conditional_gan_networks, num_classes=num_classes) if conditional else build_gan_networks
+        self.generator, self.discriminator = build(self.arch, self.in_shape, latent_dim, width, spectral_norm=spectral_norm)
+        self.generator_ema = build(self.arch, self.in_shape, latent_dim, width)[0]
         self.generator_ema.load_state_dict(self.generator.state_dict())
         self.generator_ema.requires_grad_(False).eval()
 
-        self.num_fixed = num_fixed or (2500 if len(self.in_shape) == 1 else 64)
+        # The picture every epoch: 64 images (conditional: one row of 8 per class), or 2,500 points.
+        self.num_fixed = num_fixed or (2500 if len(self.in_shape) == 1 else 8 * self.num_classes if conditional else 64)
+        if conditional and self.num_fixed % num_classes:
+            raise ValueError(f"num_fixed={self.num_fixed} must be a multiple of the {num_classes} classes: the picture has one row per class")
         g = torch.Generator().manual_seed(noise_seed)
         self.register_buffer("fixed_z", torch.randn(self.num_fixed, latent_dim, generator=g))  # (num_fixed, latent)
+        # class of each fixed latent, row r of the grid being class r; derived, so not in checkpoints
+        fixed_y = class_rows(self.num_classes, self.num_fixed // self.num_classes) if conditional else torch.zeros(0, dtype=torch.long)
+        self.register_buffer("fixed_y", fixed_y, persistent=False)  # (num_fixed,) or (0,)
         self._noise: torch.Generator | None = None  # training latents; made per rank in on_fit_start
         self._restored: dict | None = None
         self.d_steps = 0  # discriminator steps taken (trainer.global_step counts generator steps)
 
     # --- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, seed: int | None = None, ema: bool = True, batch_size: int = 1000) -> torch.Tensor:
-        """``n`` samples (n, *in_shape) in data space ([-1, 1] for images) from the EMA generator."""
+    def sample(
+        self, n: int, seed: int | None = None, ema: bool = True, batch_size: int = 1000, labels: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``n`` samples (n, *in_shape) in data space ([-1, 1] for images) from the EMA generator.
+
+        Conditional GANs take ``labels``: one class for all, an (n,) tensor, or None for
+        ``balanced_labels(n)`` (every class equally often, in order).
+        """
         g = torch.Generator().manual_seed(self.hparams.noise_seed + 1 if seed is None else seed)
         z = torch.randn(n, self.hparams.latent_dim, generator=g)  # (n, latent)
-        return self._generate(z, ema, batch_size)
+        return self._generate(z, self._labels(n, labels), ema, batch_size)
+
+    def balanced_labels(self, n: int) -> torch.Tensor:
+        """(n,) classes 0, 1, ..., K-1, 0, 1, ...: each class n / K times (the metrics' protocol)."""
+        return torch.arange(n) % self.num_classes  # (n,)
+
+    def _labels(self, n: int, labels: int | torch.Tensor | None) -> torch.Tensor | None:
+        if not self.num_classes:
+            if labels is not None:
+                raise DlstratError("this GAN is unconditional: it takes no class labels (train one with --model.conditional=true)")
+            return None
+        if labels is None:
+            return self.balanced_labels(n)
+        y = torch.full((n,), labels) if isinstance(labels, int) else torch.as_tensor(labels).long()  # (n,)
+        if y.shape != (n,) or bool((y < 0).any() | (y >= self.num_classes).any()):
+            raise DlstratError(f"class labels must be {n} integers in 0..{self.num_classes - 1}, not {shorten(labels, 80)}")
+        return y
 
     @torch.no_grad()
-    def _generate(self, z: torch.Tensor, ema: bool = True, batch_size: int = 1000) -> torch.Tensor:
+    def _generate(self, z: torch.Tensor, y: torch.Tensor | None = None, ema: bool = True, batch_size: int = 1000) -> torch.Tensor:
         net = self.generator_ema if ema else self.generator
         was_training = net.training
         net.eval()
-        out = torch.cat([net(chunk.to(self.device)).float() for chunk in z.split(batch_size)])  # (n, *in_shape)
+        ys = y.split(batch_size) if y is not None else [None] * len(z.split(batch_size))
+        out = torch.cat([self._call_g(net, zc.to(self.device), yc) for zc, yc in zip(z.split(batch_size), ys)]).float()  # (n, *in_shape)
         net.train(was_training)
         return out
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator_ema(z)  # (B, latent) -> (B, *in_shape)
+    def _call_g(self, net: nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return net(z) if y is None else net(z, y.to(z.device))  # (B, *in_shape)
+
+    def _call_d(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """D(T(x)[, y]): augmented (DiffAugment) when a policy is set; draws from the noise stream."""
+        if self.policy:
+            x = diff_augment(x, self.policy, self._noise)  # (B, C, H, W)
+        return self.discriminator(x) if y is None else self.discriminator(x, y)  # (B,) logits
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self._call_g(self.generator_ema, z, y)  # (B, latent)[, (B,)] -> (B, *in_shape)
 
     def export_network(self) -> nn.Module:
         """The network a Hub export publishes: the EMA generator, as sampling and the metrics use."""
@@ -163,8 +234,24 @@ class GAN(L.LightningModule):
                 f"the GAN's image generators end in tanh, so images must be scaled to [-1, 1]: use "
                 f"--data.normalization=tanh (got {dm.normalization!r})"
             )
+        if self.num_classes and getattr(dm, "num_classes", 0) != self.num_classes:
+            raise DlstratError(
+                f"the conditional GAN was built for {self.num_classes} classes, but {getattr(dm, 'name', 'the datamodule')} has "
+                f"{getattr(dm, 'num_classes', 0) or 'no'} labels; a conditional GAN needs the labelled dataset it was built for"
+            )
         if stage == "fit":
             self._check_metrics_available(dm)
+            self._check_batches(dm)
+
+    def _check_batches(self, dm) -> None:
+        """A last training batch of one sample would stop training with a BatchNorm error mid-epoch."""
+        dm.setup("fit")
+        size, batch = len(getattr(dm, "train_set", None) or ()), getattr(dm, "batch_size", 0)
+        if batch and size > batch and size % batch == 1 and not getattr(dm, "drop_last", False):
+            raise DlstratError(
+                f"the training split has {size} samples, so with batch size {batch} every epoch ends in a batch of one, "
+                f"which BatchNorm cannot train on: add --data.drop_last=true, or choose another --data.batch_size"
+            )
 
     def _check_metrics_available(self, dm) -> None:
         """Fail before training, not after, if the chosen FID cannot be computed."""
@@ -206,6 +293,12 @@ class GAN(L.LightningModule):
     # --- training --------------------------------------------------------------------------------
     def _latent(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.hparams.latent_dim, generator=self._noise).to(self.device)  # (n, latent)
+
+    def _fake_labels(self, n: int) -> torch.Tensor | None:
+        """Uniform classes for the fakes (None when unconditional), from the per-rank noise stream."""
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), generator=self._noise).to(self.device)  # (n,)
 
     def _ddp(self) -> DistributedDataParallel | None:
         model = self.trainer.strategy.model
@@ -284,21 +377,24 @@ class GAN(L.LightningModule):
         )
 
     def training_step(self, batch, batch_idx):
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch  # (B, *in_shape); labels unused
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch  # (B, *in_shape)
+        y_real = batch[1] if self.num_classes else None  # (B,) labels, used only by a conditional GAN
         opt_g, opt_d = self.optimizers()
         loss, n = self.hparams.loss, len(real)
 
         # Discriminator step: the fakes are made without a graph, so only D gets gradients.
         with self._only(self.discriminator):
             with torch.no_grad():
-                fake = self.generator(self._latent(n))  # (B, *in_shape)
-            d_real, d_fake = self.discriminator(real), self.discriminator(fake)  # (B,), (B,)
+                y_fake = self._fake_labels(n)  # (B,) or None
+                fake = self._call_g(self.generator, self._latent(n), y_fake)  # (B, *in_shape)
+            d_real, d_fake = self._call_d(real, y_real), self._call_d(fake, y_fake)  # (B,), (B,)
             d_loss = discriminator_loss(loss, d_real, d_fake)
+            critic = partial(self._call_d, y=y_real)  # x -> D(T(x), y_real): the penalties hold the labels fixed
             if loss == "wgan-gp":
                 eps = torch.rand((n,) + (1,) * (real.dim() - 1), generator=self._noise).to(self.device)  # (B, 1, ...)
-                d_loss = d_loss + self.hparams.gp_weight * gradient_penalty(self.discriminator, real, fake, eps)
+                d_loss = d_loss + self.hparams.gp_weight * gradient_penalty(critic, real, fake, eps)
             if self.hparams.r1_weight > 0:
-                d_loss = d_loss + 0.5 * self.hparams.r1_weight * r1_penalty(self.discriminator, real)
+                d_loss = d_loss + 0.5 * self.hparams.r1_weight * r1_penalty(critic, real)
             self._check_finite("d_loss", d_loss)
             self._update(opt_d, d_loss, self.discriminator, generator_step=False)
         self.d_steps += 1
@@ -310,7 +406,8 @@ class GAN(L.LightningModule):
             return
         # Generator step: D's weights are frozen, so the backward pass reaches only G.
         with self._only(self.generator):
-            g_loss = generator_loss(loss, self.discriminator(self.generator(self._latent(n))))
+            y_fake = self._fake_labels(n)  # (B,) or None
+            g_loss = generator_loss(loss, self._call_d(self._call_g(self.generator, self._latent(n), y_fake), y_fake))
             self._check_finite("g_loss", g_loss)
             self._update(opt_g, g_loss, self.generator, generator_step=True)
         decay = ema_update(self.generator_ema, self.generator, self.hparams.ema_decay, self.global_step)
@@ -322,10 +419,13 @@ class GAN(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if not self.trainer.is_global_zero or self.trainer.sanity_checking:
             return
-        out = self._generate(self.fixed_z)  # (num_fixed, *in_shape)
+        out = self._generate(self.fixed_z, self.fixed_y if self.num_classes else None)  # (num_fixed, *in_shape)
         path = Path(self.trainer.default_root_dir) / "samples" / f"epoch-{self.current_epoch + 1:04d}.png"
         modes = getattr(getattr(self.trainer, "datamodule", None), "modes", None)
-        render_samples(out, path, modes=modes() if modes else None, title=f"epoch {self.current_epoch + 1}, generator step {self.global_step}")
+        render_samples(
+            out, path, modes=modes() if modes else None, nrow=self.num_fixed // self.num_classes if self.num_classes else None,
+            title=f"epoch {self.current_epoch + 1}, generator step {self.global_step}",
+        )
 
     # --- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..base import CellTopology, SearchSpace, as_alpha_list
+from ..base import CellTopology, SearchSpace, as_alpha_list, check_choices
 from .genotype import (
     ALL_CONV3X3,
     ALL_SKIP,
@@ -32,7 +32,7 @@ from .genotype import (
     edge_row,
     sample_nb201,
 )
-from .network import NB201Cell, NB201Network
+from .network import MIN_INPUT_SIZE, NB201Cell, NB201Network
 from .search import NB201SearchNetwork
 from .search_fast import FastNB201SearchNetwork, edge_tensor_pairs
 
@@ -70,6 +70,9 @@ class NB201Space(SearchSpace):
     name = "nb201"
     genotype_class = NB201Genotype
     cell_types = ("cell",)
+    retrain_recipe = "nb201-net"
+    architecture = "nb201_net"
+    search_args = ("C", "N", "primitives")
 
     @property
     def operations(self) -> tuple[str, ...]:
@@ -88,6 +91,21 @@ class NB201Space(SearchSpace):
             return NB201SearchNetwork(**config)
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
 
+    def search_supernet(
+        self, implementation: str, in_shape: Sequence[int], num_classes: int, *, C: int = 16, N: int = 5, primitives: Sequence[str] | None = None,
+    ) -> nn.Module:
+        """The benchmark's DARTS supernet for ``in_shape`` = (channels, height, width) images; ``primitives``
+        is the candidate operations (None: all 5). Its cells' BatchNorms are the benchmark's search
+        default (no affine parameters, no running statistics)."""
+        if len(in_shape) != 3:
+            raise ValueError(f"in_shape must be (channels, height, width), got {tuple(in_shape)}: the NAS-Bench-201 supernet takes images")
+        if min(in_shape[1:]) < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"a {in_shape[1]}x{in_shape[2]} input is too small: the NAS-Bench-201 skeleton halves the resolution twice, "
+                f"so height and width must be at least {MIN_INPUT_SIZE}"
+            )
+        return self.supernet(implementation, C=C, N=N, num_classes=num_classes, in_chans=in_shape[0], operations=primitives)
+
     def network(self, genotype: NB201Genotype | str, **config: Any) -> NB201Network:
         """``NB201Network(genotype, C=16, N=5, num_classes=10, in_chans=3)``."""
         return NB201Network(genotype, **config)
@@ -100,7 +118,37 @@ class NB201Space(SearchSpace):
     def sample(self, rng: random.Random) -> NB201Genotype:
         return sample_nb201(rng)
 
+    # --- the space as decisions: one op per edge, "none" included (the benchmark's 15,625 cells) ----
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        """``{"cell/1<-0": NB201_OPS, "cell/2<-0": ..., ..., "cell/3<-2": ...}``, edges in alpha's row order."""
+        return {_edge_key(s, t): NB201_OPS for s, t in EDGES}
+
+    def from_choices(self, chosen: Mapping[str, str]) -> NB201Genotype:
+        check_choices(chosen, self.choices())
+        return NB201Genotype(tuple(chosen[_edge_key(s, t)] for s, t in EDGES))
+
+    def to_choices(self, genotype: NB201Genotype | str) -> dict[str, str]:
+        genotype = NB201Genotype.parse(genotype) if isinstance(genotype, str) else genotype  # text only, never a file
+        return {_edge_key(s, t): op for s, t, op in genotype.edges()}
+
+    def resolve_genotype(self, value: Any) -> NB201Genotype:
+        """The benchmark's string or the JSON form, a ``genotype.json`` / ``genotype.txt`` file, or a run directory holding one."""
+        return NB201Genotype.resolve(value)
+
+    def chosen_ops(self, genotype: NB201Genotype) -> dict[str, list[str]]:
+        return {"cell": list(genotype.ops)}
+
     def plot(self, genotype: NB201Genotype, path: str | Path, title: str | None = None) -> None:
         from .viz import plot_nb201_cell
 
         plot_nb201_cell(genotype, path, title)
+
+    def plot_alpha(self, weights: Mapping[str, torch.Tensor], operations: Sequence[str], path: str | Path, title: str | None = None) -> None:
+        """The (6, O) heatmap, each edge's argmax outlined (``viz.plot_nb201_alpha``)."""
+        from .viz import plot_nb201_alpha
+
+        plot_nb201_alpha(weights["cell"], path, tuple(operations), title)
+
+
+def _edge_key(source: int, target: int) -> str:
+    return f"cell/{target}<-{source}"  # the benchmark's own edge names ("1<-0", ...)

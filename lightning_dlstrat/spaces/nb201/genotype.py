@@ -14,7 +14,8 @@ nodes 1, 2, 3 joined by ``+``, each ``op~source``::
 It is parsed by splitting on ``+``, ``|`` and ``~`` (never ``eval``), after bounding its length,
 and any deviation is reported with what a valid string looks like. The JSON form is
 ``{"nodes": [[["nor_conv_3x3", 0]], [[op, 0], [op, 1]], [[op, 0], [op, 1], [op, 2]]]}``, the
-benchmark's ``str2lists`` layout.
+benchmark's ``str2lists`` layout; a ``genotype.json`` file (:meth:`NB201Genotype.save`) holds the
+string as well, ``{"arch_str": "|...|", "nodes": [...]}``, and the two must agree.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from ...core import DlstratError, shorten
+from ...core import DlstratError, atomic_write_bytes, shorten
+from ..base import genotype_file
 
 __all__ = [
     "EDGES",
@@ -121,16 +124,20 @@ class NB201Genotype:
 
     @classmethod
     def from_dict(cls, d: Any) -> NB201Genotype:
-        """The inverse of :meth:`to_dict`; ``{"arch_str": "|...|"}`` is accepted too."""
+        """The inverse of :meth:`to_dict`; ``{"arch_str": "|...|"}`` is accepted too, and both keys
+        together (the :meth:`save` form) when they give the same cell."""
         if not isinstance(d, dict):
             raise NB201GenotypeError(f"a NAS-Bench-201 genotype dict must be a mapping with key 'nodes', not {type(d).__name__}. {_FORMAT_HELP}")
         keys = set(d)
-        if keys == {"arch_str"}:
+        if not keys or not keys <= {"arch_str", "nodes"}:
+            raise NB201GenotypeError(f"a NAS-Bench-201 genotype dict has exactly the key 'nodes' (or 'arch_str', or both), got {sorted(map(str, keys))[:8]}. {_FORMAT_HELP}")
+        from_text = None
+        if "arch_str" in keys:
             if not isinstance(d["arch_str"], str):
                 raise NB201GenotypeError(f"'arch_str' must be a string, not {type(d['arch_str']).__name__}. {_FORMAT_HELP}")
-            return cls.parse(d["arch_str"])
-        if keys != {"nodes"}:
-            raise NB201GenotypeError(f"a NAS-Bench-201 genotype dict has exactly the key 'nodes' (or 'arch_str'), got {sorted(map(str, keys))}. {_FORMAT_HELP}")
+            from_text = cls.parse(d["arch_str"])
+            if keys == {"arch_str"}:
+                return from_text
         nodes = d["nodes"]
         if not isinstance(nodes, (list, tuple)) or len(nodes) != NUM_NODES - 1:
             got = f"{len(nodes)} nodes" if isinstance(nodes, (list, tuple)) else type(nodes).__name__
@@ -147,7 +154,10 @@ class NB201Genotype:
                 if isinstance(s, bool) or not isinstance(s, int) or s != k:
                     raise NB201GenotypeError(f"node {t}, input {k}: source {_q(s, 20)} should be {k} (node {t} reads nodes 0..{t - 1} in order). {_FORMAT_HELP}")
                 ops[(s, t)] = op
-        return cls(tuple(ops[e] for e in EDGES))
+        genotype = cls(tuple(ops[e] for e in EDGES))
+        if from_text is not None and from_text != genotype:
+            raise NB201GenotypeError(f"'arch_str' {from_text} and 'nodes' {genotype} describe different cells; give one of them. {_FORMAT_HELP}")
+        return genotype
 
     @classmethod
     def parse(cls, text: str) -> NB201Genotype:
@@ -191,6 +201,52 @@ class NB201Genotype:
                     )
                 ops[(k, t)] = op
         return cls(tuple(ops[e] for e in EDGES))
+
+    # --- files -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write ``genotype.json`` atomically: the benchmark's string and the node lists, one key a line."""
+        body = {"arch_str": str(self), **self.to_dict()}
+        atomic_write_bytes(path, ("{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in body.items()) + "\n}\n").encode())
+
+    @classmethod
+    def load(cls, path: str | Path) -> NB201Genotype:
+        """Read a file written by :meth:`save`, or any text :meth:`parse` accepts (``genotype.txt``: the string)."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_TEXT:
+                raise NB201GenotypeError(f"cannot read genotype file {path}: {size:,} bytes is larger than a NAS-Bench-201 genotype can be (at most {MAX_TEXT:,})")
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise NB201GenotypeError(f"cannot read genotype file {path}: {shorten(str(e), 200)}") from None
+        try:
+            return cls.parse(text)
+        except NB201GenotypeError as e:
+            raise NB201GenotypeError(f"{path}: {e}") from None
+
+    @classmethod
+    def resolve(cls, value: Any) -> NB201Genotype:
+        """What a user passes as ``--genotype``: a genotype, its string or JSON, a file, or a run directory
+        holding ``genotype.json`` (a search) or ``genotype.txt`` (an nb201-net run)."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        if not isinstance(value, str):
+            raise NB201GenotypeError(f"a NAS-Bench-201 genotype must be given as text, a file or a run directory, not {type(value).__name__}. {_FORMAT_HELP}")
+        text = value.strip()
+        if text.startswith(("|", "{")) or "~" in text:
+            return cls.parse(text)
+        path = genotype_file(text, ("genotype.json", "genotype.txt"))
+        if path is not None:
+            return cls.load(path)
+        try:
+            is_dir = Path(text).is_dir()
+        except OSError:  # a name too long for the OS, and the like: not a directory
+            is_dir = False
+        if text.endswith((".json", ".txt")) or "/" in text or is_dir:
+            raise NB201GenotypeError(f"genotype file {shorten(text, 200)} does not exist (a run directory must hold genotype.json or genotype.txt)")
+        raise NB201GenotypeError(f"{_q(text, 120)} is neither a NAS-Bench-201 architecture string nor an existing genotype file or run directory. {_FORMAT_HELP}")
 
     # --- architecture weights --------------------------------------------------------------------
     @classmethod

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from ...hub import HubMixin
+from ...layers.features import take_indices
+from ...layers.pool import GlobalPool
 from .genotype import NB201Genotype, NUM_NODES
 from .ops import make_op, stages
 
@@ -86,7 +88,15 @@ class NB201Network(nn.Module, HubMixin, architecture="nb201_net", kind="classifi
     timm_cfg = dict(input_size=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), first_conv="stem.0", classifier="classifier", paper_ids="arXiv:2001.00326")
     timm_kwargs_filter: tuple[str, ...] = ()
 
-    def __init__(self, genotype: NB201Genotype | dict | str, C: int = 16, N: int = 5, num_classes: int = 10, in_chans: int = 3):
+    def __init__(
+        self,
+        genotype: NB201Genotype | dict | str,  # the benchmark's string, its JSON mapping or an NB201Genotype
+        C: int = 16,  # channels of the first stage (16 in the benchmark)
+        N: int = 5,  # cells per stage (5 in the benchmark)
+        num_classes: int = 10,
+        in_chans: int = 3,
+        global_pool: str = "avg",  # timm's names: "avg" (the benchmark's), "max" or "avgmax"
+    ):
         super().__init__()
         if C < 1 or N < 0 or in_chans < 1 or num_classes < 0:
             raise ValueError(f"need C >= 1, N >= 0, in_chans >= 1, num_classes >= 0; got C={C}, N={N}, in_chans={in_chans}, num_classes={num_classes}")
@@ -95,8 +105,11 @@ class NB201Network(nn.Module, HubMixin, architecture="nb201_net", kind="classifi
         self.stem = nn.Sequential(nn.Conv2d(in_chans, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.cells, c_prev = stages(C, N, lambda c: NB201Cell(self.genotype, c))
         self.num_features = c_prev
+        # timm's feature_info: the last cell of each stage (the last one after lastact, as forward_features)
+        self.feature_info = [dict(num_chs=C * 2**k, reduction=2**k, module=f"cells.{(k + 1) * (N + 1) - 2}") for k in range(3)]
+        self.feature_info[-1]["module"] = "lastact"
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = GlobalPool(global_pool)
         self.classifier = nn.Linear(c_prev, num_classes) if num_classes > 0 else nn.Identity()
 
     # --- timm-style API --------------------------------------------------------------------------
@@ -108,18 +121,44 @@ class NB201Network(nn.Module, HubMixin, architecture="nb201_net", kind="classifi
         return self.lastact(x)  # (B, num_features, ceil(H/4), ceil(W/4))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pooling(x).flatten(1)  # (B, num_features)
+        x = self.global_pool(x)  # (B, num_features)
         return x if pre_logits else self.classifier(x)  # (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))  # (B, num_classes)
 
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False, stop_early: bool = False,
+        output_fmt: str = "NCHW", intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's feature API: the output of each stage (``feature_info``), as ``features_only=True`` returns them.
+
+        ``indices``: which (None: all three; n: the last n). The last map is taken after the final
+        BN + ReLU (``lastact``), as ``forward_features`` returns it; ``norm`` changes nothing.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"NB201Network gives NCHW features only, not {output_fmt!r}")
+        take = take_indices(len(self.feature_info), indices)
+        check_input_size(x, self.in_chans)
+        ends = {len(self.cells) - 1 if k == 2 else int(self.feature_info[k]["module"].split(".")[1]): k for k in take}
+        out: list[torch.Tensor] = []
+        x = self.stem(x)  # (B, C, H, W)
+        for i, cell in enumerate(self.cells):
+            x = cell(x)  # (B, C_stage, H_stage, W_stage)
+            if i == len(self.cells) - 1:
+                x = self.lastact(x)
+            if i in ends:
+                out.append(x)
+            if stop_early and len(out) == len(take):
+                break
+        return out if intermediates_only else (x, out)
+
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A new (untrained) classifier for ``num_classes`` (0: the pooled features); ``global_pool`` must be "avg"."""
-        if global_pool not in (None, "avg"):
-            raise ValueError(f"NB201Network only pools by average, not {global_pool!r}")
+        """A new (untrained) classifier for ``num_classes`` (0: the pooled features), and a new pooling if given."""
+        if global_pool is not None:
+            self.global_pool = GlobalPool(global_pool)
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()

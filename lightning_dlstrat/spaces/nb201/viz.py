@@ -75,10 +75,16 @@ def plot_nb201_alpha(weights: Any, path: str | Path = "alpha.png", operations: S
         raise ValueError(f"weights have shape {tuple(w.shape)}; expected ({len(EDGES)}, {len(operations)}) = (edges, operations)")
     fig = Figure(figsize=(1.2 + 1.1 * len(operations), 3.8))
     ax = fig.subplots()
-    ax.imshow(w.numpy(), cmap="viridis", vmin=0.0, vmax=max(float(w.max()), 1e-6), aspect="auto")
+    # colours span the weights' own range: early in a search (or after a short one) all sit near
+    # 1/O and a 0..1 scale would show one flat colour; the printed numbers stay absolute
+    vmin = float(w.min())
+    vmax = max(float(w.max()), vmin + 1e-6)
+    ax.imshow(w.numpy(), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    digits = 3 if vmax - vmin < 0.1 else 2
     for i in range(w.shape[0]):
         for j in range(w.shape[1]):
-            ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white" if w[i, j] < 0.6 * w.max() else "black")
+            dark = float(w[i, j]) < vmin + 0.6 * (vmax - vmin)
+            ax.text(j, i, f"{w[i, j]:.{digits}f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
         best = int(w[i].argmax())
         ax.add_patch(Rectangle((best - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.8))
     ax.set_xticks(range(len(operations)), list(operations), rotation=30, ha="right", fontsize=8)
