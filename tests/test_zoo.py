@@ -496,3 +496,17 @@ def test_shipped_cards_parse_back_with_huggingface_hub(name):
             assert parsed["frechet-distance"] == round(gan["classifier_fd"], 3) and parsed["kernel-distance"] == round(gan["classifier_kid"], 5)
         if "label_agreement_pct" in gan:
             assert parsed["label-agreement"] == round(gan["label_agreement_pct"], 2) and data.eval_results[0].task_type == "conditional-image-generation"
+
+
+def test_the_hub_client_is_one_the_test_server_was_checked_against():
+    """The server speaks the client's private wire details: a client outside the checked range fails here, by name."""
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    from lightning_dlstrat.testing.hub_server import CHECKED_HUB_VERSIONS
+
+    assert version("huggingface-hub") in SpecifierSet(CHECKED_HUB_VERSIONS), (version("huggingface-hub"), CHECKED_HUB_VERSIONS)
+    extra = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert f"huggingface-hub{CHECKED_HUB_VERSIONS}" in extra  # CI installs the test extra: the same range

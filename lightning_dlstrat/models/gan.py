@@ -82,7 +82,7 @@ class DenseGenerator(nn.Module, HubMixin, architecture="dense_generator", kind="
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(len(z), *self.out_shape)  # (B, latent) -> (B, C, H, W) in [-1, 1]
+        return self.net(z).view(z.shape[0], *self.out_shape)  # (B, latent) -> (B, C, H, W) in [-1, 1]
 
 
 class DenseDiscriminator(nn.Module):
@@ -122,7 +122,7 @@ class DCGANGenerator(nn.Module, HubMixin, architecture="dcgan_generator", kind="
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.project(z).view(len(z), *self.seed_shape)  # (B, C0, s, s)
+        x = self.project(z).view(z.shape[0], *self.seed_shape)  # (B, C0, s, s)
         return self.blocks(x)  # (B, C, H, W) in [-1, 1]
 
 

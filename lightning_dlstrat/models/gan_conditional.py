@@ -110,7 +110,7 @@ class ConditionalDenseGenerator(nn.Module, HubMixin, architecture="conditional_d
         for linear, norm in zip(self.linears, self.norms):
             h = linear(h)  # (B, hidden_i)
             h = self.act(h if isinstance(norm, nn.Identity) else norm(h, e))  # (B, hidden_i)
-        return self.out(h).view(len(z), *self.out_shape)  # (B, C, H, W) in [-1, 1]
+        return self.out(h).view(z.shape[0], *self.out_shape)  # (B, C, H, W) in [-1, 1]
 
 
 class ProjectionDenseDiscriminator(nn.Module):
@@ -188,7 +188,7 @@ class ConditionalDCGANGenerator(nn.Module, HubMixin, architecture="conditional_d
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_labels(y, self.num_classes, len(z))
         e = self.embed(y.long())  # (B, embed_dim)
-        x = self.project(z).view(len(z), *self.seed_shape)  # (B, C0, s, s)
+        x = self.project(z).view(z.shape[0], *self.seed_shape)  # (B, C0, s, s)
         x = self.act(self.project_norm(x, e))  # (B, C0, s, s)
         for up, norm in zip(self.ups, self.norms):
             x = self.act(norm(up(x), e))  # (B, C_i / 2, 2 H_i, 2 W_i)

@@ -10,8 +10,8 @@ non-LFS files, ``Content-Length``, ``Range`` for resumed downloads, ``X-Error-Co
 Storage is in memory and content-addressed like git: blobs by sha1, commits by sha1 of their
 tree, parent and message, so ids are stable across runs.
 
-Checked against huggingface-hub 2.4.0 with ``HF_HUB_DISABLE_XET=1`` (the client's wire details are
-private; pin the version you test against).
+Checked against huggingface-hub 2.0.0 and 2.4.0 with ``HF_HUB_DISABLE_XET=1`` (the client's wire
+details are private): :data:`CHECKED_HUB_VERSIONS` is the range, and the test extra pins it.
 
     from lightning_dlstrat.testing.hub_server import HubServer
 
@@ -43,6 +43,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+# the huggingface-hub releases this server has been run against with the whole test suite; the
+# test extra (pyproject.toml) pins the same range, and tests/test_zoo.py checks the installed one
+CHECKED_HUB_VERSIONS = ">=2.0,<2.5"
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
 
