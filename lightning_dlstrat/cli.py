@@ -8,6 +8,7 @@
     dlstrat test --checkpoint runs/.../checkpoints/best.ckpt      # or validate
     dlstrat predict --zoo mlp-digits digit.png more/ --out predictions.csv
     dlstrat export --zoo mlp-digits --out mlp.onnx                 # or .pt2, .pt (TorchScript)
+    dlstrat study show runs/random-nas-...          # a study's trials and plots (or --storage URL --study NAME)
     dlstrat data list | dlstrat models list | dlstrat --version
 
 Trainer flags keep Lightning's names and meanings; ``--trainer.KEY=VALUE``, ``--model.KEY=VALUE``
@@ -48,7 +49,9 @@ data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 models_app = typer.Typer(help="Model recipes.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo on the Hugging Face Hub.", no_args_is_help=True)
 nb201_app = typer.Typer(help="The NAS-Bench-201 search space and its benchmark.", no_args_is_help=True)
+study_app = typer.Typer(help="Optuna studies of random-nas: their trials and plots.", no_args_is_help=True)
 app.add_typer(nb201_app, name="nb201")
+app.add_typer(study_app, name="study")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(zoo_app, name="zoo")
@@ -151,7 +154,7 @@ def fit(
     out: Annotated[Optional[str], typer.Option(help="Parent folder of run directories; default runs.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file in the format of a run's config.yaml (sections model, data, trainer).")] = None,
     genotype: Annotated[Optional[str], typer.Option(help="darts-net: a genotype file, a run directory or a built-in name (DARTS_V2).")] = None,
-    trials: Annotated[Optional[int], typer.Option(help="random-nas: how many genotypes to sample.")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="random-nas: how many genotypes the study trains, over all its workers.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run in its directory: RUN_DIR or RUN/checkpoints/last.ckpt.")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved configuration (config.yaml) and exit.")] = False,
 ):
@@ -170,8 +173,11 @@ def fit(
     if resume is not None:
         # resuming replays the run's own config.yaml (flags may extend it, e.g. --max-epochs)
         checkpoint, run_dir = resume_target(resume)
-        info = checkpoint_info(read_checkpoint(checkpoint), checkpoint)
         saved = run_dir / "config.yaml"
+        if checkpoint is None:  # a study's run directory (random-nas): it continues its study, not a checkpoint
+            info = {"model": layer_name(read_config_file(saved).get("model")), "data": None}
+        else:
+            info = checkpoint_info(read_checkpoint(checkpoint), checkpoint)
         file_cfg = read_config_file(saved) if saved.is_file() else {"model": info["model"], "data": info["data"]}
         if model is not None and model != info["model"]:
             fail(f"--resume {resume} holds a {info['model']} checkpoint, not {model}; drop --model or resume a {model} run")
@@ -192,7 +198,7 @@ def fit(
         typer.echo(cfg.to_yaml(), nl=False)
         return
     if resume is not None:
-        cfg.resume, cfg.run_dir = str(checkpoint), str(run_dir)
+        cfg.resume, cfg.run_dir = str(checkpoint or run_dir), str(run_dir)
     cfg.command = shlex.join(["dlstrat", *(ctx.obj["argv"] if isinstance(ctx.obj, dict) else rebuilt_argv(ctx))])
     report(run_fit(recipe, cfg))
 
@@ -419,6 +425,23 @@ def nb201_lookup(
         fail(f"{benchmark} is a pickle, and reading it runs whatever it holds; pass --unpickle to confirm it is the benchmark file its authors published")
     accuracy = NB201Benchmark.load(benchmark).accuracy(cell, dataset, split)
     typer.echo(f"{cell}  {dataset} {split} accuracy: {accuracy:.2f} % (NAS-Bench-201, 200 epochs, mean over seeds)")
+
+
+@study_app.command("show")
+@command
+def study_show(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A random-nas run directory (it holds study.json).")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Or the study's storage: a database URL or a journal file.")] = None,
+    study: Annotated[Optional[str], typer.Option(help="With --storage: the study's name (--model.study of its workers).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the tables and pictures; default the run directory, or ./NAME with --storage.")] = None,
+):
+    """Print a study's trials and write trials.json / trials.csv and Optuna's plots (PNG)."""
+    from .study import format_table, show
+
+    table, written, folder = show(run_dir, storage, study, out)
+    for line in format_table(table):
+        typer.echo(line)
+    typer.echo(f"wrote {', '.join(written)} to {folder}")
 
 
 @app.command()

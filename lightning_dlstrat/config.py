@@ -59,7 +59,7 @@ class RunConfig:
     trainer: dict[str, Any] = field(default_factory=dict)  # Trainer arguments from the preset, --config and flags
     seed: int = 0  # seeds weights, splits, noise and sampling
     threads: int | None = None  # torch threads for the run; None: torch's default (OMP_NUM_THREADS always wins)
-    options: dict[str, Any] = field(default_factory=dict)  # the recipe's own settings (random-nas: trials)
+    options: dict[str, Any] = field(default_factory=dict)  # the recipe's own settings (random-nas: trials, sampler, storage, ...)
     out: str = "runs"  # parent folder of run directories
     made_from: dict[str, Any] = field(default_factory=dict)  # what the run was made from (a genotype's source, ...)
     command: str = ""  # the exact command, recorded in summary.json
@@ -234,7 +234,12 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
         if dm.num_classes:
             model_args["num_classes"] = dm.num_classes
     model_args.update(preset.get("model", {}))
+    recipe_options = preset.get("options", {})
     for u in user:
+        # a recipe's own option may be spelled --model.KEY (random-nas: --model.sampler=tpe) when its
+        # module has no argument KEY; its one home is still `options` (config.yaml writes it there)
+        for key in [k for k in u["model"] if k in recipe_options and k not in module_params]:
+            u["options"][key] = u["model"].pop(key)
         model_args.update(u["model"])
     check_args(f"--model.KEY option for {recipe.name}", model_args, module_params)
     made_from = dict(file_layer.get("made_from") or {})
@@ -242,16 +247,19 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
         made_from.update(recipe.prepare(model_args, {**file_layer["model"], **flag_layer["model"]}) or {})
     build(recipe.module, model_args, recipe.name)
 
-    options = dict(preset.get("options", {}))
+    options = dict(recipe_options)
     for u in user:
         options.update(u["options"])
-    check_keys(f"{recipe.name} option", options, preset.get("options", {}))
+    check_keys(f"{recipe.name} option", options, recipe_options)
 
-    return RunConfig(
+    cfg = RunConfig(
         model=recipe.name, data=data, model_args=model_args, data_args=data_args, trainer=trainer, seed=seed, threads=threads,
         options=options, out=str(next((u["out"] for u in reversed(user) if "out" in u), "runs")), made_from=made_from,
         resume=next((str(u["resume"]) for u in reversed(user) if "resume" in u), None),
     )
+    if recipe.check is not None:
+        recipe.check(cfg)
+    return cfg
 
 
 def check_trainer(trainer: dict[str, Any]) -> None:

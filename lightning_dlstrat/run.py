@@ -56,6 +56,7 @@ from .trainer_specs import Spec, callback_specs, logger_specs
 
 LIBRARY = "lightning-dlstrat"  # the MLflow experiment runs are logged under
 RUN_DIR_ENV = "DLSTRAT_RUN_DIR"  # rank 0's run directory, inherited by the ranks Lightning's ddp launcher starts
+STUDY_INFO = "study.json"  # in the run directory of a study (random-nas): which study its trials belong to
 
 
 class RunInterrupted(DlstratError):
@@ -104,11 +105,17 @@ def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, str]:
     return info
 
 
-def resume_target(path: str | Path) -> tuple[Path, Path]:
-    """``(checkpoint, run_dir)`` for ``--resume RUN_DIR`` or ``--resume RUN/checkpoints/NAME.ckpt``."""
+def resume_target(path: str | Path) -> tuple[Path | None, Path]:
+    """``(checkpoint, run_dir)`` for ``--resume RUN_DIR`` or ``--resume RUN/checkpoints/NAME.ckpt``.
+
+    A study's run directory (random-nas; it holds ``study.json``) resumes from its study, not from a
+    checkpoint: ``(None, run_dir)``.
+    """
     path = Path(path)
     if path.is_dir():
         ckpt = path / "checkpoints" / "last.ckpt"
+        if (path / STUDY_INFO).is_file() and not ckpt.is_file():
+            return None, path
         if not ckpt.is_file():
             raise DlstratError(f"--resume {path}: no checkpoints/last.ckpt in it; the run stopped before its first epoch ended, so there is nothing to resume from")
         return ckpt, path
@@ -381,7 +388,7 @@ def fit(recipe, cfg: RunConfig) -> dict[str, Any]:
     """Run ``recipe`` end to end on ``cfg`` and return (and, on rank 0, write) its summary."""
     if cfg.resume and not cfg.run_dir:  # the Python API: continue in the checkpoint's run directory
         checkpoint, run_dir = resume_target(cfg.resume)
-        cfg.resume, cfg.run_dir = str(checkpoint), str(run_dir)
+        cfg.resume, cfg.run_dir = str(checkpoint or run_dir), str(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     threads = torch.get_num_threads()
     if cfg.threads and "OMP_NUM_THREADS" not in os.environ:

@@ -215,26 +215,7 @@ def test_cli_darts_net_end_to_end(tmp_path):
     assert Genotype.load(run_dir_of(result.output) / "genotype.json") == DARTS_V2
 
 
-def test_cli_random_nas(tmp_path):
-    result = runner.invoke(app, ["fit", "--model", "random-nas", "--trials", "2", "--max-epochs", "1", "--seed", "3", "--out", str(tmp_path), "--trainer.limit_test_batches=1", *FAST])
-    assert result.exit_code == 0, result.output
-    run_dir = run_dir_of(result.output)
-    rows = json.loads((run_dir / "trials.json").read_text())
-    assert [r["dir"] for r in rows] == ["trial-000", "trial-001"]
-    import random
-
-    rng = random.Random(3)
-    expected = [sample_genotype(rng), sample_genotype(rng)]  # seeded: the same draws as the run
-    assert [Genotype.from_dict(r["genotype"]) for r in rows] == expected
-    for r in rows:
-        assert Genotype.load(run_dir / r["dir"] / "genotype.json") == Genotype.from_dict(r["genotype"])
-        assert (run_dir / r["dir"] / "checkpoints" / "best.ckpt").is_file()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    best = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
-    assert summary["best_trial"] == best["trial"] and summary["val_acc"] == best["val_acc"]
-    assert Genotype.load(run_dir / "genotype.json") == Genotype.from_dict(best["genotype"])
-    assert summary["test_metrics"]["test/acc"] == best["test_acc"]
-    assert (run_dir / "genotype.png").is_file()
+# random-nas (an Optuna study): tests/test_study.py
 
 
 @pytest.mark.parametrize(

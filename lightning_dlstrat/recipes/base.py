@@ -1,11 +1,13 @@
 """What a recipe is: the LightningModule a ``dlstrat fit --model NAME`` trains, its presets and hooks.
 
 A :class:`Recipe` names its module class, reads its per-dataset presets from
-``recipes/presets/NAME.yaml`` (data, shipped in the wheel), and may add three hooks, plain
+``recipes/presets/NAME.yaml`` (data, shipped in the wheel), and may add four hooks, plain
 callables:
 
 - ``prepare(model_args, flags) -> made_from``: normalise module arguments while the configuration
   is resolved (darts-net turns a genotype file into its text) and say what the run is made from;
+- ``check(config)``: refuse settings the recipe cannot run (its ``options``), at the end of
+  resolving, so bad input fails before a run directory exists;
 - ``run(recipe, config, run_dir) -> dict``: replaces the single fit (random-nas fits many);
 - ``after_fit(module, trainer, datamodule, run_dir) -> dict``: files and summary entries after
   fitting (genotypes, pictures, GAN metrics);
@@ -35,6 +37,7 @@ class Recipe:
     module: type  # the LightningModule it trains
     prepare: Callable[[dict, dict], dict | None] | None = None
     run: Callable[..., dict[str, Any]] | None = None
+    check: Callable[[Any], None] | None = None
     after_fit: Callable[..., dict[str, Any] | None] | None = None
     test: bool = True  # run trainer.test on the best checkpoint after fitting
     variant: Callable[[dict[str, Any]], str | None] | None = None

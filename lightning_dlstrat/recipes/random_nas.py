@@ -1,38 +1,65 @@
-"""Random search over the DARTS space: the baseline every NAS method should beat.
+"""Random search over the DARTS space, as an Optuna study: the baseline every NAS method should beat.
 
 Li & Talwalkar ("Random Search and Reproducibility for Neural Architecture Search", UAI 2019)
 showed that sampling architectures uniformly and training each briefly is a strong baseline for
-DARTS. The ``random-nas`` recipe samples ``trials`` genotypes uniformly
-from the DARTS space (per node, 2 distinct inputs and, for each, an op other than ``none``; seeded
-by ``--seed``), trains each with the ``darts-net`` recipe in its own sub-directory, keeps the one
-with the best validation accuracy, and writes::
+DARTS. ``random-nas`` runs that loop as an Optuna study (:mod:`lightning_dlstrat.study`): each
+trial draws a genotype through Optuna's distributions (per node 2 distinct inputs and, for each,
+an op other than ``none``), trains it with the ``darts-net`` recipe in its own sub-directory from
+the same seed, and reports its validation accuracy; the study keeps the best. Options (each also
+spelled ``--model.KEY``)::
 
-    RUN/trial-000/ ... trial-NNN/   # a full darts-net run each (checkpoints, metrics, genotype.json)
-    RUN/trials.json                 # one row per trial: genotype, val / test metrics, wall time
-    RUN/genotype.json, genotype.png # the winner, ready for `dlstrat fit --model darts-net --genotype RUN`
+    --trials N                  # N trials in the whole study, over all its workers
+    --model.sampler=random      # random (seeded by --seed) | tpe | nsga2 (accuracy up, parameters down)
+    --model.pruner=none         # none | median | hyperband: stop trials early on per-epoch val/acc
+    --model.storage=URL|PATH    # default RUN/study.journal; a database URL shares the study between machines
+    --model.study=NAME          # default random-nas (embedded) or random-nas-DATA (shared storage)
 
-Selection uses validation data only. The test accuracy of every trial is recorded in
-``trials.json`` for analysis (how well short-training validation ranks architectures), but the
-run's ``test_metrics`` are those of the selected trial.
+and writes::
+
+    RUN/trial-NNN/              # a full darts-net run per trial this worker ran (NNN: the study's trial number)
+    RUN/study.journal           # the embedded study: `dlstrat fit --resume RUN` continues it
+    RUN/trials.json, trials.csv # every trial of the study: state, val / test metrics, parameters, genotype
+    RUN/*.png                   # Optuna's plots (optimisation history, parallel coordinates, Pareto front)
+    RUN/genotype.json, .png     # the winner, for `dlstrat fit --model darts-net --genotype RUN`
+
+Selection uses validation data only. The test accuracy of every trial is recorded for analysis
+(how well short-training validation ranks architectures), but the run's ``test_metrics`` are
+those of the selected trial.
 """
 
 from __future__ import annotations
 
-import random
+import dataclasses
+import os
+import socket
 import time
+import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import optuna
 
 from ..config import RunConfig
-from ..core import DlstratError, atomic_write_json, launch_rank
-from ..models.genotype import Genotype, sample_genotype
-from ..run import fit_once
+from ..core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
+from ..run import STUDY_INFO, RunInterrupted, fit_once
+from ..study import (
+    METRIC, STUDY_FILE, WorkerLock, budget_used, check_options, fail_stale, fingerprint, format_table, is_url, make_pruner,
+    genotype_of, masked, open_storage, open_study, retry, suggest_genotype, winner, write_plots, write_tables,
+)
 from ..trainers.darts_net import DARTSNetClassifier
 from ..viz import plot_genotype
 from .base import Recipe
 from .classifier import after_darts_net
+
+
+class TrialFailed(Exception):
+    """A trial's own error (out of memory, a network that does not fit): recorded as failed, the study goes on."""
+
+
+class Surplus(Exception):
+    """Other workers filled the budget while this one opened a trial: told failed at once, never trained."""
 
 
 def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
@@ -42,65 +69,172 @@ def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
     model_args.pop("genotype", None)
 
 
+def check(cfg: RunConfig) -> None:
+    """The study's options, and one process per trial (several devices: one worker each, on one study)."""
+    check_options(cfg.options)
+    t = cfg.trainer
+    devices, strategy = t.get("devices", 1), str(t.get("strategy") or "auto")
+    if isinstance(devices, str) and devices.strip() == "auto":
+        import torch
+
+        devices = torch.cuda.device_count() if torch.cuda.is_available() else 1
+    many = (
+        (isinstance(devices, int) and not isinstance(devices, bool) and (devices > 1 or devices == -1))
+        or (isinstance(devices, (list, tuple)) and len(devices) > 1)
+        or (isinstance(devices, str) and (len([d for d in devices.split(",") if d.strip()]) > 1 or devices.strip() == "-1"))
+        or (t.get("num_nodes") or 1) > 1
+        or strategy.startswith(("ddp", "fsdp", "deepspeed"))
+    )
+    if many:
+        raise DlstratError(
+            "random-nas trains each trial in one process on one device; to use several devices, start one worker per device on a "
+            "shared study, e.g. CUDA_VISIBLE_DEVICES=1 dlstrat fit --model random-nas --model.storage=STUDY.journal (docs/darts.md, "
+            "'On a cluster')"
+        )
+    if t.get("limit_val_batches") in (0, 0.0):
+        raise DlstratError("random-nas chooses trials by validation accuracy; do not disable validation (--trainer.limit_val_batches=0)")
+
+
 def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Sample ``options.trials`` genotypes, fit each in ``run_dir/trial-NNN``, keep the best by validation accuracy."""
-    trials = cfg.options["trials"]
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise DlstratError(f"--trials must be a positive integer, not {trials!r}")
-    if cfg.resume:
-        raise DlstratError("random-nas cannot be resumed in this version: its trials are short, so rerun the command (a resumable study is planned)")
-    rng = random.Random(cfg.seed)  # the genotype sequence depends on the seed only
-    rows: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    for t in range(trials):
-        genotype = sample_genotype(rng)
-        name = f"trial-{t:03d}"
+    """Run (or continue, or join) the study until it holds ``--trials`` trials; return the winner's summary."""
+    opts = cfg.options
+    trials = opts["trials"]
+    embedded = opts["storage"] is None
+    spec = str(run_dir / STUDY_FILE) if embedded else opts["storage"]
+    name = opts["study"] or ("random-nas" if embedded else f"random-nas-{cfg.data}")
+    storage = open_storage(spec, opts["heartbeat"])
+    lock_folder = None if is_url(spec) else Path(spec + ".workers")
+    two = opts["sampler"] == "nsga2"
+    pruner = make_pruner(opts["pruner"], cfg.trainer.get("max_epochs"))
+    study, _ = open_study(storage, name, opts["sampler"], cfg.seed, trials, pruner, fingerprint(cfg))
+    where = "study.journal" if embedded else (masked(spec) if is_url(spec) else str(Path(spec).resolve()))
+    info = {"study": name, "storage": where, "sampler": opts["sampler"], "pruner": opts["pruner"], "trials": trials}
+    if launch_rank() == 0:
+        atomic_write_json(run_dir / STUDY_INFO, info)
+    host = socket.gethostname()
+
+    def objective(trial) -> float | tuple[float, int]:
+        if lock_folder is not None:
+            fail_stale(study, lock_folder)  # databases do this through the heartbeat, before each trial
+        done = budget_used(study.get_trials(deepcopy=False), before=trial.number)
+        if done >= trials:
+            trial.set_user_attr("surplus", True)
+            study.stop()
+            raise Surplus(f"the study's {trials} trials were taken by other workers")
+        trial.set_user_attr("host", host)
+        trial.set_user_attr("worker", f"{host}:{os.getpid()}")
+        if lock is not None:
+            trial.set_user_attr("lock", lock.name)
+        genotype = suggest_genotype(trial)
+        trial_dir = run_dir / f"trial-{trial.number:03d}"
+        trial.set_user_attr("dir", str(trial_dir.resolve()))
+        print(f"random-nas trial-{trial.number:03d} ({done + 1}/{trials}): {genotype}", flush=True)
         # every trial starts from the same seed, so trials differ by their architecture only
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        print(f"random-nas {name} ({t + 1}/{trials}): {genotype}", flush=True)
+        given = cfg.trainer.get("callbacks")  # --trainer.callbacks: names, class paths, mappings or (Python) objects
+        callbacks = list(given) if isinstance(given, (list, tuple)) else [] if given in (None, False) else [given]
+        if not two:  # per-epoch val/acc to the trial (the pruner's input; Optuna prunes one objective only)
+            from optuna_integration import PyTorchLightningPruningCallback
+
+            callbacks.append(PyTorchLightningPruningCallback(trial, monitor=METRIC))
+        trial_cfg = dataclasses.replace(cfg, resume=None, run_dir=None, trainer={**cfg.trainer, "callbacks": callbacks})
         started = time.time()
-        result = fit_once(recipe, cfg, run_dir / name, genotype=str(genotype))
+        try:
+            result = fit_once(recipe, trial_cfg, trial_dir, genotype=str(genotype))
+        except optuna.TrialPruned as e:
+            trial.set_user_attr("wall_time_s", round(time.time() - started, 2))
+            print(f"random-nas trial-{trial.number:03d}: {e}", flush=True)
+            raise
+        except (RunInterrupted, KeyboardInterrupt):
+            retry(study, trial)  # queued again: the next worker (or --resume) trains this architecture
+            if embedded:
+                how = f"resume it with: dlstrat fit --resume {run_dir}" if any(run_dir.rglob("*.ckpt")) else "no epoch had finished, so there is nothing to resume"
+            else:
+                how = "start the same command again to continue the study (the interrupted trial is queued again)"
+            raise RunInterrupted(f"interrupted in trial {trial.number} of study {name!r} ({done} of {trials} trials done before it); {how}") from None
+        except Exception as e:  # the trial's own failure (out of memory, ...): recorded, and the study goes on
+            trial.set_user_attr("error", f"{type(e).__name__}: {shorten(' '.join(str(e).split()), 300)}")
+            trial.set_user_attr("wall_time_s", round(time.time() - started, 2))
+            if launch_rank() == 0:
+                atomic_write_bytes(trial_dir / "error.txt", traceback.format_exc().encode())
+            free_accelerator_memory()
+            print(f"random-nas trial-{trial.number:03d} failed ({trial.user_attrs['error']}); the study goes on", flush=True)
+            raise TrialFailed(str(e)) from e
         fit_metrics, test_metrics = result.get("fit_metrics", {}), result.get("test_metrics", {})
-        rows.append(
-            {
-                "trial": t,
-                "dir": name,
-                "genotype": genotype.to_dict(),
-                # after the last epoch (the learning rate has annealed to 0): the selection score
-                "val_acc": fit_metrics.get("val/acc"),
-                "val_loss": fit_metrics.get("val/loss"),
-                "test_acc": test_metrics.get("test/acc"),
-                "params": result.get("params"),
-                "wall_time_s": round(time.time() - started, 2),
-            }
-        )
-        results.append(result)
+        val_acc = fit_metrics.get(METRIC)
+        if val_acc is None:
+            trial.set_user_attr("error", f"no {METRIC} was logged")
+            raise TrialFailed(f"no {METRIC} was logged")
+        # after the last epoch (the learning rate has annealed to 0): the selection score
+        for key, value in {
+            "val_loss": fit_metrics.get("val/loss"), "test_acc": test_metrics.get("test/acc"), "params": result.get("params"),
+            "wall_time_s": round(time.time() - started, 2), "fit_metrics": fit_metrics, "test_metrics": test_metrics,
+            "best_checkpoint": result.get("best_checkpoint"),
+            # two objectives report no per-epoch values, whose count is the epochs elsewhere
+            **({"epochs": cfg.trainer.get("max_epochs")} if two else {}),
+        }.items():
+            trial.set_user_attr(key, value)
+        return (val_acc, result["params"]) if two else val_acc
+
+    def after_trial(study, _trial) -> None:
         if launch_rank() == 0:
-            atomic_write_json(run_dir / "trials.json", rows)  # after every trial: a killed run keeps what it did
-    if any(r["val_acc"] is None for r in rows):
-        raise DlstratError("random-nas needs validation metrics to choose a trial; do not disable validation (--trainer.limit_val_batches=0)")
-    # best validation accuracy; ties (common on small validation splits) go to the lower loss
-    best = min(range(trials), key=lambda i: (-rows[i]["val_acc"], rows[i]["val_loss"], i))
-    winner = Genotype.from_dict(rows[best]["genotype"])
+            write_tables(study, run_dir, run_dir)  # after every trial: a killed worker keeps what it did
+        all_trials = study.get_trials(deepcopy=False)
+        if budget_used(all_trials) >= trials and not any(t.state.name == "WAITING" for t in all_trials):
+            study.stop()
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
+    with WorkerLock(lock_folder) if lock_folder is not None else nullcontext() as lock:
+        fail_stale(study, lock_folder)
+        all_trials = study.get_trials(deepcopy=False)
+        if budget_used(all_trials) < trials or any(t.state.name == "WAITING" for t in all_trials):
+            study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed, Surplus), gc_after_trial=True)
+
+    table = write_tables(study, run_dir, run_dir) if launch_rank() == 0 else []
+    pictures = write_plots(study, run_dir) if launch_rank() == 0 else []
+    best = winner(study)
+    if best is None:
+        failed = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
+        raise DlstratError(
+            f"no trial of study {name!r} completed" + (f"; the first failure: {failed[0]} (all errors: trials.json)" if failed else "")
+            + "; a pruner stops trials early only after some have finished, so this is not pruning"
+        )
+    genotype = genotype_of(best)
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     if launch_rank() == 0:
-        winner.save(run_dir / "genotype.json")
-        plot_genotype(winner, run_dir / "genotype.png", title=f"random search: best of {trials} (trial {best})")
-    chosen = results[best]
+        genotype.save(run_dir / "genotype.json")
+        plot_genotype(genotype, run_dir / "genotype.png", title=f"{opts['sampler']} search: best of {trials} (trial {best.number})")
+    how = "validation accuracy" + (" on the Pareto front of accuracy and parameters" if two else "")
     return {
         "trials": trials,
-        "best_trial": best,
-        "genotype": str(winner),
-        "val_acc": rows[best]["val_acc"],
-        "fit_metrics": chosen.get("fit_metrics", {}),
-        "test_metrics": chosen.get("test_metrics", {}),
-        "best_checkpoint": chosen.get("best_checkpoint"),
-        "params": chosen.get("params"),
+        "study": info,
+        "best_trial": best.number,
+        "genotype": str(genotype),
+        "val_acc": best.values[0],
+        "fit_metrics": best.user_attrs.get("fit_metrics", {}),
+        "test_metrics": best.user_attrs.get("test_metrics", {}),
+        "best_checkpoint": best.user_attrs.get("best_checkpoint"),
+        "params": best.user_attrs.get("params"),
         "report": [
-            *(f"  {r['dir']}: val/acc={r['val_acc']:.4f} val/loss={r['val_loss']:.4f}" + (f" test/acc={r['test_acc']:.4f}" if r["test_acc"] is not None else "") for r in rows),
-            f"best of {trials} by validation accuracy: {rows[best]['dir']} (genotype.json, trials.json in the run directory)",
-            f"genotype: {winner}",
+            *format_table(table),
+            f"best by {how}: trial {best.number} (study {name!r} in {where}; trials.json, trials.csv"
+            + (", " + ", ".join(pictures) if pictures else "") + " in the run directory)",
+            *([f"still running on other workers: trial(s) {', '.join(map(str, running))}"] if running else []),
+            f"genotype: {genotype}",
+            f"retrain it: dlstrat fit --model darts-net --genotype {run_dir} --data {cfg.data} --seed {cfg.seed}",
         ],
     }
 
 
-RANDOM_NAS = Recipe("random-nas", DARTSNetClassifier, prepare=prepare, run=run, after_fit=after_darts_net)
+def free_accelerator_memory() -> None:
+    """After an out-of-memory trial, return the cached blocks so the next trial starts clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+RANDOM_NAS = Recipe("random-nas", DARTSNetClassifier, prepare=prepare, check=check, run=run, after_fit=after_darts_net)
