@@ -153,7 +153,7 @@ def fit(
     data_dir: Annotated[Optional[str], typer.Option(help="Where downloadable datasets live; default data.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Parent folder of run directories; default runs.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file in the format of a run's config.yaml (sections model, data, trainer).")] = None,
-    genotype: Annotated[Optional[str], typer.Option(help="darts-net: a genotype file, a run directory or a built-in name (DARTS_V2).")] = None,
+    genotype: Annotated[Optional[str], typer.Option(help="darts-net / nb201-net: a genotype file, a search run directory, a built-in name (DARTS_V2) or an NB201 string.")] = None,
     trials: Annotated[Optional[int], typer.Option(help="random-nas: how many genotypes the study trains, over all its workers.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run in its directory: RUN_DIR or RUN/checkpoints/last.ckpt.")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved configuration (config.yaml) and exit.")] = False,
