@@ -20,8 +20,14 @@ training split (the datamodule's ``bilevel=True``). One search step (:meth:`DART
    - ``order=2``: the gradient through one virtual SGD step of the weights,
      w' = w - xi (mu * momentum + grad_w L_train(w) + wd * w), xi the current weight lr:
      grad_alpha L_val(w', alpha) - xi * H v, v = grad_w' L_val(w', alpha), with the mixed
-     Hessian-vector product H v = grad^2_{alpha,w} L_train(w) v taken by central differences,
-     (grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps), eps = 0.01 / |v|;
+     Hessian-vector product H v = grad^2_{alpha,w} L_train(w) v taken
+     - ``hessian="fd"`` (the paper's method, the default): by central differences,
+       (grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps), eps = 0.01 / |v|.
+       This is an approximation, not the exact gradient: ReLU and max-pooling are piecewise linear
+       in w, and at the paper's radius many units change sign between w - eps v and w + eps v
+       (docs/darts.md, "What the second-order options compute");
+     - ``hessian="exact"``: by double backward, grad_alpha (grad_w L_train(w) . v) with v held
+       constant, the exact mixed second derivative of the network as autograd sees it;
 2. weight step: w <- SGD(grad_w L_train(w, alpha)), gradients clipped to norm 5.
 
 The architecture step leaves the weights, BatchNorm statistics and the weight optimiser exactly
@@ -113,6 +119,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         arch_weight_decay: float = 1e-3,
         warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
         fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
+        hessian: str = "fd",  # order=2's mixed Hessian-vector product: "fd" (central differences, the paper's) or "exact" (double backward)
         implementation: str = "fast",  # "fast": edges batched per node; "reference": per edge, as the papers' code
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):
@@ -125,6 +132,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             raise ValueError(f"need warmup_epochs >= 0, fd_radius > 0 and grad_clip > 0, got {warmup_epochs}, {fd_radius}, {grad_clip}")
         if nesterov and momentum <= 0:
             raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum}")
+        if hessian not in ("fd", "exact"):
+            raise ValueError(f"hessian must be 'fd' (finite differences, the paper's) or 'exact' (double backward), not {hessian!r}")
         if implementation not in ("fast", "reference"):
             raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
         self.save_hyperparameters()
@@ -253,27 +262,59 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                     p.sub_(xi * step)
             grads_and_v = self._gradients(self.loss(net(x_val), y_val), alphas + weights)
             grads, v = grads_and_v[: len(alphas)], grads_and_v[len(alphas) :]  # v = grad_w' L_val(w')
-            # central differences of grad_alpha L_train along v, at w (not w'): the mixed
-            # Hessian-vector product; eps = r / |v| makes the perturbation |eps v| = r
-            v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
-            eps = hp.fd_radius / v_norm.clamp_min(1e-12)
-            g_pm = []
-            for sign in (1.0, -1.0):
-                with torch.no_grad():
-                    for p, p0, t in zip(weights, w0, v):
-                        p.copy_(p0 + sign * eps * t)
-                g_pm.append(self._alpha_gradients(self.loss(net(x_train), y_train)))
             with torch.no_grad():
                 for p, p0 in zip(weights, w0):
                     p.copy_(p0)
-            # divide by 2 * eps (the widely copied "/ 2 * eps" multiplies instead)
-            grads = [g - xi * (gp - gm) / (2 * eps) for g, gp, gm in zip(grads, *g_pm)]
+            hv, denominator = self._mixed_hvp_parts(train, v)
+            grads = [g - xi * h / denominator for g, h in zip(grads, hv)]
         with torch.no_grad():
             for b, b0 in zip(net.buffers(), buffers):
                 b.copy_(b0)
         for p in net.parameters():
             p.grad = None
         return grads
+
+    def mixed_hessian_vector_product(self, train: Batch, v: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """grad^2_{alpha,w} L_train(w, alpha) v at the current weights, one tensor per architecture parameter.
+
+        ``hessian="fd"``: central differences of grad_alpha L_train along v with eps = fd_radius / |v|
+        (the paper's approximation, Liu et al. 2019 eq. 8; exact only where the loss is smooth
+        within the radius). ``hessian="exact"``: double backward, grad_alpha (grad_w L_train . v).
+        Either way averaged over DDP ranks; weights are left as they were (BatchNorm buffers are
+        the caller's to restore).
+        """
+        hv, denominator = self._mixed_hvp_parts(train, v)
+        return [h / denominator for h in hv]
+
+    def _mixed_hvp_parts(self, train: Batch, v: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+        """(H v times denominator, denominator): the finite difference's 2 eps is divided last, as it always was."""
+        net, hp = self.net, self.hparams
+        alphas, weights = net.arch_parameters(), net.weight_parameters()
+        x_train, y_train = train
+        if hp.hessian == "exact":
+            scale = self._loss_scale()  # the fp16 loss scale, as in _alpha_gradients
+            loss = self.loss(net(x_train), y_train) * scale
+            g_w = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+            # v is a constant (detached); g . v is linear in v, so one more backward gives H v
+            dot = sum((g * t.detach().to(g.dtype)).sum() for g, t in zip(g_w, v) if g is not None)
+            hv = torch.autograd.grad(dot, alphas, allow_unused=True)
+            return mean_over_ranks(self, [torch.zeros_like(p) if h is None else h / scale for p, h in zip(alphas, hv)]), 1.0
+        w0 = [p.detach().clone() for p in weights]
+        # central differences of grad_alpha L_train along v, at w (not w'): the mixed
+        # Hessian-vector product; eps = r / |v| makes the perturbation |eps v| = r
+        v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
+        eps = hp.fd_radius / v_norm.clamp_min(1e-12)
+        g_pm = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for p, p0, t in zip(weights, w0, v):
+                    p.copy_(p0 + sign * eps * t)
+            g_pm.append(self._alpha_gradients(self.loss(net(x_train), y_train)))
+        with torch.no_grad():
+            for p, p0 in zip(weights, w0):
+                p.copy_(p0)
+        # to be divided by 2 * eps (the widely copied "/ 2 * eps" multiplies instead)
+        return [gp - gm for gp, gm in zip(*g_pm)], 2 * eps
 
     def search_step(self, train: Batch, val: Batch, w_opt, a_opt, update_arch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """One architecture step (unless ``update_arch`` is False) and one weight step.
