@@ -6,6 +6,10 @@ References:
 2) Xu et al., "PC-DARTS", ICLR 2020 (partial channels and edge normalisation, in the supernet).
 3) Dong & Yang, "NAS-Bench-201", ICLR 2020: DARTS in the benchmark's cell space (``space="nb201"``;
    its code of record is D-X-Y/AutoDL-Projects ``exps/NATS-algos/search-cell.py``).
+4) Zela et al., "Understanding and Robustifying Differentiable Architecture Search", ICLR 2020
+   (R-DARTS; automl/RobustDARTS): the dominant eigenvalue of the Hessian of L_val w.r.t. alpha
+   tracks the collapse to parameter-free cells; the collapse monitor (``eigen_every``) and the
+   early stop on its growth (``eigen_stop``) follow it (:meth:`DARTSSearch.dominant_eigenvalue`).
 
 The search space is a part (``space``: a name from :data:`lightning_dlstrat.spaces.SPACES`): it
 builds the supernet from the arguments it reads (``SearchSpace.search_args``), says which cell
@@ -120,6 +124,13 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
         fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
         hessian: str = "fd",  # order=2's mixed Hessian-vector product: "fd" (central differences, the paper's) or "exact" (double backward)
+        eigen_every: int = 0,  # collapse monitor (R-DARTS): the dominant eigenvalue of d2 L_val / d alpha2 every this many epochs; 0: off
+        eigen_iters: int = 20,  # power-iteration steps (Hessian-vector products) per eigenvalue
+        eigen_stop: bool = False,  # R-DARTS early stop (DARTS-ES): stop when the eigenvalue's local average grows by eigen_stop_factor
+        eigen_stop_factor: float = 1.3,  # ... the ratio of the local average now over eigen_stop_delta evaluations earlier (RobustDARTS code: 1.3)
+        eigen_stop_window: int = 5,  # evaluations averaged into one local average (RobustDARTS: 5)
+        eigen_stop_delta: int = 4,  # evaluations between the two local averages compared (RobustDARTS: 4)
+        eigen_stop_start: int = 10,  # no early stop back to an epoch before this (RobustDARTS: 10)
         implementation: str = "fast",  # "fast": edges batched per node; "reference": per edge, as the papers' code
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):
@@ -132,6 +143,13 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             raise ValueError(f"need warmup_epochs >= 0, fd_radius > 0 and grad_clip > 0, got {warmup_epochs}, {fd_radius}, {grad_clip}")
         if nesterov and momentum <= 0:
             raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum}")
+        if eigen_every < 0 or eigen_iters < 1 or eigen_stop_window < 1 or eigen_stop_delta < 1 or eigen_stop_factor <= 0:
+            raise ValueError(
+                "need eigen_every >= 0 (0: off), eigen_iters >= 1, eigen_stop_window >= 1, eigen_stop_delta >= 1 and eigen_stop_factor > 0, "
+                f"got {eigen_every}, {eigen_iters}, {eigen_stop_window}, {eigen_stop_delta}, {eigen_stop_factor}"
+            )
+        if eigen_stop and eigen_every == 0:
+            raise ValueError("eigen_stop=True stops on the eigenvalue's growth: it needs the monitor on, eigen_every >= 1")
         if hessian not in ("fd", "exact"):
             raise ValueError(f"hessian must be 'fd' (finite differences, the paper's) or 'exact' (double backward), not {hessian!r}")
         if implementation not in ("fast", "reference"):
@@ -142,6 +160,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(locals()))
         self.configure_metrics(num_classes)
         self.history: list[dict[str, Any]] = []  # one record per epoch; kept in checkpoints
+        self._monitor_batch: Batch | None = None  # the epoch's first validation batch (collapse monitor)
 
     def _space_args(self, given: dict[str, Any]) -> dict[str, Any]:
         """The arguments this space's supernet reads; any other space's argument set away from its default is an error."""
@@ -316,6 +335,54 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         # to be divided by 2 * eps (the widely copied "/ 2 * eps" multiplies instead)
         return [gp - gm for gp, gm in zip(*g_pm)], 2 * eps
 
+    def dominant_eigenvalue(self, val: Batch, iters: int | None = None, seed: int = 0) -> float:
+        """The dominant eigenvalue of the Hessian of L_val(w, alpha) w.r.t. all of alpha (R-DARTS, Zela et al. 2020).
+
+        R-DARTS builds the full Hessian on a validation batch and logs the largest of its
+        eigenvalues (``np.max``); here power iteration on exact Hessian-vector products (double
+        backward) does it without the matrix: ``iters`` products (default ``eigen_iters``) from a
+        random start drawn from its own generator (``seed``), so the search's random streams are
+        untouched, and the Rayleigh quotient v . H v of the last iterate. Should the eigenvalue of
+        largest magnitude come out negative, a second run on H - lambda I finds the largest one
+        (twice the products). R-DARTS's Hessian also holds alpha's weight decay (+ wd I); this one
+        is of the loss alone. The network stays in training mode (batch statistics, as in the
+        search); weights, BatchNorm buffers and gradients are left as they were. Under DDP each
+        product is averaged over the ranks, so every rank computes the same number, the
+        eigenvalue of the Hessian of the ranks' mean loss. Float32 (float64 for a float64 module).
+        """
+        net = self.net
+        alphas = net.arch_parameters()
+        buffers = [b.detach().clone() for b in net.buffers()]
+        x, y = val
+        loss = self.loss(net(x), y)
+        grads = torch.autograd.grad(loss, alphas, create_graph=True, allow_unused=True)
+        pairs = [(a, g) for a, g in zip(alphas, grads) if g is not None]  # alpha the loss reaches
+        inputs = [a for a, _ in pairs]
+        iters = iters or self.hparams.eigen_iters
+
+        def power(shift: float) -> float:
+            """The eigenvalue of largest magnitude of H - shift I, plus shift."""
+            generator = torch.Generator().manual_seed(seed)
+            v = [torch.randn(a.shape, generator=generator, dtype=a.dtype).to(a.device) for a in inputs]
+            eigenvalue = 0.0
+            for _ in range(iters):
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v])).clamp_min(1e-30)
+                v = [t / norm for t in v]
+                dot = sum((g * t).sum() for (_, g), t in zip(pairs, v))
+                hv = mean_over_ranks(self, [h.detach() for h in torch.autograd.grad(dot, inputs, retain_graph=True)])
+                hv = [h - shift * t for h, t in zip(hv, v)]
+                eigenvalue = float(sum((h * t).sum() for h, t in zip(hv, v)))  # Rayleigh quotient, |v| = 1
+                v = hv
+            return eigenvalue + shift
+
+        eigenvalue = power(0.0)
+        if eigenvalue < 0:  # the largest in magnitude is negative: the top one is that much above it
+            eigenvalue = power(eigenvalue)
+        with torch.no_grad():
+            for b, b0 in zip(net.buffers(), buffers):
+                b.copy_(b0)
+        return eigenvalue
+
     def search_step(self, train: Batch, val: Batch, w_opt, a_opt, update_arch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """One architecture step (unless ``update_arch`` is False) and one weight step.
 
@@ -350,6 +417,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                 "DARTSSearch needs bilevel batches {'train': (x, y), 'val': (x, y)}: create the datamodule with bilevel=True"
             )
         w_opt, a_opt = self.optimizers()
+        if batch_idx == 0 and self.hparams.eigen_every:
+            self._monitor_batch = tuple(t.detach() for t in batch["val"])  # the collapse monitor's batch this epoch
         update_arch = self.current_epoch >= self.hparams.warmup_epochs
         loss, logits = self.search_step(tuple(batch["train"]), tuple(batch["val"]), w_opt, a_opt, update_arch)
         self.train_acc(logits, batch["train"][1])
@@ -360,9 +429,57 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.optimizers()[0].param_groups[0]["lr"], sync_dist=True)
         self.lr_schedulers().step()
-        self._record_architecture()
+        eigen = self._monitor_collapse()
+        self._record_architecture(eigen)
+        if eigen is not None and self.hparams.eigen_stop:
+            self._maybe_stop_early()
 
-    def _record_architecture(self) -> None:
+    def _monitor_collapse(self) -> float | None:
+        """The dominant eigenvalue on this epoch's first validation batch, every ``eigen_every`` epochs (else None)."""
+        every = self.hparams.eigen_every
+        if not every or self._monitor_batch is None or (self.current_epoch + 1) % every:
+            return None
+        eigen = self.dominant_eigenvalue(self._monitor_batch)
+        self._monitor_batch = None
+        # the same on every rank (rank-averaged products), so the logged value needs no sync
+        self.log("arch/eigenvalue", eigen)
+        return eigen
+
+    def _maybe_stop_early(self) -> None:
+        """R-DARTS early stop (DARTS-ES) as the RobustDARTS code does it, with evaluations for epochs.
+
+        Local averages of ``eigen_stop_window`` consecutive eigenvalues; stop when the latest one
+        exceeds the one ``eigen_stop_delta`` evaluations earlier by ``eigen_stop_factor``, and roll
+        alpha back to the epoch that earlier local average ends at (so the genotype is the one
+        from before the growth), unless that epoch is before ``eigen_stop_start``. Every rank
+        sees the same eigenvalues, so all of them decide alike.
+        """
+        hp = self.hparams
+        evaluated = [r for r in self.history if "eigenvalue" in r]
+        window, delta = hp.eigen_stop_window, hp.eigen_stop_delta
+        if len(evaluated) < window + delta:
+            return
+        values = [r["eigenvalue"] for r in evaluated]
+        now = sum(values[-window:]) / window
+        before = sum(values[-window - delta : -delta]) / window
+        back = evaluated[-1 - delta]  # the last epoch of the earlier window
+        if back["epoch"] < hp.eigen_stop_start or not (before > 0 and now / before > hp.eigen_stop_factor):
+            return
+        with torch.no_grad():
+            for p, value in zip(self.net.arch_parameters(), back["raw_alpha"]):
+                p.copy_(torch.as_tensor(value, dtype=p.dtype, device=p.device))
+        record = self.history[-1]
+        record["early_stop"] = {"ratio": now / before, "rolled_back_to_epoch": back["epoch"], "genotype": str(self.net.genotype())}
+        self.trainer.should_stop = True  # every rank decides alike
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
+        if self.trainer.is_global_zero:
+            self.write_history(log_dir)
+        rank_zero_info(
+            f"R-DARTS early stop at epoch {self.current_epoch}: the eigenvalue's local average grew {now / before:.2f}x "
+            f"over {delta} evaluations; alpha rolled back to epoch {back['epoch']}: {self.net.genotype()}"
+        )
+
+    def _record_architecture(self, eigen: float | None = None) -> None:
         """Log alpha and the genotype; append them to ``genotype_history.jsonl`` (rank zero).
 
         Per cell type of the space (darts: normal, reduce; nb201: cell): the mean per-edge entropy
@@ -388,6 +505,11 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         }
         if "val/acc" in self.trainer.callback_metrics:
             record["val_acc"] = float(self.trainer.callback_metrics["val/acc"])
+        if eigen is not None:
+            record["eigenvalue"] = eigen
+            record["skips"] = {cell: sum(op == "skip_connect" for op in kept[cell]) for cell in kept}
+            if self.hparams.eigen_stop:  # what an early stop rolls back to
+                record["raw_alpha"] = [p.detach().cpu().tolist() for p in self.net.arch_parameters()]
         self.history.append(record)
         # all E x O weights of every cell type go to the loggers (metrics.csv) on Lightning's step
         # axis, as every other metric; the progress line leaves out names of more than two parts
