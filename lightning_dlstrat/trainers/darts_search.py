@@ -10,6 +10,15 @@ References:
    (R-DARTS; automl/RobustDARTS): the dominant eigenvalue of the Hessian of L_val w.r.t. alpha
    tracks the collapse to parameter-free cells; the collapse monitor (``eigen_every``) and the
    early stop on its growth (``eigen_stop``) follow it (:meth:`DARTSSearch.dominant_eigenvalue`).
+5) The collapse fixes, each an option (``METHODS`` names the papers' settings; ``method=``):
+   DARTS- (Chu et al., ICLR 2021; ``aux_skip``), beta-DARTS (Ye et al., "beta-DARTS: Beta-Decay
+   Regularization for Differentiable Architecture Search", CVPR 2022; ``beta_decay``), SDARTS-RS
+   (Chen & Hsieh, ICML 2020; ``sdarts_epsilon``), Fair DARTS (Chu et al., ECCV 2020;
+   ``relaxation="sigmoid"``, ``zero_one_weight``), GDAS (Dong & Yang, CVPR 2019;
+   ``relaxation="gumbel"``, ``gumbel_tau``), DrNAS (Chen et al., ICLR 2021;
+   ``relaxation="dirichlet"``, ``dirichlet_kl``), the P-DARTS skip cap (Chen et al., "Progressive
+   Differentiable Architecture Search", ICCV 2019; ``max_skips``) and PC-DARTS
+   (``partial_channels``). The relaxations live in :mod:`lightning_dlstrat.models.relaxation`.
 
 The search space is a part (``space``: a name from :data:`lightning_dlstrat.spaces.SPACES`): it
 builds the supernet from the arguments it reads (``SearchSpace.search_args``), says which cell
@@ -63,10 +72,28 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
+from ..models.genotype import derive_genotype
+from ..models.relaxation import Relaxation
 from ..spaces import SPACES, SearchSpace, get_space
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
+
+
+# --model.method=NAME: the papers' settings of the collapse-fix keys. A key given explicitly (not
+# None; partial_channels other than 1) wins over the method's value; keys a method does not name
+# stay off unless given, so methods compose by giving the other's keys (e.g. method=pc-darts
+# with relaxation=gumbel, as GDAS + PC-DARTS; or any method with max_skips=2).
+METHODS: dict[str, dict[str, Any]] = {
+    "darts": {},
+    "darts-": {"aux_skip": True},  # beta 1 -> 0 linearly (Chu et al. 2021)
+    "beta-darts": {"beta_decay": 0.5},  # lambda = 0.5 * epoch, the code's 0 + 50 * epoch / 100 (Ye et al. 2022)
+    "sdarts-rs": {"sdarts_epsilon": 0.03, "sdarts_epsilon_max": 0.3},  # eps 0.03 -> 0.3 (Chen & Hsieh 2020, code)
+    "fair-darts": {"relaxation": "sigmoid", "zero_one_weight": 10.0},  # w01 = 10 (Chu et al. 2020)
+    "gdas": {"relaxation": "gumbel", "gumbel_tau": (10.0, 0.1)},  # tau 10 -> 0.1 (Dong & Yang 2019)
+    "drnas": {"relaxation": "dirichlet", "dirichlet_kl": 1e-3},  # reg_scale 1e-3 (Chen et al. 2021, code)
+    "pc-darts": {"partial_channels": 4},  # K = 4 (Xu et al. 2020)
+}
 
 
 class DARTSSearch(EvaluatesClassification, L.LightningModule):
@@ -124,6 +151,16 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
         fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
         hessian: str = "fd",  # order=2's mixed Hessian-vector product: "fd" (central differences, the paper's) or "exact" (double backward)
+        method: str = "darts",  # a named preset of the collapse-fix keys below (METHODS); keys given explicitly win
+        relaxation: str | None = None,  # alpha -> mixing weights: softmax (DARTS), sigmoid (Fair DARTS), gumbel (GDAS), dirichlet (DrNAS)
+        aux_skip: bool | None = None,  # DARTS-: an auxiliary skip on every edge, weight beta decaying linearly 1 -> 0
+        beta_decay: float | None = None,  # beta-DARTS: weight of mean(logsumexp(alpha)) in L_val, growing by this per epoch (code: 0.5)
+        sdarts_epsilon: float | None = None,  # SDARTS-RS: uniform noise in [-eps, eps] on the mixing weights in the weight step (0.03) ...
+        sdarts_epsilon_max: float | None = None,  # ... eps ramped linearly to this over the search (SDARTS code: 0.3)
+        zero_one_weight: float | None = None,  # Fair DARTS: w01 of the zero-one loss -mean((sigmoid(alpha) - 0.5)^2) (10)
+        gumbel_tau: Sequence[float] | None = None,  # GDAS: Gumbel temperature annealed linearly (start, end) = (10, 0.1)
+        dirichlet_kl: float | None = None,  # DrNAS: weight of KL(Dir(ELU(alpha) + 1) || Dir(1)) in L_val (1e-3)
+        max_skips: int | None = None,  # P-DARTS: at most this many skip_connect in the discretised normal cell (2)
         eigen_every: int = 0,  # collapse monitor (R-DARTS): the dominant eigenvalue of d2 L_val / d alpha2 every this many epochs; 0: off
         eigen_iters: int = 20,  # power-iteration steps (Hessian-vector products) per eigenvalue
         eigen_stop: bool = False,  # R-DARTS early stop (DARTS-ES): stop when the eigenvalue's local average grows by eigen_stop_factor
@@ -135,6 +172,21 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):
         super().__init__()
+        # the method's keys fill what was not given (None, or partial_channels at 1); the rest stays off
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        given = locals()
+        chosen = {k: v for k, v in METHODS[method].items() if given[k] is None or (k == "partial_channels" and given[k] == 1)}
+        relaxation = chosen.get("relaxation", relaxation)
+        aux_skip = chosen.get("aux_skip", aux_skip)
+        beta_decay = chosen.get("beta_decay", beta_decay)
+        sdarts_epsilon = chosen.get("sdarts_epsilon", sdarts_epsilon)
+        sdarts_epsilon_max = chosen.get("sdarts_epsilon_max", sdarts_epsilon_max)
+        zero_one_weight = chosen.get("zero_one_weight", zero_one_weight)
+        gumbel_tau = chosen.get("gumbel_tau", gumbel_tau)
+        dirichlet_kl = chosen.get("dirichlet_kl", dirichlet_kl)
+        partial_channels = chosen.get("partial_channels", partial_channels)
+        del given, chosen
         self.space: SearchSpace = get_space(space)  # ValueError naming the spaces for an unknown one
         space = self.space.name  # the canonical name ("NAS-Bench-201" -> "nb201") is what hparams keep
         if order not in (1, 2):
@@ -158,6 +210,16 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self.automatic_optimization = False
         # both compute the same function (tests/test_darts_fast.py, tests/test_spaces.py); the fast one batches the edges
         self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(locals()))
+        self._check_methods()
+        if self._uses_relaxation():
+            ops = list(self.net.operations)
+            if aux_skip and "skip_connect" not in ops:
+                raise ValueError("aux_skip (DARTS-) adds to the skip_connect weight: the primitives have no skip_connect")
+            self.net.relaxation = Relaxation(relaxation or "softmax", skip_index=ops.index("skip_connect") if aux_skip else None)
+            self._schedule(0, 1)
+        # the random stream of sampled relaxations and noise: this seed and a step counter (both checkpointed)
+        self._sample_seed = int(torch.initial_seed() % 2**31)
+        self._sample_step = 0
         self.configure_metrics(num_classes)
         self.history: list[dict[str, Any]] = []  # one record per epoch; kept in checkpoints
         self._monitor_batch: Batch | None = None  # the epoch's first validation batch (collapse monitor)
@@ -176,12 +238,112 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                 )
         return {arg: given[arg] for arg in self.space.search_args}
 
+    # --- the collapse fixes ----------------------------------------------------------------------
+    def _check_methods(self) -> None:
+        hp = self.hparams
+        if hp.relaxation not in (None, "softmax", "sigmoid", "gumbel", "dirichlet"):
+            raise ValueError(f"relaxation must be softmax, sigmoid (Fair DARTS), gumbel (GDAS) or dirichlet (DrNAS), not {hp.relaxation!r}")
+        for key in ("beta_decay", "sdarts_epsilon", "sdarts_epsilon_max", "zero_one_weight", "dirichlet_kl"):
+            if getattr(hp, key) is not None and getattr(hp, key) < 0:
+                raise ValueError(f"{key} must be >= 0, not {getattr(hp, key)!r}")
+        if hp.gumbel_tau is not None and (len(hp.gumbel_tau) != 2 or min(hp.gumbel_tau) <= 0):
+            raise ValueError(f"gumbel_tau must be two positive temperatures (start, end), e.g. [10, 0.1], not {hp.gumbel_tau!r}")
+        if hp.gumbel_tau is not None and hp.relaxation != "gumbel":
+            raise ValueError("gumbel_tau is GDAS's temperature: it needs relaxation='gumbel'")
+        if hp.zero_one_weight and hp.relaxation != "sigmoid":
+            raise ValueError("zero_one_weight is Fair DARTS's loss on sigmoid(alpha): it needs relaxation='sigmoid'")
+        if hp.dirichlet_kl and hp.relaxation != "dirichlet":
+            raise ValueError("dirichlet_kl is DrNAS's regulariser: it needs relaxation='dirichlet'")
+        if hp.max_skips is not None and (hp.max_skips < 0 or self.space.name != "darts"):
+            raise ValueError(f"max_skips (the P-DARTS cap) must be >= 0 and applies to the darts space's normal cell, got {hp.max_skips!r} in {self.space.name}")
+
+    def _uses_relaxation(self) -> bool:
+        hp = self.hparams
+        return hp.relaxation not in (None, "softmax") or bool(hp.aux_skip) or bool(hp.sdarts_epsilon)
+
+    def _schedule(self, epoch: int, epochs: int) -> None:
+        """The per-epoch schedules of the papers: DARTS-'s beta, GDAS's tau, SDARTS's eps."""
+        relax, hp = self.net.relaxation, self.hparams
+        if relax is None:
+            return
+        if hp.aux_skip:
+            relax.skip_weight = 1.0 - epoch / epochs  # DARTS-: linear 1 -> 0 over the search
+        if hp.relaxation == "gumbel":
+            start, end = hp.gumbel_tau or (10.0, 0.1)
+            relax.tau = start - (start - end) * epoch / max(epochs - 1, 1)  # GDAS: linear, end reached at the last epoch
+        self._sdarts_eps = 0.0
+        if hp.sdarts_epsilon:
+            top = hp.sdarts_epsilon if hp.sdarts_epsilon_max is None else hp.sdarts_epsilon_max
+            self._sdarts_eps = hp.sdarts_epsilon + (top - hp.sdarts_epsilon) * epoch / epochs  # SDARTS code: 0.03 -> 0.3
+
+    def _beta_decay_weight(self) -> float:
+        """beta-DARTS's lambda: ``beta_decay * epoch`` (its code: ``0 + 50 * epoch / 100``)."""
+        epoch = self.current_epoch if self._trainer is not None else 0
+        return (self.hparams.beta_decay or 0.0) * epoch
+
+    def arch_regulariser(self) -> torch.Tensor | None:
+        """The terms the collapse fixes add to L_val; they depend on alpha only (None when there are none).
+
+        - beta-DARTS: lambda * mean over edges of logsumexp(alpha_edge), the Beta-Decay loss on
+          softmax(alpha)'s normaliser (``mlc_loss`` in Sunshine-Ye/Beta-DARTS);
+        - Fair DARTS: w01 * -mean((sigmoid(alpha) - 0.5)^2), the zero-one loss;
+        - DrNAS: the KL weight * sum over edges of KL(Dir(ELU(alpha) + 1) || Dir(1)).
+        """
+        hp = self.hparams
+        alphas = [a for a in self.net.arch_parameters() if a.dim() == 2]  # (E, O) op alphas, not PC-DARTS's edge betas
+        terms = []
+        with torch.autocast(device_type=alphas[0].device.type, enabled=False):
+            stacked = torch.cat([a.to(torch.promote_types(a.dtype, torch.float32)) for a in alphas])  # (E_total, O)
+            weight = self._beta_decay_weight()
+            if hp.beta_decay and weight:
+                terms.append(weight * torch.logsumexp(stacked, dim=-1).mean())
+            if hp.zero_one_weight:
+                terms.append(-hp.zero_one_weight * (torch.sigmoid(stacked) - 0.5).pow(2).mean())
+            if hp.dirichlet_kl:
+                concentration = F.elu(stacked) + 1
+                prior = torch.distributions.Dirichlet(torch.ones_like(concentration))
+                terms.append(hp.dirichlet_kl * torch.distributions.kl_divergence(torch.distributions.Dirichlet(concentration), prior).sum())
+        return sum(terms) if terms else None
+
+    def _regulariser_gradients(self) -> list[torch.Tensor] | None:
+        reg = self.arch_regulariser()
+        if reg is None:
+            return None
+        alphas = self.net.arch_parameters()
+        grads = torch.autograd.grad(reg, alphas, allow_unused=True)
+        return [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+
+    def _set_sample_seed(self, phase: int) -> None:
+        """A fresh, reproducible random stream for this step's phase (0: architecture, 1: weights) and rank."""
+        relax = self.net.relaxation
+        if relax is not None:
+            rank = self.global_rank if (self._trainer is not None or self._fabric is not None) else 0
+            relax.seed = (self._sample_seed * 1_000_003 + 4 * self._sample_step + phase + 2 * (rank + 1) * 7_919) % 2**62
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, num_classes)
 
     def genotype(self) -> Any:
-        """The space's genotype of the current alpha (``Genotype`` for darts, ``NB201Genotype`` for nb201)."""
-        return self.net.genotype()
+        """The space's genotype of the current alpha (``Genotype`` for darts, ``NB201Genotype`` for nb201).
+
+        With ``max_skips`` (P-DARTS), while the normal cell keeps more ``skip_connect`` than that,
+        the kept skip of smallest weight has its weight set to zero and the cell is derived again
+        (the P-DARTS code's rule), so another operation or edge takes its place.
+        """
+        genotype = self.net.genotype()
+        cap = self.hparams.max_skips
+        if cap is None:
+            return genotype
+        net = self.net
+        normal, reduce = (w.clone() for w in net.edge_weights())  # (E, O) each
+        skip = list(net.operations).index("skip_connect") if "skip_connect" in net.operations else None
+        starts = [sum(k + 2 for k in range(i)) for i in range(net.steps)]  # first row of each node's edges
+        while skip is not None and sum(op == "skip_connect" for op, _ in genotype.normal) > cap:
+            rows = [starts[n // 2] + j for n, (op, j) in enumerate(genotype.normal) if op == "skip_connect"]
+            weakest = min(rows, key=lambda r: float(normal[r, skip]))
+            normal[weakest, skip] = 0.0
+            genotype = derive_genotype(normal, reduce, net.primitives, net.steps, net.multiplier)
+        return genotype
 
     def export_network(self) -> None:
         """A search publishes its genotype, not a network: retrain it (``space.retrain_recipe``) and export that."""
@@ -389,8 +551,15 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         ``w_opt``/``a_opt``: the optimisers of :meth:`make_optimizers` (or Lightning's wrappers
         of them). Returns the training loss and logits of the weight step.
         """
+        relax = self.net.relaxation
+        if relax is not None:
+            relax.noise = 0.0  # SDARTS-RS perturbs the weight step only
         if update_arch:
+            self._set_sample_seed(0)
             grads = self.architecture_gradient(train, val, w_opt)
+            extra = self._regulariser_gradients()  # beta-DARTS, Fair DARTS, DrNAS: terms of L_val in alpha alone
+            if extra is not None:
+                grads = [g + e for g, e in zip(grads, extra)]
             scale = self._loss_scale()
             for p, g in zip(self.net.arch_parameters(), grads):
                 # in the units the precision plugin expects: it unscales, and skips the step on inf/nan
@@ -399,7 +568,13 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         x, y = train
         for p in self.net.parameters():
             p.grad = None
+        if relax is not None:
+            self._set_sample_seed(1)
+            relax.noise = self._sdarts_eps
         logits = self.net(x)  # (B, num_classes)
+        if relax is not None:
+            relax.noise = 0.0
+            self._sample_step += 1
         loss = self.loss(logits, y)
         self._backward(loss)
         # clip the (possibly loss-scaled) weight gradients at grad_clip * scale: the same as
@@ -425,6 +600,17 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        if self.net.relaxation is not None:
+            self._schedule(self.current_epoch, planned_epochs(self.trainer, steps_per_batch=2))
+            relax = self.net.relaxation
+            if self.hparams.aux_skip:
+                self.log("arch/aux_skip_beta", relax.skip_weight)
+            if self.hparams.relaxation == "gumbel":
+                self.log("arch/gumbel_tau", relax.tau)
+        if self.hparams.beta_decay:
+            self.log("arch/beta_decay_lambda", self._beta_decay_weight())
 
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.optimizers()[0].param_groups[0]["lr"], sync_dist=True)
@@ -469,14 +655,14 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             for p, value in zip(self.net.arch_parameters(), back["raw_alpha"]):
                 p.copy_(torch.as_tensor(value, dtype=p.dtype, device=p.device))
         record = self.history[-1]
-        record["early_stop"] = {"ratio": now / before, "rolled_back_to_epoch": back["epoch"], "genotype": str(self.net.genotype())}
+        record["early_stop"] = {"ratio": now / before, "rolled_back_to_epoch": back["epoch"], "genotype": str(self.genotype())}
         self.trainer.should_stop = True  # every rank decides alike
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
         if self.trainer.is_global_zero:
             self.write_history(log_dir)
         rank_zero_info(
             f"R-DARTS early stop at epoch {self.current_epoch}: the eigenvalue's local average grew {now / before:.2f}x "
-            f"over {delta} evaluations; alpha rolled back to epoch {back['epoch']}: {self.net.genotype()}"
+            f"over {delta} evaluations; alpha rolled back to epoch {back['epoch']}: {self.genotype()}"
         )
 
     def _record_architecture(self, eigen: float | None = None) -> None:
@@ -486,7 +672,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         of softmax(alpha), the skip connections the genotype keeps, and every (edge, op) weight.
         """
         weights = self.space.cell_weights(self.net)  # {cell type: (E, O)}
-        genotype = self.net.genotype()
+        genotype = self.genotype()
         kept = self.space.chosen_ops(genotype)
         for cell, w in weights.items():
             entropy = -(w * w.clamp_min(1e-12).log()).sum(1).mean()  # mean per-edge entropy (nats)
@@ -533,6 +719,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     # resumed search continues exactly as the uninterrupted one.)
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["darts_search_history"] = self.history
+        if self.net.relaxation is not None:  # where the sampled relaxations' random stream stands
+            checkpoint["darts_search_sampling"] = [self._sample_seed, self._sample_step]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("darts_search_history", []))
+        if "darts_search_sampling" in checkpoint:
+            self._sample_seed, self._sample_step = (int(v) for v in checkpoint["darts_search_sampling"])
