@@ -116,7 +116,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     5e-4 and Nesterov momentum) pass ``space="nb201", weight_decay=5e-4, nesterov=True``;
     ``dlstrat fit --model darts --model.space=nb201`` takes them from its preset
     (``recipes/presets/darts.yaml``). Arguments marked with a space are read by that space's
-    supernet only; another space refuses them away from their defaults. As with any manually
+    supernet only; another space refuses them away from their defaults. The collapse fixes
+    (``method="darts-" | "beta-darts" | "sdarts-rs" | "fair-darts" | "gdas" | "drnas" | "pc-darts"``,
+    or their keys; ``max_skips`` for the P-DARTS cap), the exact second order (``hessian="exact"``)
+    and the collapse monitor (``eigen_every``) are off by default: docs/darts.md. As with any manually
     optimised module, ``trainer.global_step`` counts optimiser steps: two per batch (one during
     ``warmup_epochs``), which ``max_steps`` and ``log_every_n_steps`` refer to.
     """
