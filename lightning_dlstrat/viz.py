@@ -179,3 +179,32 @@ def render_samples(samples: torch.Tensor, path: str | Path, modes: torch.Tensor 
     buf = io.BytesIO()
     save_image(grid, buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_collapse(history: Sequence[dict], path: str | Path = "collapse.png", title: str | None = None) -> bool:
+    """The collapse monitor's history (R-DARTS, Zela et al. 2020): the dominant Hessian eigenvalue and
+    the skip connections kept per cell type, against the epoch; written atomically. False (and no
+    file) when no record has an eigenvalue (the monitor was off)."""
+    records = [r for r in history if "eigenvalue" in r]
+    if not records:
+        return False
+    epochs = [r["epoch"] for r in records]
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.add_subplot(1, 2, 1)
+    ax.plot(epochs, [r["eigenvalue"] for r in records], marker="o")
+    ax.set(xlabel="epoch", ylabel="dominant eigenvalue of d2 L_val / d alpha2", title="eigenvalue")
+    stops = [r["early_stop"]["rolled_back_to_epoch"] for r in history if "early_stop" in r]
+    for epoch in stops:
+        ax.axvline(epoch, color="tab:red", linestyle="--", label=f"early stop: back to epoch {epoch}")
+    if stops:
+        ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 2, 2)
+    for cell in records[-1].get("skips", {}):
+        ax.plot(epochs, [r["skips"].get(cell, 0) for r in records], marker="o", label=cell)
+    ax.set(xlabel="epoch", ylabel="skip_connect kept", title="skip connections")
+    ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+    return True

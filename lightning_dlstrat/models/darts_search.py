@@ -205,13 +205,23 @@ class SearchNetwork(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     # --- architecture weights ------------------------------------------------------------------
-    def _mixing_weights(self, device_type: str) -> dict[bool, tuple[torch.Tensor, torch.Tensor | None]]:
-        """{reduction: (op weights (E, O), edge weights (E,) or None)}, in float32 under any autocast."""
+    # alpha -> mixing weights: None is DARTS's softmax; a models.relaxation.Relaxation (set by the
+    # search module) is one of the collapse fixes (Fair DARTS, GDAS, DrNAS, DARTS-, SDARTS-RS)
+    relaxation = None
+
+    def _mixing_weights(self, device_type: str, sample: bool = False) -> dict[bool, tuple[torch.Tensor, torch.Tensor | None]]:
+        """{reduction: (op weights (E, O), edge weights (E,) or None)}, in float32 under any autocast.
+
+        ``sample``: a training forward (a relaxation's random sample, noise, auxiliary skip).
+        """
         with torch.autocast(device_type=device_type, enabled=False):
             out = {}
             for reduction, alpha, beta in ((False, self.alphas_normal, self.betas_normal), (True, self.alphas_reduce, self.betas_reduce)):
                 dtype = torch.promote_types(alpha.dtype, torch.float32)  # float32, or float64 in tests
-                ops = F.softmax(alpha.to(dtype), dim=-1)  # (E, O)
+                if self.relaxation is None:
+                    ops = F.softmax(alpha.to(dtype), dim=-1)  # (E, O)
+                else:
+                    ops = self.relaxation(alpha.to(dtype), sample)  # (E, O)
                 edges = None if beta is None else edge_normalisation(beta.to(dtype), self.steps)  # (E,)
                 out[reduction] = (ops, edges)
             return out
@@ -233,7 +243,7 @@ class SearchNetwork(nn.Module):
 
     # --- forward -------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        mixing = self._mixing_weights(x.device.type)
+        mixing = self._mixing_weights(x.device.type, sample=self.training)
         s0 = s1 = self.stem(x)  # (B, stem_multiplier * C, H, W)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, *mixing[cell.reduction])  # s1: (B, multiplier * C_cell, H', W')

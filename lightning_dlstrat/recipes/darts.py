@@ -14,6 +14,7 @@ from typing import Any
 from ..core import DlstratError, shorten
 from ..spaces import get_space
 from ..trainers.darts_search import DARTSSearch
+from ..viz import plot_collapse
 from .base import Recipe
 
 
@@ -41,6 +42,7 @@ def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dic
         module.write_history(run_dir)
     space.plot_alpha(space.cell_weights(module.net), module.net.operations, run_dir / "alpha.png")
     space.plot(genotype, run_dir / "genotype.png")
+    plot_collapse(module.history, run_dir / "collapse.png")  # with --model.eigen_every >= 1 only
     return {
         "genotype": str(genotype),
         "space": space.name,

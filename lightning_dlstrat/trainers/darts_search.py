@@ -6,6 +6,19 @@ References:
 2) Xu et al., "PC-DARTS", ICLR 2020 (partial channels and edge normalisation, in the supernet).
 3) Dong & Yang, "NAS-Bench-201", ICLR 2020: DARTS in the benchmark's cell space (``space="nb201"``;
    its code of record is D-X-Y/AutoDL-Projects ``exps/NATS-algos/search-cell.py``).
+4) Zela et al., "Understanding and Robustifying Differentiable Architecture Search", ICLR 2020
+   (R-DARTS; automl/RobustDARTS): the dominant eigenvalue of the Hessian of L_val w.r.t. alpha
+   tracks the collapse to parameter-free cells; the collapse monitor (``eigen_every``) and the
+   early stop on its growth (``eigen_stop``) follow it (:meth:`DARTSSearch.dominant_eigenvalue`).
+5) The collapse fixes, each an option (``METHODS`` names the papers' settings; ``method=``):
+   DARTS- (Chu et al., ICLR 2021; ``aux_skip``), beta-DARTS (Ye et al., "beta-DARTS: Beta-Decay
+   Regularization for Differentiable Architecture Search", CVPR 2022; ``beta_decay``), SDARTS-RS
+   (Chen & Hsieh, ICML 2020; ``sdarts_epsilon``), Fair DARTS (Chu et al., ECCV 2020;
+   ``relaxation="sigmoid"``, ``zero_one_weight``), GDAS (Dong & Yang, CVPR 2019;
+   ``relaxation="gumbel"``, ``gumbel_tau``), DrNAS (Chen et al., ICLR 2021;
+   ``relaxation="dirichlet"``, ``dirichlet_kl``), the P-DARTS skip cap (Chen et al., "Progressive
+   Differentiable Architecture Search", ICCV 2019; ``max_skips``) and PC-DARTS
+   (``partial_channels``). The relaxations live in :mod:`lightning_dlstrat.models.relaxation`.
 
 The search space is a part (``space``: a name from :data:`lightning_dlstrat.spaces.SPACES`): it
 builds the supernet from the arguments it reads (``SearchSpace.search_args``), says which cell
@@ -20,8 +33,14 @@ training split (the datamodule's ``bilevel=True``). One search step (:meth:`DART
    - ``order=2``: the gradient through one virtual SGD step of the weights,
      w' = w - xi (mu * momentum + grad_w L_train(w) + wd * w), xi the current weight lr:
      grad_alpha L_val(w', alpha) - xi * H v, v = grad_w' L_val(w', alpha), with the mixed
-     Hessian-vector product H v = grad^2_{alpha,w} L_train(w) v taken by central differences,
-     (grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps), eps = 0.01 / |v|;
+     Hessian-vector product H v = grad^2_{alpha,w} L_train(w) v taken
+     - ``hessian="fd"`` (the paper's method, the default): by central differences,
+       (grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps), eps = 0.01 / |v|.
+       This is an approximation, not the exact gradient: ReLU and max-pooling are piecewise linear
+       in w, and at the paper's radius many units change sign between w - eps v and w + eps v
+       (docs/darts.md, "What the second-order options compute");
+     - ``hessian="exact"``: by double backward, grad_alpha (grad_w L_train(w) . v) with v held
+       constant, the exact mixed second derivative of the network as autograd sees it;
 2. weight step: w <- SGD(grad_w L_train(w, alpha)), gradients clipped to norm 5.
 
 The architecture step leaves the weights, BatchNorm statistics and the weight optimiser exactly
@@ -53,10 +72,28 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
+from ..models.genotype import derive_genotype
+from ..models.relaxation import Relaxation
 from ..spaces import SPACES, SearchSpace, get_space
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
+
+
+# --model.method=NAME: the papers' settings of the collapse-fix keys. A key given explicitly (not
+# None; partial_channels other than 1) wins over the method's value; keys a method does not name
+# stay off unless given, so methods compose by giving the other's keys (e.g. method=pc-darts
+# with relaxation=gumbel, as GDAS + PC-DARTS; or any method with max_skips=2).
+METHODS: dict[str, dict[str, Any]] = {
+    "darts": {},
+    "darts-": {"aux_skip": True},  # beta 1 -> 0 linearly (Chu et al. 2021)
+    "beta-darts": {"beta_decay": 0.5},  # lambda = 0.5 * epoch, the code's 0 + 50 * epoch / 100 (Ye et al. 2022)
+    "sdarts-rs": {"sdarts_epsilon": 0.03, "sdarts_epsilon_max": 0.3},  # eps 0.03 -> 0.3 (Chen & Hsieh 2020, code)
+    "fair-darts": {"relaxation": "sigmoid", "zero_one_weight": 10.0},  # w01 = 10 (Chu et al. 2020)
+    "gdas": {"relaxation": "gumbel", "gumbel_tau": (10.0, 0.1)},  # tau 10 -> 0.1 (Dong & Yang 2019)
+    "drnas": {"relaxation": "dirichlet", "dirichlet_kl": 1e-3},  # reg_scale 1e-3 (Chen et al. 2021, code)
+    "pc-darts": {"partial_channels": 4},  # K = 4 (Xu et al. 2020)
+}
 
 
 class DARTSSearch(EvaluatesClassification, L.LightningModule):
@@ -79,7 +116,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     5e-4 and Nesterov momentum) pass ``space="nb201", weight_decay=5e-4, nesterov=True``;
     ``dlstrat fit --model darts --model.space=nb201`` takes them from its preset
     (``recipes/presets/darts.yaml``). Arguments marked with a space are read by that space's
-    supernet only; another space refuses them away from their defaults. As with any manually
+    supernet only; another space refuses them away from their defaults. The collapse fixes
+    (``method="darts-" | "beta-darts" | "sdarts-rs" | "fair-darts" | "gdas" | "drnas" | "pc-darts"``,
+    or their keys; ``max_skips`` for the P-DARTS cap), the exact second order (``hessian="exact"``)
+    and the collapse monitor (``eigen_every``) are off by default: docs/darts.md. As with any manually
     optimised module, ``trainer.global_step`` counts optimiser steps: two per batch (one during
     ``warmup_epochs``), which ``max_steps`` and ``log_every_n_steps`` refer to.
     """
@@ -113,10 +153,43 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         arch_weight_decay: float = 1e-3,
         warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
         fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
+        hessian: str = "fd",  # order=2's mixed Hessian-vector product: "fd" (central differences, the paper's) or "exact" (double backward)
+        method: str = "darts",  # a named preset of the collapse-fix keys below (METHODS); keys given explicitly win
+        relaxation: str | None = None,  # alpha -> mixing weights: softmax (DARTS), sigmoid (Fair DARTS), gumbel (GDAS), dirichlet (DrNAS)
+        aux_skip: bool | None = None,  # DARTS-: an auxiliary skip on every edge, weight beta decaying linearly 1 -> 0
+        beta_decay: float | None = None,  # beta-DARTS: weight of mean(logsumexp(alpha)) in L_val, growing by this per epoch (code: 0.5)
+        sdarts_epsilon: float | None = None,  # SDARTS-RS: uniform noise in [-eps, eps] on the mixing weights in the weight step (0.03) ...
+        sdarts_epsilon_max: float | None = None,  # ... eps ramped linearly to this over the search (SDARTS code: 0.3)
+        zero_one_weight: float | None = None,  # Fair DARTS: w01 of the zero-one loss -mean((sigmoid(alpha) - 0.5)^2) (10)
+        gumbel_tau: Sequence[float] | None = None,  # GDAS: Gumbel temperature annealed linearly (start, end) = (10, 0.1)
+        dirichlet_kl: float | None = None,  # DrNAS: weight of KL(Dir(ELU(alpha) + 1) || Dir(1)) in L_val (1e-3)
+        max_skips: int | None = None,  # P-DARTS: at most this many skip_connect in the discretised normal cell (2)
+        eigen_every: int = 0,  # collapse monitor (R-DARTS): the dominant eigenvalue of d2 L_val / d alpha2 every this many epochs; 0: off
+        eigen_iters: int = 20,  # power-iteration steps (Hessian-vector products) per eigenvalue
+        eigen_stop: bool = False,  # R-DARTS early stop (DARTS-ES): stop when the eigenvalue's local average grows by eigen_stop_factor
+        eigen_stop_factor: float = 1.3,  # ... the ratio of the local average now over eigen_stop_delta evaluations earlier (RobustDARTS code: 1.3)
+        eigen_stop_window: int = 5,  # evaluations averaged into one local average (RobustDARTS: 5)
+        eigen_stop_delta: int = 4,  # evaluations between the two local averages compared (RobustDARTS: 4)
+        eigen_stop_start: int = 10,  # no early stop back to an epoch before this (RobustDARTS: 10)
         implementation: str = "fast",  # "fast": edges batched per node; "reference": per edge, as the papers' code
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):
         super().__init__()
+        # the method's keys fill what was not given (None, or partial_channels at 1); the rest stays off
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        given = locals()
+        chosen = {k: v for k, v in METHODS[method].items() if given[k] is None or (k == "partial_channels" and given[k] == 1)}
+        relaxation = chosen.get("relaxation", relaxation)
+        aux_skip = chosen.get("aux_skip", aux_skip)
+        beta_decay = chosen.get("beta_decay", beta_decay)
+        sdarts_epsilon = chosen.get("sdarts_epsilon", sdarts_epsilon)
+        sdarts_epsilon_max = chosen.get("sdarts_epsilon_max", sdarts_epsilon_max)
+        zero_one_weight = chosen.get("zero_one_weight", zero_one_weight)
+        gumbel_tau = chosen.get("gumbel_tau", gumbel_tau)
+        dirichlet_kl = chosen.get("dirichlet_kl", dirichlet_kl)
+        partial_channels = chosen.get("partial_channels", partial_channels)
+        del given, chosen
         self.space: SearchSpace = get_space(space)  # ValueError naming the spaces for an unknown one
         space = self.space.name  # the canonical name ("NAS-Bench-201" -> "nb201") is what hparams keep
         if order not in (1, 2):
@@ -125,14 +198,34 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             raise ValueError(f"need warmup_epochs >= 0, fd_radius > 0 and grad_clip > 0, got {warmup_epochs}, {fd_radius}, {grad_clip}")
         if nesterov and momentum <= 0:
             raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum}")
+        if eigen_every < 0 or eigen_iters < 1 or eigen_stop_window < 1 or eigen_stop_delta < 1 or eigen_stop_factor <= 0:
+            raise ValueError(
+                "need eigen_every >= 0 (0: off), eigen_iters >= 1, eigen_stop_window >= 1, eigen_stop_delta >= 1 and eigen_stop_factor > 0, "
+                f"got {eigen_every}, {eigen_iters}, {eigen_stop_window}, {eigen_stop_delta}, {eigen_stop_factor}"
+            )
+        if eigen_stop and eigen_every == 0:
+            raise ValueError("eigen_stop=True stops on the eigenvalue's growth: it needs the monitor on, eigen_every >= 1")
+        if hessian not in ("fd", "exact"):
+            raise ValueError(f"hessian must be 'fd' (finite differences, the paper's) or 'exact' (double backward), not {hessian!r}")
         if implementation not in ("fast", "reference"):
             raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         # both compute the same function (tests/test_darts_fast.py, tests/test_spaces.py); the fast one batches the edges
         self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(locals()))
+        self._check_methods()
+        if self._uses_relaxation():
+            ops = list(self.net.operations)
+            if aux_skip and "skip_connect" not in ops:
+                raise ValueError("aux_skip (DARTS-) adds to the skip_connect weight: the primitives have no skip_connect")
+            self.net.relaxation = Relaxation(relaxation or "softmax", skip_index=ops.index("skip_connect") if aux_skip else None)
+            self._schedule(0, 1)
+        # the random stream of sampled relaxations and noise: this seed and a step counter (both checkpointed)
+        self._sample_seed = int(torch.initial_seed() % 2**31)
+        self._sample_step = 0
         self.configure_metrics(num_classes)
         self.history: list[dict[str, Any]] = []  # one record per epoch; kept in checkpoints
+        self._monitor_batch: Batch | None = None  # the epoch's first validation batch (collapse monitor)
 
     def _space_args(self, given: dict[str, Any]) -> dict[str, Any]:
         """The arguments this space's supernet reads; any other space's argument set away from its default is an error."""
@@ -148,12 +241,112 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                 )
         return {arg: given[arg] for arg in self.space.search_args}
 
+    # --- the collapse fixes ----------------------------------------------------------------------
+    def _check_methods(self) -> None:
+        hp = self.hparams
+        if hp.relaxation not in (None, "softmax", "sigmoid", "gumbel", "dirichlet"):
+            raise ValueError(f"relaxation must be softmax, sigmoid (Fair DARTS), gumbel (GDAS) or dirichlet (DrNAS), not {hp.relaxation!r}")
+        for key in ("beta_decay", "sdarts_epsilon", "sdarts_epsilon_max", "zero_one_weight", "dirichlet_kl"):
+            if getattr(hp, key) is not None and getattr(hp, key) < 0:
+                raise ValueError(f"{key} must be >= 0, not {getattr(hp, key)!r}")
+        if hp.gumbel_tau is not None and (len(hp.gumbel_tau) != 2 or min(hp.gumbel_tau) <= 0):
+            raise ValueError(f"gumbel_tau must be two positive temperatures (start, end), e.g. [10, 0.1], not {hp.gumbel_tau!r}")
+        if hp.gumbel_tau is not None and hp.relaxation != "gumbel":
+            raise ValueError("gumbel_tau is GDAS's temperature: it needs relaxation='gumbel'")
+        if hp.zero_one_weight and hp.relaxation != "sigmoid":
+            raise ValueError("zero_one_weight is Fair DARTS's loss on sigmoid(alpha): it needs relaxation='sigmoid'")
+        if hp.dirichlet_kl and hp.relaxation != "dirichlet":
+            raise ValueError("dirichlet_kl is DrNAS's regulariser: it needs relaxation='dirichlet'")
+        if hp.max_skips is not None and (hp.max_skips < 0 or self.space.name != "darts"):
+            raise ValueError(f"max_skips (the P-DARTS cap) must be >= 0 and applies to the darts space's normal cell, got {hp.max_skips!r} in {self.space.name}")
+
+    def _uses_relaxation(self) -> bool:
+        hp = self.hparams
+        return hp.relaxation not in (None, "softmax") or bool(hp.aux_skip) or bool(hp.sdarts_epsilon)
+
+    def _schedule(self, epoch: int, epochs: int) -> None:
+        """The per-epoch schedules of the papers: DARTS-'s beta, GDAS's tau, SDARTS's eps."""
+        relax, hp = self.net.relaxation, self.hparams
+        if relax is None:
+            return
+        if hp.aux_skip:
+            relax.skip_weight = 1.0 - epoch / epochs  # DARTS-: linear 1 -> 0 over the search
+        if hp.relaxation == "gumbel":
+            start, end = hp.gumbel_tau or (10.0, 0.1)
+            relax.tau = start - (start - end) * epoch / max(epochs - 1, 1)  # GDAS: linear, end reached at the last epoch
+        self._sdarts_eps = 0.0
+        if hp.sdarts_epsilon:
+            top = hp.sdarts_epsilon if hp.sdarts_epsilon_max is None else hp.sdarts_epsilon_max
+            self._sdarts_eps = hp.sdarts_epsilon + (top - hp.sdarts_epsilon) * epoch / epochs  # SDARTS code: 0.03 -> 0.3
+
+    def _beta_decay_weight(self) -> float:
+        """beta-DARTS's lambda: ``beta_decay * epoch`` (its code: ``0 + 50 * epoch / 100``)."""
+        epoch = self.current_epoch if self._trainer is not None else 0
+        return (self.hparams.beta_decay or 0.0) * epoch
+
+    def arch_regulariser(self) -> torch.Tensor | None:
+        """The terms the collapse fixes add to L_val; they depend on alpha only (None when there are none).
+
+        - beta-DARTS: lambda * mean over edges of logsumexp(alpha_edge), the Beta-Decay loss on
+          softmax(alpha)'s normaliser (``mlc_loss`` in Sunshine-Ye/Beta-DARTS);
+        - Fair DARTS: w01 * -mean((sigmoid(alpha) - 0.5)^2), the zero-one loss;
+        - DrNAS: the KL weight * sum over edges of KL(Dir(ELU(alpha) + 1) || Dir(1)).
+        """
+        hp = self.hparams
+        alphas = [a for a in self.net.arch_parameters() if a.dim() == 2]  # (E, O) op alphas, not PC-DARTS's edge betas
+        terms = []
+        with torch.autocast(device_type=alphas[0].device.type, enabled=False):
+            stacked = torch.cat([a.to(torch.promote_types(a.dtype, torch.float32)) for a in alphas])  # (E_total, O)
+            weight = self._beta_decay_weight()
+            if hp.beta_decay and weight:
+                terms.append(weight * torch.logsumexp(stacked, dim=-1).mean())
+            if hp.zero_one_weight:
+                terms.append(-hp.zero_one_weight * (torch.sigmoid(stacked) - 0.5).pow(2).mean())
+            if hp.dirichlet_kl:
+                concentration = F.elu(stacked) + 1
+                prior = torch.distributions.Dirichlet(torch.ones_like(concentration))
+                terms.append(hp.dirichlet_kl * torch.distributions.kl_divergence(torch.distributions.Dirichlet(concentration), prior).sum())
+        return sum(terms) if terms else None
+
+    def _regulariser_gradients(self) -> list[torch.Tensor] | None:
+        reg = self.arch_regulariser()
+        if reg is None:
+            return None
+        alphas = self.net.arch_parameters()
+        grads = torch.autograd.grad(reg, alphas, allow_unused=True)
+        return [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+
+    def _set_sample_seed(self, phase: int) -> None:
+        """A fresh, reproducible random stream for this step's phase (0: architecture, 1: weights) and rank."""
+        relax = self.net.relaxation
+        if relax is not None:
+            rank = self.global_rank if (self._trainer is not None or self._fabric is not None) else 0
+            relax.seed = (self._sample_seed * 1_000_003 + 4 * self._sample_step + phase + 2 * (rank + 1) * 7_919) % 2**62
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, num_classes)
 
     def genotype(self) -> Any:
-        """The space's genotype of the current alpha (``Genotype`` for darts, ``NB201Genotype`` for nb201)."""
-        return self.net.genotype()
+        """The space's genotype of the current alpha (``Genotype`` for darts, ``NB201Genotype`` for nb201).
+
+        With ``max_skips`` (P-DARTS), while the normal cell keeps more ``skip_connect`` than that,
+        the kept skip of smallest weight has its weight set to zero and the cell is derived again
+        (the P-DARTS code's rule), so another operation or edge takes its place.
+        """
+        genotype = self.net.genotype()
+        cap = self.hparams.max_skips
+        if cap is None:
+            return genotype
+        net = self.net
+        normal, reduce = (w.clone() for w in net.edge_weights())  # (E, O) each
+        skip = list(net.operations).index("skip_connect") if "skip_connect" in net.operations else None
+        starts = [sum(k + 2 for k in range(i)) for i in range(net.steps)]  # first row of each node's edges
+        while skip is not None and sum(op == "skip_connect" for op, _ in genotype.normal) > cap:
+            rows = [starts[n // 2] + j for n, (op, j) in enumerate(genotype.normal) if op == "skip_connect"]
+            weakest = min(rows, key=lambda r: float(normal[r, skip]))
+            normal[weakest, skip] = 0.0
+            genotype = derive_genotype(normal, reduce, net.primitives, net.steps, net.multiplier)
+        return genotype
 
     def export_network(self) -> None:
         """A search publishes its genotype, not a network: retrain it (``space.retrain_recipe``) and export that."""
@@ -253,21 +446,11 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                     p.sub_(xi * step)
             grads_and_v = self._gradients(self.loss(net(x_val), y_val), alphas + weights)
             grads, v = grads_and_v[: len(alphas)], grads_and_v[len(alphas) :]  # v = grad_w' L_val(w')
-            # central differences of grad_alpha L_train along v, at w (not w'): the mixed
-            # Hessian-vector product; eps = r / |v| makes the perturbation |eps v| = r
-            v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
-            eps = hp.fd_radius / v_norm.clamp_min(1e-12)
-            g_pm = []
-            for sign in (1.0, -1.0):
-                with torch.no_grad():
-                    for p, p0, t in zip(weights, w0, v):
-                        p.copy_(p0 + sign * eps * t)
-                g_pm.append(self._alpha_gradients(self.loss(net(x_train), y_train)))
             with torch.no_grad():
                 for p, p0 in zip(weights, w0):
                     p.copy_(p0)
-            # divide by 2 * eps (the widely copied "/ 2 * eps" multiplies instead)
-            grads = [g - xi * (gp - gm) / (2 * eps) for g, gp, gm in zip(grads, *g_pm)]
+            hv, denominator = self._mixed_hvp_parts(train, v)
+            grads = [g - xi * h / denominator for g, h in zip(grads, hv)]
         with torch.no_grad():
             for b, b0 in zip(net.buffers(), buffers):
                 b.copy_(b0)
@@ -275,14 +458,111 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             p.grad = None
         return grads
 
+    def mixed_hessian_vector_product(self, train: Batch, v: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """grad^2_{alpha,w} L_train(w, alpha) v at the current weights, one tensor per architecture parameter.
+
+        ``hessian="fd"``: central differences of grad_alpha L_train along v with eps = fd_radius / |v|
+        (the paper's approximation, Liu et al. 2019 eq. 8; exact only where the loss is smooth
+        within the radius). ``hessian="exact"``: double backward, grad_alpha (grad_w L_train . v).
+        Either way averaged over DDP ranks; weights are left as they were (BatchNorm buffers are
+        the caller's to restore).
+        """
+        hv, denominator = self._mixed_hvp_parts(train, v)
+        return [h / denominator for h in hv]
+
+    def _mixed_hvp_parts(self, train: Batch, v: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], Any]:
+        """(H v times denominator, denominator): the finite difference's 2 eps is divided last, as it always was."""
+        net, hp = self.net, self.hparams
+        alphas, weights = net.arch_parameters(), net.weight_parameters()
+        x_train, y_train = train
+        if hp.hessian == "exact":
+            scale = self._loss_scale()  # the fp16 loss scale, as in _alpha_gradients
+            loss = self.loss(net(x_train), y_train) * scale
+            g_w = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+            # v is a constant (detached); g . v is linear in v, so one more backward gives H v
+            dot = sum((g * t.detach().to(g.dtype)).sum() for g, t in zip(g_w, v) if g is not None)
+            hv = torch.autograd.grad(dot, alphas, allow_unused=True)
+            return mean_over_ranks(self, [torch.zeros_like(p) if h is None else h / scale for p, h in zip(alphas, hv)]), 1.0
+        w0 = [p.detach().clone() for p in weights]
+        # central differences of grad_alpha L_train along v, at w (not w'): the mixed
+        # Hessian-vector product; eps = r / |v| makes the perturbation |eps v| = r
+        v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
+        eps = hp.fd_radius / v_norm.clamp_min(1e-12)
+        g_pm = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for p, p0, t in zip(weights, w0, v):
+                    p.copy_(p0 + sign * eps * t)
+            g_pm.append(self._alpha_gradients(self.loss(net(x_train), y_train)))
+        with torch.no_grad():
+            for p, p0 in zip(weights, w0):
+                p.copy_(p0)
+        # to be divided by 2 * eps (the widely copied "/ 2 * eps" multiplies instead)
+        return [gp - gm for gp, gm in zip(*g_pm)], 2 * eps
+
+    def dominant_eigenvalue(self, val: Batch, iters: int | None = None, seed: int = 0) -> float:
+        """The dominant eigenvalue of the Hessian of L_val(w, alpha) w.r.t. all of alpha (R-DARTS, Zela et al. 2020).
+
+        R-DARTS builds the full Hessian on a validation batch and logs the largest of its
+        eigenvalues (``np.max``); here power iteration on exact Hessian-vector products (double
+        backward) does it without the matrix: ``iters`` products (default ``eigen_iters``) from a
+        random start drawn from its own generator (``seed``), so the search's random streams are
+        untouched, and the Rayleigh quotient v . H v of the last iterate. Should the eigenvalue of
+        largest magnitude come out negative, a second run on H - lambda I finds the largest one
+        (twice the products). R-DARTS's Hessian also holds alpha's weight decay (+ wd I); this one
+        is of the loss alone. The network stays in training mode (batch statistics, as in the
+        search); weights, BatchNorm buffers and gradients are left as they were. Under DDP each
+        product is averaged over the ranks, so every rank computes the same number, the
+        eigenvalue of the Hessian of the ranks' mean loss. Float32 (float64 for a float64 module).
+        """
+        net = self.net
+        alphas = net.arch_parameters()
+        buffers = [b.detach().clone() for b in net.buffers()]
+        x, y = val
+        loss = self.loss(net(x), y)
+        grads = torch.autograd.grad(loss, alphas, create_graph=True, allow_unused=True)
+        pairs = [(a, g) for a, g in zip(alphas, grads) if g is not None]  # alpha the loss reaches
+        inputs = [a for a, _ in pairs]
+        iters = iters or self.hparams.eigen_iters
+
+        def power(shift: float) -> float:
+            """The eigenvalue of largest magnitude of H - shift I, plus shift."""
+            generator = torch.Generator().manual_seed(seed)
+            v = [torch.randn(a.shape, generator=generator, dtype=a.dtype).to(a.device) for a in inputs]
+            eigenvalue = 0.0
+            for _ in range(iters):
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v])).clamp_min(1e-30)
+                v = [t / norm for t in v]
+                dot = sum((g * t).sum() for (_, g), t in zip(pairs, v))
+                hv = mean_over_ranks(self, [h.detach() for h in torch.autograd.grad(dot, inputs, retain_graph=True)])
+                hv = [h - shift * t for h, t in zip(hv, v)]
+                eigenvalue = float(sum((h * t).sum() for h, t in zip(hv, v)))  # Rayleigh quotient, |v| = 1
+                v = hv
+            return eigenvalue + shift
+
+        eigenvalue = power(0.0)
+        if eigenvalue < 0:  # the largest in magnitude is negative: the top one is that much above it
+            eigenvalue = power(eigenvalue)
+        with torch.no_grad():
+            for b, b0 in zip(net.buffers(), buffers):
+                b.copy_(b0)
+        return eigenvalue
+
     def search_step(self, train: Batch, val: Batch, w_opt, a_opt, update_arch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """One architecture step (unless ``update_arch`` is False) and one weight step.
 
         ``w_opt``/``a_opt``: the optimisers of :meth:`make_optimizers` (or Lightning's wrappers
         of them). Returns the training loss and logits of the weight step.
         """
+        relax = self.net.relaxation
+        if relax is not None:
+            relax.noise = 0.0  # SDARTS-RS perturbs the weight step only
         if update_arch:
+            self._set_sample_seed(0)
             grads = self.architecture_gradient(train, val, w_opt)
+            extra = self._regulariser_gradients()  # beta-DARTS, Fair DARTS, DrNAS: terms of L_val in alpha alone
+            if extra is not None:
+                grads = [g + e for g, e in zip(grads, extra)]
             scale = self._loss_scale()
             for p, g in zip(self.net.arch_parameters(), grads):
                 # in the units the precision plugin expects: it unscales, and skips the step on inf/nan
@@ -291,7 +571,13 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         x, y = train
         for p in self.net.parameters():
             p.grad = None
+        if relax is not None:
+            self._set_sample_seed(1)
+            relax.noise = self._sdarts_eps
         logits = self.net(x)  # (B, num_classes)
+        if relax is not None:
+            relax.noise = 0.0
+            self._sample_step += 1
         loss = self.loss(logits, y)
         self._backward(loss)
         # clip the (possibly loss-scaled) weight gradients at grad_clip * scale: the same as
@@ -309,6 +595,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                 "DARTSSearch needs bilevel batches {'train': (x, y), 'val': (x, y)}: create the datamodule with bilevel=True"
             )
         w_opt, a_opt = self.optimizers()
+        if batch_idx == 0 and self.hparams.eigen_every:
+            self._monitor_batch = tuple(t.detach() for t in batch["val"])  # the collapse monitor's batch this epoch
         update_arch = self.current_epoch >= self.hparams.warmup_epochs
         loss, logits = self.search_step(tuple(batch["train"]), tuple(batch["val"]), w_opt, a_opt, update_arch)
         self.train_acc(logits, batch["train"][1])
@@ -316,19 +604,78 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        if self.net.relaxation is not None:
+            self._schedule(self.current_epoch, planned_epochs(self.trainer, steps_per_batch=2))
+            relax = self.net.relaxation
+            if self.hparams.aux_skip:
+                self.log("arch/aux_skip_beta", relax.skip_weight)
+            if self.hparams.relaxation == "gumbel":
+                self.log("arch/gumbel_tau", relax.tau)
+        if self.hparams.beta_decay:
+            self.log("arch/beta_decay_lambda", self._beta_decay_weight())
+
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.optimizers()[0].param_groups[0]["lr"], sync_dist=True)
         self.lr_schedulers().step()
-        self._record_architecture()
+        eigen = self._monitor_collapse()
+        self._record_architecture(eigen)
+        if eigen is not None and self.hparams.eigen_stop:
+            self._maybe_stop_early()
 
-    def _record_architecture(self) -> None:
+    def _monitor_collapse(self) -> float | None:
+        """The dominant eigenvalue on this epoch's first validation batch, every ``eigen_every`` epochs (else None)."""
+        every = self.hparams.eigen_every
+        if not every or self._monitor_batch is None or (self.current_epoch + 1) % every:
+            return None
+        eigen = self.dominant_eigenvalue(self._monitor_batch)
+        self._monitor_batch = None
+        # the same on every rank (rank-averaged products), so the logged value needs no sync
+        self.log("arch/eigenvalue", eigen)
+        return eigen
+
+    def _maybe_stop_early(self) -> None:
+        """R-DARTS early stop (DARTS-ES) as the RobustDARTS code does it, with evaluations for epochs.
+
+        Local averages of ``eigen_stop_window`` consecutive eigenvalues; stop when the latest one
+        exceeds the one ``eigen_stop_delta`` evaluations earlier by ``eigen_stop_factor``, and roll
+        alpha back to the epoch that earlier local average ends at (so the genotype is the one
+        from before the growth), unless that epoch is before ``eigen_stop_start``. Every rank
+        sees the same eigenvalues, so all of them decide alike.
+        """
+        hp = self.hparams
+        evaluated = [r for r in self.history if "eigenvalue" in r]
+        window, delta = hp.eigen_stop_window, hp.eigen_stop_delta
+        if len(evaluated) < window + delta:
+            return
+        values = [r["eigenvalue"] for r in evaluated]
+        now = sum(values[-window:]) / window
+        before = sum(values[-window - delta : -delta]) / window
+        back = evaluated[-1 - delta]  # the last epoch of the earlier window
+        if back["epoch"] < hp.eigen_stop_start or not (before > 0 and now / before > hp.eigen_stop_factor):
+            return
+        with torch.no_grad():
+            for p, value in zip(self.net.arch_parameters(), back["raw_alpha"]):
+                p.copy_(torch.as_tensor(value, dtype=p.dtype, device=p.device))
+        record = self.history[-1]
+        record["early_stop"] = {"ratio": now / before, "rolled_back_to_epoch": back["epoch"], "genotype": str(self.genotype())}
+        self.trainer.should_stop = True  # every rank decides alike
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
+        if self.trainer.is_global_zero:
+            self.write_history(log_dir)
+        rank_zero_info(
+            f"R-DARTS early stop at epoch {self.current_epoch}: the eigenvalue's local average grew {now / before:.2f}x "
+            f"over {delta} evaluations; alpha rolled back to epoch {back['epoch']}: {self.genotype()}"
+        )
+
+    def _record_architecture(self, eigen: float | None = None) -> None:
         """Log alpha and the genotype; append them to ``genotype_history.jsonl`` (rank zero).
 
         Per cell type of the space (darts: normal, reduce; nb201: cell): the mean per-edge entropy
         of softmax(alpha), the skip connections the genotype keeps, and every (edge, op) weight.
         """
         weights = self.space.cell_weights(self.net)  # {cell type: (E, O)}
-        genotype = self.net.genotype()
+        genotype = self.genotype()
         kept = self.space.chosen_ops(genotype)
         for cell, w in weights.items():
             entropy = -(w * w.clamp_min(1e-12).log()).sum(1).mean()  # mean per-edge entropy (nats)
@@ -347,6 +694,11 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         }
         if "val/acc" in self.trainer.callback_metrics:
             record["val_acc"] = float(self.trainer.callback_metrics["val/acc"])
+        if eigen is not None:
+            record["eigenvalue"] = eigen
+            record["skips"] = {cell: sum(op == "skip_connect" for op in kept[cell]) for cell in kept}
+            if self.hparams.eigen_stop:  # what an early stop rolls back to
+                record["raw_alpha"] = [p.detach().cpu().tolist() for p in self.net.arch_parameters()]
         self.history.append(record)
         # all E x O weights of every cell type go to the loggers (metrics.csv) on Lightning's step
         # axis, as every other metric; the progress line leaves out names of more than two parts
@@ -370,6 +722,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     # resumed search continues exactly as the uninterrupted one.)
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["darts_search_history"] = self.history
+        if self.net.relaxation is not None:  # where the sampled relaxations' random stream stands
+            checkpoint["darts_search_sampling"] = [self._sample_seed, self._sample_step]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("darts_search_history", []))
+        if "darts_search_sampling" in checkpoint:
+            self._sample_seed, self._sample_step = (int(v) for v in checkpoint["darts_search_sampling"])

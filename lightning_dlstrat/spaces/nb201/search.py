@@ -116,10 +116,16 @@ class NB201SearchNetwork(nn.Module):
         return [p for name, p in self.named_parameters() if name != "alpha"]
 
     # --- architecture weights --------------------------------------------------------------------
-    def _mixing_weights(self, device_type: str) -> torch.Tensor:
-        """softmax(alpha) over the operations, (6, O), in float32 (float64 in tests) under any autocast."""
+    # alpha -> mixing weights: None is DARTS's softmax; a models.relaxation.Relaxation (set by the
+    # search module) is one of the collapse fixes (Fair DARTS, GDAS, DrNAS, DARTS-, SDARTS-RS)
+    relaxation = None
+
+    def _mixing_weights(self, device_type: str, sample: bool = False) -> torch.Tensor:
+        """softmax(alpha) over the operations (or the relaxation's weights), (6, O), in float32 (float64 in tests) under any autocast."""
         with torch.autocast(device_type=device_type, enabled=False):
             dtype = torch.promote_types(self.alpha.dtype, torch.float32)
+            if self.relaxation is not None:
+                return self.relaxation(self.alpha.to(dtype), sample)  # (6, O)
             return F.softmax(self.alpha.to(dtype), dim=-1)  # (6, O)
 
     def edge_weights(self) -> torch.Tensor:
@@ -134,7 +140,7 @@ class NB201SearchNetwork(nn.Module):
     # --- forward ---------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x, self.in_chans)
-        weights = self._mixing_weights(x.device.type)  # (6, O)
+        weights = self._mixing_weights(x.device.type, sample=self.training)  # (6, O)
         x = self.stem(x)  # (B, C, H, W)
         for cell in self.cells:
             x = cell(x) if isinstance(cell, ResNetBasicBlock) else cell(x, weights)  # (B, C_stage, H', W')

@@ -1,0 +1,232 @@
+"""The collapse fixes of DARTSSearch: each method's defining behaviour, the method presets, and
+DDP / bf16 / resume with them. Tiny supernets (C=4, 3 cells, 2 nodes), as tests/test_darts_search.py."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_dlstrat.data import DigitsDataModule
+from lightning_dlstrat.trainers.darts_search import METHODS, DARTSSearch
+
+from test_darts_search import TINY, RecordRank, make_trainer, one_thread, same, snapshot, tiny_batches  # noqa: F401
+
+NB201 = dict(in_shape=(1, 8, 8), num_classes=10, C=4, N=1, space="nb201")
+
+
+def training_weights(module: DARTSSearch, sample: bool = True) -> torch.Tensor:
+    """The normal cell's mixing weights (E, O) (nb201: the cell's) of a training (sample) forward."""
+    mixing = module.net._mixing_weights("cpu", sample=sample)
+    return mixing[False][0] if isinstance(mixing, dict) else mixing
+
+
+def test_method_presets_fill_only_what_was_not_given():
+    assert DARTSSearch(**TINY, method="gdas").hparams.gumbel_tau == (10.0, 0.1)
+    explicit = DARTSSearch(**TINY, method="gdas", gumbel_tau=(5.0, 1.0))
+    assert explicit.hparams.gumbel_tau == (5.0, 1.0) and explicit.hparams.relaxation == "gumbel"  # explicit wins
+    assert DARTSSearch(**TINY, method="pc-darts").hparams.partial_channels == 4
+    assert DARTSSearch(**TINY, method="pc-darts", partial_channels=2).hparams.partial_channels == 2
+    plain = DARTSSearch(**TINY)
+    assert plain.net.relaxation is None and plain.arch_regulariser() is None  # DARTS: untouched
+    with pytest.raises(ValueError, match="method must be one of"):
+        DARTSSearch(**TINY, method="robust")
+    with pytest.raises(ValueError, match="needs relaxation='sigmoid'"):
+        DARTSSearch(**TINY, zero_one_weight=10.0)
+    with pytest.raises(ValueError, match="darts space"):
+        DARTSSearch(**NB201, max_skips=2)
+
+
+@pytest.mark.parametrize("kw", [TINY, NB201], ids=["darts", "nb201"])
+def test_darts_minus_adds_a_decaying_skip_in_training_only(kw):
+    torch.manual_seed(0)
+    module = DARTSSearch(**kw, method="darts-")
+    skip = list(module.net.operations).index("skip_connect")
+    soft = training_weights(module, sample=False)
+    assert torch.allclose(soft, F.softmax(module.net.arch_parameters()[0], -1))
+    for epoch, beta in [(0, 1.0), (5, 0.5), (9, 0.1)]:
+        module._schedule(epoch, 10)  # linear 1 -> 0 over 10 epochs
+        w = training_weights(module)
+        expected = soft.clone()
+        expected[:, skip] += beta
+        assert torch.allclose(w, expected, atol=1e-6)
+    edge_weights = module.net.edge_weights()  # what the genotype reads: the plain softmax, no auxiliary skip
+    assert torch.equal(edge_weights[0] if isinstance(edge_weights, tuple) else edge_weights, soft)
+
+
+def test_beta_darts_adds_lambda_times_mean_logsumexp_gradient():
+    torch.manual_seed(0)
+    plain = DARTSSearch(**TINY, order=1)
+    torch.manual_seed(0)
+    beta = DARTSSearch(**TINY, order=1, method="beta-darts")
+    beta._beta_decay_weight = lambda: 3.0  # lambda at some epoch (0.5 * epoch: epoch 6)
+    train, val = tiny_batches()
+    reg = beta.arch_regulariser()
+    a_n, a_r = beta.net.alphas_normal, beta.net.alphas_reduce
+    stacked = torch.cat([a_n, a_r])
+    assert torch.allclose(reg, 3.0 * torch.logsumexp(stacked, -1).mean())
+    # its gradient is lambda * softmax(alpha) / edges: it pulls every alpha down, most the largest
+    (g_n, g_r) = beta._regulariser_gradients()
+    assert torch.allclose(g_n, 3.0 * F.softmax(a_n, -1) / stacked.shape[0], atol=1e-7)
+    # in the search step the hypergradient is DARTS's plus exactly this (captured at Adam's step)
+    w_opt, a_opt = plain.make_optimizers()
+    g_plain = plain.architecture_gradient(train, val, w_opt)
+    w_opt, a_opt = beta.make_optimizers()
+    seen = {}
+    a_opt.step = lambda: seen.update(grads=[p.grad.clone() for p in beta.net.arch_parameters()])
+    beta.search_step(train, val, w_opt, a_opt)
+    for got, g, e in zip(seen["grads"], g_plain, (g_n, g_r), strict=True):
+        assert torch.allclose(got, g + e, atol=1e-7)
+
+
+def test_sdarts_rs_perturbs_the_weight_step_only():
+    torch.manual_seed(0)
+    plain = DARTSSearch(**TINY, order=1)
+    torch.manual_seed(0)
+    rs = DARTSSearch(**TINY, order=1, method="sdarts-rs")
+    rs._schedule(0, 10)
+    assert rs._sdarts_eps == pytest.approx(0.03)
+    rs._schedule(5, 10)
+    assert rs._sdarts_eps == pytest.approx(0.03 + 0.27 * 0.5)  # 0.03 -> 0.3 linearly
+    relax = rs.net.relaxation
+    relax.noise = rs._sdarts_eps
+    w, soft = training_weights(rs), training_weights(rs, sample=False)
+    assert 0 < (w - soft).abs().max() <= rs._sdarts_eps + 1e-7 and w.min() >= 0
+    relax.noise = 0.0
+    train, val = tiny_batches()
+    opts = [m.make_optimizers() for m in (plain, rs)]
+    for m, (w_opt, a_opt) in zip((plain, rs), opts):
+        m.search_step(train, val, w_opt, a_opt)
+    assert same(plain.net.arch_parameters(), rs.net.arch_parameters())  # the architecture step saw no noise ...
+    assert not same(plain.net.weight_parameters(), rs.net.weight_parameters())  # ... the weight step did
+
+
+def test_fair_darts_mixes_by_independent_sigmoids_and_pushes_away_from_half():
+    torch.manual_seed(0)
+    module = DARTSSearch(**TINY, method="fair-darts")
+    a = module.net.alphas_normal
+    assert torch.allclose(training_weights(module), torch.sigmoid(a))  # no softmax: rows do not sum to 1
+    assert not torch.allclose(training_weights(module).sum(-1), torch.ones(a.shape[0]))
+    stacked = torch.cat([a, module.net.alphas_reduce])
+    assert torch.allclose(module.arch_regulariser(), -10.0 * (torch.sigmoid(stacked) - 0.5).pow(2).mean())
+    g_n, _ = module._regulariser_gradients()
+    # descending the zero-one loss moves each alpha away from 0 (sigmoid away from 0.5)
+    assert bool(((-g_n) * a.detach() > 0)[a.detach().abs() > 1e-6].all())
+
+
+@pytest.mark.parametrize("kw", [TINY, NB201], ids=["darts", "nb201"])
+def test_gdas_samples_one_op_per_edge_with_straight_through_gradient(kw):
+    torch.manual_seed(0)
+    module = DARTSSearch(**kw, method="gdas")
+    module._schedule(0, 10)
+    assert module.net.relaxation.tau == 10.0
+    module._schedule(9, 10)
+    assert module.net.relaxation.tau == pytest.approx(0.1)  # annealed to 0.1 at the last epoch
+    module._schedule(0, 10)  # tau 10: a soft sample whose gradient does not underflow
+    w = training_weights(module)
+    assert torch.equal(w.detach(), F.one_hot(w.argmax(-1), w.shape[-1]).to(w))  # hard: one op per edge
+    alpha = module.net.arch_parameters()[0]
+    (grad,) = torch.autograd.grad((w * torch.randn_like(w)).sum(), alpha)
+    assert (grad != 0).all()  # straight-through: every alpha of the edge gets the soft sample's gradient
+    module.net.relaxation.seed = 1
+    assert not torch.equal(training_weights(module).detach(), w.detach())  # another draw, another path
+    assert torch.allclose(training_weights(module, sample=False), F.softmax(alpha, -1))  # the genotype's weights
+
+
+def test_drnas_samples_dirichlet_with_reparameterised_gradient_and_kl():
+    torch.manual_seed(0)
+    module = DARTSSearch(**TINY, method="drnas")
+    alpha = module.net.alphas_normal
+    w = training_weights(module)
+    assert torch.allclose(w.sum(-1), torch.ones(w.shape[0])) and (w > 0).all()  # on the simplex
+    assert not torch.allclose(w, F.softmax(alpha, -1), atol=1e-2)  # a sample, not the mean
+    (grad,) = torch.autograd.grad((w * torch.randn_like(w)).sum(), alpha)
+    assert grad.abs().sum() > 0  # rsample: reparameterised
+    # the mean of many samples is the Dirichlet mean (ELU(alpha) + 1) / sum
+    draws = []
+    for seed in range(400):
+        module.net.relaxation.seed = seed
+        draws.append(training_weights(module).detach())
+    conc = F.elu(alpha.detach()) + 1
+    assert torch.allclose(torch.stack(draws).mean(0), conc / conc.sum(-1, keepdim=True), atol=0.03)
+    stacked = torch.cat([module.net.alphas_normal, module.net.alphas_reduce])
+    c = F.elu(stacked) + 1
+    kl = torch.distributions.kl_divergence(torch.distributions.Dirichlet(c), torch.distributions.Dirichlet(torch.ones_like(c))).sum()
+    assert torch.allclose(module.arch_regulariser(), 1e-3 * kl)
+    with torch.no_grad():
+        module.net.alphas_normal.zero_(), module.net.alphas_reduce.zero_()
+    assert float(module.arch_regulariser()) == pytest.approx(0.0, abs=1e-9)  # Dir(1) is the prior
+
+
+def test_pdarts_cap_keeps_at_most_two_skips():
+    torch.manual_seed(0)
+    module = DARTSSearch(**{**TINY, "steps": 4, "multiplier": 4}, max_skips=2)
+    skip = list(module.net.operations).index("skip_connect")
+    with torch.no_grad():
+        module.net.alphas_normal[:, skip] = 5.0  # skip dominates every edge
+    uncapped = module.net.genotype()
+    assert sum(op == "skip_connect" for op, _ in uncapped.normal) == 8
+    capped = module.genotype()
+    assert sum(op == "skip_connect" for op, _ in capped.normal) == 2
+    assert capped.reduce == uncapped.reduce  # the reduce cell is not capped
+
+
+def _fit(tmp_path, kw, **trainer_kw):
+    L.seed_everything(0)
+    dm = DigitsDataModule(bilevel=True, batch_size=16)
+    module = DARTSSearch(**TINY, order=1, **kw)
+    trainer = make_trainer(tmp_path, **trainer_kw)
+    trainer.fit(module, datamodule=dm)
+    return module, trainer
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "darts"])
+def test_bf16_mixed_over_methods(tmp_path, method):
+    module, trainer = _fit(tmp_path, {"method": method, "max_skips": 2}, precision="bf16-mixed", limit_train_batches=2, max_epochs=2)
+    alphas = module.net.arch_parameters()
+    assert all(a.dtype == torch.float32 and torch.isfinite(a).all() for a in alphas)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert len(module.history) == 2
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="gdas", aux_skip=True, beta_decay=0.5, sdarts_epsilon=0.03, max_skips=2),  # composed
+        dict(method="drnas", order=2, hessian="exact"),
+    ],
+    ids=["gdas+darts-+beta+sdarts", "drnas-2nd-order"],
+)
+def test_alpha_identical_across_ddp_ranks_with_methods(tmp_path, kw):
+    L.seed_everything(0)
+    dm = DigitsDataModule(bilevel=True, batch_size=16)
+    module = DARTSSearch(**{**TINY, "order": 1, **kw})
+    make_trainer(tmp_path, devices=2, strategy="ddp_spawn", limit_val_batches=0, callbacks=[RecordRank(str(tmp_path))]).fit(module, datamodule=dm)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert not torch.equal(r0["first"], r1["first"])
+    assert same(r0["start"], r1["start"]) and not same(r0["end"], r0["start"])
+    assert same(r0["end"], r1["end"])
+
+
+def test_gdas_resume_gives_the_same_search(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from test_darts_search import StopAfter
+
+    def run(out, stop=None, ckpt=None):
+        L.seed_everything(0)
+        dm = DigitsDataModule(bilevel=True, batch_size=16)
+        module = DARTSSearch(**TINY, order=1, method="gdas")
+        callbacks = [ModelCheckpoint(dirpath=str(out), save_last=True)] + ([StopAfter(stop)] if stop else [])
+        trainer = make_trainer(out, max_epochs=3, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=True, callbacks=callbacks)
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        return module
+
+    straight = run(tmp_path / "straight")
+    run(tmp_path / "resumed", stop=2)
+    resumed = run(tmp_path / "resumed", ckpt=str(tmp_path / "resumed" / "last.ckpt"))
+    assert same(resumed.net.arch_parameters(), straight.net.arch_parameters())
+    assert same(resumed.net.weight_parameters(), straight.net.weight_parameters())
