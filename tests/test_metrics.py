@@ -205,14 +205,14 @@ def test_inception_path_matches_torchmetrics_own_wiring(random_inception_weights
     assert set(ours) >= {"fid", "kid", "kid_std", "is", "is_std"} and ours["extractor"] == "inception"
     assert ours["kid_subset_size"] == 3 and all(math.isfinite(ours[k]) for k in ("fid", "kid", "is"))
 
-    # torchmetrics' FID building its own InceptionV3 from the same file.
-    fid = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=random_inception_weights)
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
+    # torchmetrics' own InceptionV3 from the same file, given to its FID / KID / IS (the metrics' weights-path
+    # keyword is newer than the lowest torchmetrics declared; subset = all 3, one split: no randomness)
+    pool = NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=random_inception_weights)
+    fid = FrechetInceptionDistance(feature=pool)  # a custom network takes uint8 itself, as normalize=True would make
+    fid.update((real * 255).byte(), real=True)
+    fid.update((fake * 255).byte(), real=False)
     assert ours["fid"] == pytest.approx(float(fid.compute()), rel=1e-5)
     assert ours["fid"] > 0
-    # KID / IS take no weights path: give them the network (subset = all 3, one split: no randomness).
-    pool = NoTrainInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=random_inception_weights)
     kid = KernelInceptionDistance(feature=pool, subsets=1, subset_size=3)
     kid.update((real * 255).byte(), real=True)
     kid.update((fake * 255).byte(), real=False)
