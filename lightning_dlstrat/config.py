@@ -5,7 +5,7 @@ Every setting of a ``dlstrat fit`` run is merged in one place, :func:`resolve`, 
 
     module and datamodule defaults (their __init__ signatures)
       < the recipe's preset: `all`, then the dataset's entry (recipes/presets/NAME.yaml; a
-        `variants` table instead where the recipe picks one from the module arguments given)
+        `variants` table instead where the recipe picks one from the settings given, e.g. --model.space)
         < --config FILE
           < flags (--max-epochs, --model.KEY=VALUE, ...)
 
@@ -198,8 +198,11 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     if data not in DATAMODULES:
         raise DlstratError(f"unknown dataset {shorten(data, 80)!r}; choose one of: {', '.join(DATAMODULES)}")
     user = (file_layer, flag_layer)
-    # a recipe may keep other presets per value of a module argument (darts: per --model.space)
-    variant = recipe.variant({**file_layer["model"], **flag_layer["model"]}) if recipe.variant is not None else None
+    # a recipe may keep other presets, and train another module, per value of a setting (darts and
+    # random-nas: per --model.space, a module argument of the one and an option of the other)
+    given = {**file_layer["options"], **file_layer["model"], **flag_layer["options"], **flag_layer["model"]}
+    variant = recipe.variant(given) if recipe.variant is not None else None
+    recipe = recipe.for_variant(variant)
     preset = recipe.preset_for(data, variant)
 
     trainer = dict(preset.get("trainer", {}))

@@ -71,7 +71,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         ckpt = run_dir / "checkpoints" / ckpt.name
     if not ckpt.is_file():
         raise HubError(f"{run_dir} has no checkpoint to export ({ckpt} is missing)")
-    recipe = get_recipe(summary["model"])
+    recipe = get_recipe(summary["model"]).for_variant(summary.get("space"))  # random-nas in nb201 trains nb201-net's module
     module = recipe.module.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     net = module.export_network()
     if net is None:

@@ -1,4 +1,4 @@
-"""Trial-based architecture search on Optuna: the DARTS space as Optuna distributions, and the study around it.
+"""Trial-based architecture search on Optuna: a search space as Optuna distributions, and the study around it.
 
 The oldest NAS loop samples architectures, trains each and keeps the best; random search over the
 DARTS space with early stopping is a strong baseline (Li & Talwalkar, "Random Search and
@@ -8,12 +8,11 @@ Reproducibility for Neural Architecture Search", UAI 2019). ``random-nas``
 resumed, pruned, and shared by many workers through one database. This module holds what faces
 Optuna; the recipe trains the trials.
 
-- **Search space** (:func:`suggest_genotype`): the rule of :func:`~lightning_dlstrat.models.genotype.sample_genotype`
-  (per node 2 distinct inputs, each with an op other than ``none``; a normal and a reduce cell),
-  as categoricals with fixed choices, which every sampler can model:
-  ``normal.n2.inputs`` in ``"0,1"``, ...: the node's input pair (one categorical per node: two
-  per-input categoricals cannot draw distinct pairs uniformly without choices that depend on each
-  other, which Optuna refuses), and ``normal.n2.op0`` / ``op1``: the op on the lower / higher input.
+- **Search space** (:func:`suggest_genotype`): any :class:`~lightning_dlstrat.spaces.SearchSpace`,
+  through its ``choices()``: categoricals with fixed options, which every sampler can model and
+  whose uniform draw is the space's ``sample``. DARTS (per node ``normal.n2.inputs`` in ``"0,1"``,
+  ..., and ``normal.n2.op0`` / ``op1``, ops other than ``none``) or NAS-Bench-201 (per edge
+  ``cell/3<-1``, one of its 5 ops). A trial's space is read back from its parameter names.
 - **Samplers** (:func:`make_sampler`): ``random`` (:class:`TrialSeededRandomSampler`: uniform, trial
   ``k``'s draws depend on ``(seed, k)`` only, so the sequence is the same however the study is
   split over workers or resumed), ``tpe`` (Bergstra et al., NeurIPS 2011) and ``nsga2`` (Deb et
@@ -60,79 +59,52 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from .core import DlstratError, atomic_write_bytes, atomic_write_json, shorten
-from .layers.darts_ops import PRIMITIVES
-from .models.genotype import Genotype
+from .spaces import SPACES, DartsSpace, SearchSpace, get_space
 
 SAMPLERS = ("random", "tpe", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 STUDY_FILE = "study.journal"  # the embedded study of a run directory
-STEPS = 4  # intermediate nodes per cell, as DARTS
 MAX_RETRIES = 2  # a trial whose worker keeps dying (the kernel's OOM killer) is given up after this
 METRIC = "val/acc"  # what trials report per epoch and are selected by (validation data only)
 
 # --- the search space -----------------------------------------------------------------------------
-OPS = tuple(p for p in PRIMITIVES if p != "none")
+def suggest_genotype(trial: optuna.Trial, space: SearchSpace | None = None) -> Any:
+    """A genotype of ``space`` (default: DARTS) drawn through ``trial``'s sampler, one categorical
+    per decision of ``space.choices()`` (DARTS: per cell and node ``normal.n2.inputs``, ``.op0``,
+    ``.op1``; NAS-Bench-201: per edge ``cell/3<-1``)."""
+    space = space or DartsSpace()
+    return space.from_choices({name: trial.suggest_categorical(name, options) for name, options in space.choices().items()})
 
 
-def input_pairs(node: int) -> list[str]:
-    """The unordered pairs of distinct states node ``node`` (0-based) may read: ``"0,1"``, ``"0,2"``, ..."""
-    return [f"{a},{b}" for a in range(node + 2) for b in range(a + 1, node + 2)]
-
-
-def suggest_genotype(trial: optuna.Trial, steps: int = STEPS) -> Genotype:
-    """A genotype drawn through ``trial``'s sampler: per cell and node, the input pair and an op per input."""
-    cells = {}
-    for cell in ("normal", "reduce"):
-        gene = []
-        for node in range(steps):
-            prefix = f"{cell}.n{node + 2}"  # node k is state k + 2 (states 0, 1: the previous cells)
-            a, b = (int(s) for s in trial.suggest_categorical(f"{prefix}.inputs", input_pairs(node)).split(","))
-            gene += [(trial.suggest_categorical(f"{prefix}.op0", OPS), a), (trial.suggest_categorical(f"{prefix}.op1", OPS), b)]
-        cells[cell] = gene
-    concat = list(range(2, steps + 2))
-    return Genotype(cells["normal"], concat, cells["reduce"], concat)
-
-
-def distributions(steps: int = STEPS) -> dict[str, CategoricalDistribution]:
+def distributions(space: SearchSpace | None = None) -> dict[str, CategoricalDistribution]:
     """The parameters :func:`suggest_genotype` draws and their choices (for ``optuna.create_trial``)."""
-    out = {}
-    for cell in ("normal", "reduce"):
-        for node in range(steps):
-            prefix = f"{cell}.n{node + 2}"
-            out |= {f"{prefix}.inputs": CategoricalDistribution(input_pairs(node)), f"{prefix}.op0": CategoricalDistribution(OPS), f"{prefix}.op1": CategoricalDistribution(OPS)}
-    return out
+    return {name: CategoricalDistribution(options) for name, options in (space or DartsSpace()).choices().items()}
 
 
-def genotype_params(genotype: Genotype) -> dict[str, str]:
+def genotype_params(genotype: Any, space: SearchSpace | None = None) -> dict[str, str]:
     """The inverse of :func:`suggest_genotype`: the trial parameters that draw ``genotype`` (for ``enqueue_trial``)."""
-    params = {}
-    for cell in ("normal", "reduce"):
-        pairs = getattr(genotype, cell)
-        for node in range(len(pairs) // 2):
-            (op0, a), (op1, b) = sorted(pairs[2 * node : 2 * node + 2], key=lambda p: p[1])
-            if a == b or "none" in (op0, op1):
-                raise ValueError(f"{cell} node {node + 2} is outside the random-nas space (2 distinct inputs, no 'none')")
-            prefix = f"{cell}.n{node + 2}"
-            params |= {f"{prefix}.inputs": f"{a},{b}", f"{prefix}.op0": op0, f"{prefix}.op1": op1}
-    return params
+    return (space or DartsSpace()).to_choices(genotype)
 
 
-def genotype_of(trial: FrozenTrial) -> Genotype | None:
-    """The genotype a trial trained (None for a trial that had not drawn it yet)."""
-    params = trial.params
-    try:
-        cells = {}
-        for cell in ("normal", "reduce"):
-            gene = []
-            for node in range(STEPS):
-                prefix = f"{cell}.n{node + 2}"
-                a, b = (int(s) for s in params[f"{prefix}.inputs"].split(","))
-                gene += [(params[f"{prefix}.op0"], a), (params[f"{prefix}.op1"], b)]
-            cells[cell] = gene
-    except KeyError:
-        return None
-    concat = list(range(2, STEPS + 2))
-    return Genotype(cells["normal"], concat, cells["reduce"], concat)
+def space_of_params(params: dict[str, Any]) -> SearchSpace | None:
+    """The space whose decisions are exactly ``params``' names (None: a trial that has not drawn yet)."""
+    return next((space for space in map(get_space, SPACES) if set(params) == set(space.choices())), None)
+
+
+def genotype_from_dict(d: dict[str, Any]) -> Any:
+    """A ``trials.json`` genotype (its ``to_dict`` form) back as the genotype of its space."""
+    for space in map(get_space, SPACES):
+        try:
+            return space.from_dict(d)
+        except (ValueError, TypeError, KeyError):
+            continue
+    raise ValueError(f"{shorten(d, 80)} is the genotype of no known search space ({', '.join(SPACES)})")
+
+
+def genotype_of(trial: FrozenTrial) -> Any:
+    """The genotype a trial trained, in the space its parameters belong to (None before it drew one)."""
+    space = space_of_params(trial.params)
+    return space.from_choices(trial.params) if space is not None else None
 
 
 # --- samplers and pruners --------------------------------------------------------------------------
@@ -528,7 +500,7 @@ def to_csv(table: Sequence[dict[str, Any]]) -> bytes:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     for r in table:
-        writer.writerow({**r, "genotype": str(Genotype.from_dict(r["genotype"])) if r["genotype"] else ""})
+        writer.writerow({**r, "genotype": str(genotype_from_dict(r["genotype"])) if r["genotype"] else ""})
     return buf.getvalue().encode()
 
 

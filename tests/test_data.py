@@ -8,12 +8,14 @@ from lightning_dlstrat.data import (
     DATAMODULES,
     DataUnavailableError,
     DigitsDataModule,
+    DigitsHardDataModule,
     FolderDataModule,
     Grid25DataModule,
     Ring8DataModule,
     get_datamodule,
 )
 from lightning_dlstrat.data.base import EpochShuffleSampler
+from lightning_dlstrat.data.digits import HARD_SEED, distort, load_digits01
 
 
 def indices(subset):
@@ -21,8 +23,8 @@ def indices(subset):
 
 
 def test_registry_lists_every_dataset():
-    assert set(DATAMODULES) == {"digits", "mnist", "fashion-mnist", "cifar10", "folder", "ring8", "grid25"}
-    with pytest.raises(KeyError, match="choose one of: digits, mnist"):
+    assert set(DATAMODULES) == {"digits", "digits-hard", "mnist", "fashion-mnist", "cifar10", "folder", "ring8", "grid25"}
+    with pytest.raises(KeyError, match="choose one of: digits, digits-hard, mnist"):
         get_datamodule("imagenet")
 
 
@@ -42,6 +44,32 @@ def test_digits_splits_are_deterministic_and_disjoint():
     train_rows = {tuple(r.tolist()) for r in train_x}
     dupes = sum(tuple(r.tolist()) in train_rows for r in test_x)
     assert dupes <= 2  # the raw data has a couple of identical images; splits are by index
+
+
+def test_digits_hard_is_one_fixed_dataset_with_the_digits_splits():
+    """16x16 distorted digits: the same images whatever the run seed or thread count, the same
+    test split (indices and labels) as digits, and the statistics its normalisation uses."""
+    x, y = load_digits01()
+    hard = distort(x)
+    assert hard.shape == (1797, 1, 16, 16) and hard.dtype == torch.float32 and 0 <= hard.min() and hard.max() <= 1
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(distort(x), hard)  # float64 construction: the thread count does not move a pixel
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.equal(distort(x, seed=HARD_SEED + 1), hard)  # the distortions are drawn, not fixed by hand
+    assert (hard.mean().item(), hard.std().item()) == pytest.approx((DigitsHardDataModule.mean[0], DigitsHardDataModule.std[0]), abs=1e-4)
+    # a real distortion: no image is its upsampled original shifted by at most a pixel
+    plain = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
+    assert (hard - plain).abs().mean() > 0.15
+    a, b, plain_dm = DigitsHardDataModule(seed=3), DigitsHardDataModule(seed=4), DigitsDataModule(seed=3)
+    for dm in (a, b, plain_dm):
+        dm.setup()
+    assert torch.equal(a.test_set.tensors[0], b.test_set.tensors[0]) and torch.equal(a.test_set.tensors[1], plain_dm.test_set.tensors[1])
+    assert indices(a.val_set) == indices(plain_dm.val_set) and len(a.test_set) == 359
+    xs = a.train_set.dataset.tensors[0]
+    assert abs(xs.mean().item()) < 0.05 and abs(xs.std().item() - 1) < 0.05 and a.train_set[0][0].shape == (1, 16, 16)
 
 
 def test_bilevel_halves_are_disjoint_and_served_together():

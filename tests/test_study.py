@@ -15,19 +15,24 @@ from pathlib import Path
 import lightning as L
 import optuna
 import pytest
+import torch
 import yaml
 from conftest import ROOT, assert_clean_failure, run_dir_of
 from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
+from lightning_dlstrat.export import export_run
 from lightning_dlstrat.models.genotype import Genotype
 from lightning_dlstrat.recipes import fit
-from lightning_dlstrat.study import (
-    OPS, TrialSeededRandomSampler, distributions, genotype_of, genotype_params, input_pairs, make_sampler, open_storage, suggest_genotype,
-)
+from lightning_dlstrat.spaces import DartsSpace, NB201Genotype, NB201Space
+from lightning_dlstrat.spaces.nb201 import NB201_OPS
+from lightning_dlstrat.study import TrialSeededRandomSampler, distributions, genotype_of, genotype_params, make_sampler, open_storage, suggest_genotype
 
 runner = CliRunner()
-TINY = ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=1", "--model.C=4", "--model.layers=3"]
+LIMITS = ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=1"]
+TINY = [*LIMITS, "--model.C=4", "--model.layers=3"]
+TINY_NB201 = ["--model.space=nb201", *LIMITS, "--model.C=4", "--model.N=1"]
+DARTS_OPS = tuple(op for op in DartsSpace().operations if op != "none")
 
 
 def load(storage: str | Path, name: str) -> optuna.Study:
@@ -75,7 +80,7 @@ def test_every_sampler_draws_genotypes_of_the_random_nas_space(sampler):
         assert genotype_params(g) == trial.params and genotype_of(study._storage.get_trial(trial._trial_id)) == g
         score = sum(op.startswith("sep") for op, _ in g.normal) / 8
         study.tell(trial, (score, len(set(g.normal))) if sampler == "nsga2" else score)
-    assert set(seen_ops) <= set(OPS) and len(seen_ops) >= 5
+    assert set(seen_ops) <= set(DARTS_OPS) and len(seen_ops) >= 5
     assert set(distributions()) == set(trial.params) and len(trial.params) == 24
 
 
@@ -92,8 +97,29 @@ def test_random_draws_depend_on_the_seed_and_trial_number_only():
     assert draws(4, 4) != first and len(set(map(str, first))) == 4
     # uniform over the space of sample_genotype: each input pair of the last node (10 of them) about equally often
     study = optuna.create_study(sampler=TrialSeededRandomSampler(0))
-    counts = Counter(study.ask().suggest_categorical("normal.n5.inputs", input_pairs(3)) for _ in range(1200))
-    assert set(counts) == set(input_pairs(3)) and all(80 <= c <= 160 for c in counts.values()), counts
+    pairs = DartsSpace().choices()["normal.n5.inputs"]
+    counts = Counter(study.ask().suggest_categorical("normal.n5.inputs", pairs) for _ in range(1200))
+    assert set(counts) == set(pairs) and len(pairs) == 10 and all(80 <= c <= 160 for c in counts.values()), counts
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2"])
+def test_every_sampler_draws_nb201_cells_and_reads_them_back(sampler):
+    """--model.space=nb201: one categorical per edge over the 5 ops (none included: 15,625 cells);
+    a trial's space is read back from its parameter names."""
+    study = optuna.create_study(sampler=make_sampler(sampler, seed=0, trials=12), directions=["maximize", "minimize"] if sampler == "nsga2" else ["maximize"])
+    space = NB201Space()
+    for _ in range(12):
+        trial = study.ask()
+        g = suggest_genotype(trial, space)
+        assert isinstance(g, NB201Genotype) and NB201Genotype.parse(str(g)) == g
+        assert genotype_params(g, space) == trial.params and genotype_of(study._storage.get_trial(trial._trial_id)) == g
+        score = sum(op == "nor_conv_3x3" for op in g.ops) / 6
+        study.tell(trial, (score, g.ops.count("none")) if sampler == "nsga2" else score)
+    assert set(distributions(space)) == set(trial.params) == {"cell/1<-0", "cell/2<-0", "cell/2<-1", "cell/3<-0", "cell/3<-1", "cell/3<-2"}
+    # the random sampler is uniform over each edge's 5 ops, `none` included (as the benchmark's random search)
+    seeded = optuna.create_study(sampler=TrialSeededRandomSampler(0))
+    counts = Counter(op for _ in range(1000) for op in suggest_genotype(seeded.ask(), space).ops)
+    assert set(counts) == set(NB201_OPS) and all(1000 <= c <= 1400 for c in counts.values()), counts
 
 
 # --- the plain loop, its outputs, and resuming it -------------------------------------------------
@@ -115,7 +141,8 @@ def test_cli_random_nas_study_outputs_show_and_resume(tmp_path):
     assert summary["best_trial"] == best["trial"] and summary["val_acc"] == best["val_acc"]
     assert summary["test_metrics"]["test/acc"] == best["test_acc"]
     assert Genotype.load(run_dir / "genotype.json") == Genotype.from_dict(best["genotype"])
-    assert summary["study"] == {"study": "random-nas", "storage": "study.journal", "sampler": "random", "pruner": "none", "trials": 2}
+    assert summary["space"] == "darts" and summary["study"] == {
+        "study": "random-nas", "storage": "study.journal", "space": "darts", "sampler": "random", "pruner": "none", "trials": 2}
     for name in ("trials.csv", "genotype.png", "optimization_history.png", "parallel_coordinate.png", "intermediate_values.png", "study.journal", "study.json"):
         assert (run_dir / name).is_file(), name
     assert f"retrain it: dlstrat fit --model darts-net --genotype {run_dir} --data digits --seed 3" in result.output
@@ -143,6 +170,47 @@ def test_cli_random_nas_study_outputs_show_and_resume(tmp_path):
     assert_clean_failure(result, "holds trials made with other settings (trainer.max_epochs: the study has 1, this command 2)", tmp_path / "other")
 
 
+def test_cli_random_nas_in_the_nb201_space_trains_nb201_net_trials(tmp_path):
+    """--model.space=nb201: cells drawn from NAS-Bench-201's space, each trained as nb201-net (its
+    module, presets and checkpoints), the winner written for `nb201-net --genotype RUN` and exported
+    as an nb201_net; config.yaml keeps the space under options, so --resume continues in it."""
+    result = runner.invoke(app, ["fit", "--model", "random-nas", "--trials", "2", "--max-epochs", "1", "--seed", "5", "--out", str(tmp_path), *TINY_NB201])
+    assert result.exit_code == 0, result.output
+    run_dir = run_dir_of(result.output)
+    rows = json.loads((run_dir / "trials.json").read_text())
+    reference = optuna.create_study(sampler=TrialSeededRandomSampler(5))
+    expected = [suggest_genotype(reference.ask(), NB201Space()) for _ in range(3)]
+    assert [NB201Genotype.from_dict(r["genotype"]) for r in rows] == expected[:2]
+    assert [l.split(",")[-1] for l in (run_dir / "trials.csv").read_text().splitlines()[1:]] == [str(g) for g in expected[:2]]  # the benchmark's strings
+    for r in rows:
+        assert (run_dir / r["dir"] / "genotype.txt").read_text().strip() == str(NB201Genotype.from_dict(r["genotype"]))
+        ckpt = torch.load(run_dir / r["dir"] / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+        assert ckpt["dlstrat"] == {"model": "nb201-net", "data": "digits"} and ckpt["hyper_parameters"]["N"] == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
+    assert summary["space"] == summary["study"]["space"] == "nb201" and summary["best_trial"] == best["trial"]
+    winner = NB201Genotype.load(run_dir / "genotype.json")
+    assert winner == NB201Genotype.from_dict(best["genotype"]) and summary["genotype"] == str(winner)
+    assert (run_dir / "genotype.png").read_bytes()[:4] == b"\x89PNG"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["options"]["space"] == "nb201" and {"C", "N"} <= set(config["model"]) and "layers" not in config["model"]
+    assert config["trainer"]["max_epochs"] == 1 and config["data"]["batch_size"] == 64  # nb201-net's digits batch
+    assert f"retrain it: dlstrat fit --model nb201-net --genotype {run_dir} --data digits --seed 5" in result.output
+
+    # the retrain recipe takes the run directory; the winner's network exports as nb201_net
+    printed = runner.invoke(app, ["fit", "--model", "nb201-net", "--genotype", str(run_dir), "--print-config"])
+    assert printed.exit_code == 0, printed.output
+    assert yaml.safe_load(printed.output)["model"]["genotype"] == str(winner)
+    exported = json.loads((export_run(run_dir, tmp_path / "hub") / "config.json").read_text())
+    assert exported["architecture"] == "nb201_net" and NB201Genotype.from_dict(exported["model_args"]["genotype"]) == winner
+
+    # resume: the space comes back from config.yaml's options, and the third draw is the seed's third cell
+    result = runner.invoke(app, ["fit", "--resume", str(run_dir), "--trials", "3"])
+    assert result.exit_code == 0, result.output
+    assert f"random-nas trial-002 (3/3): {expected[2]}" in result.output
+    assert NB201Genotype.from_dict(json.loads((run_dir / "trials.json").read_text())[2]["genotype"]) == expected[2]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -153,6 +221,8 @@ def test_cli_random_nas_study_outputs_show_and_resume(tmp_path):
         (["--trainer.limit_val_batches=0"], "do not disable validation"),
         (["--model.heartbeat=0"], "--model.heartbeat must be a positive number of seconds"),
         (["--model.studdy=x"], "unknown --model.studdy for random-nas"),
+        (["--model.space=nas-bench-101"], "--model.space: unknown search space 'nas-bench-101'; choose from: darts, nb201"),
+        (["--model.space=nb201", "--model.layers=3"], "unknown --model.layers for random-nas"),  # nb201-net's module: C and N, no layers
     ],
 )
 def test_bad_study_options_exit_2_before_a_run_directory_exists(tmp_path, args, message):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import BaseDataModule, DataUnavailableError, TensorData
-from .digits import DigitsDataModule
+from .digits import DigitsDataModule, DigitsHardDataModule
 from .mixtures import Grid25DataModule, MixtureDataModule, Ring8DataModule, grid25_modes, ring8_modes
 from .vision import CIFAR10DataModule, FashionMNISTDataModule, FolderDataModule, MNISTDataModule
 
@@ -11,6 +11,7 @@ DATAMODULES: dict[str, type[BaseDataModule]] = {
     cls.name: cls
     for cls in (
         DigitsDataModule,
+        DigitsHardDataModule,
         MNISTDataModule,
         FashionMNISTDataModule,
         CIFAR10DataModule,
@@ -34,6 +35,7 @@ __all__ = [
     "CIFAR10DataModule",
     "DataUnavailableError",
     "DigitsDataModule",
+    "DigitsHardDataModule",
     "FashionMNISTDataModule",
     "FolderDataModule",
     "Grid25DataModule",

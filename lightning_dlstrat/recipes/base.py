@@ -11,9 +11,12 @@ callables:
 - ``run(recipe, config, run_dir) -> dict``: replaces the single fit (random-nas fits many);
 - ``after_fit(module, trainer, datamodule, run_dir) -> dict``: files and summary entries after
   fitting (genotypes, pictures, GAN metrics);
-- ``variant(user_model_args) -> name | None``: which of the yaml's ``variants`` tables to use in
-  place of its ``all`` / ``datasets`` (darts: the ``--model.space``, whose search has other
-  settings); None, or a name without a table, keeps the top-level presets.
+- ``variant(user_settings) -> name | None``: which of the yaml's ``variants`` tables to use in
+  place of its ``all`` / ``datasets`` (darts and random-nas: the ``--model.space``, whose search
+  has other settings), from the module arguments and options the user gave; None, or a name
+  without a table, keeps the top-level presets. A variant may also train another module
+  (``variant_modules``: random-nas trains ``nb201-net``'s for ``--model.space=nb201``), which
+  :meth:`Recipe.for_variant` swaps in.
 
 :func:`lightning_dlstrat.run.fit` runs a recipe; :func:`lightning_dlstrat.config.resolve` merges
 its preset with ``--config`` and flags.
@@ -21,7 +24,7 @@ its preset with ``--config`` and flags.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from typing import Any, Callable
@@ -41,6 +44,12 @@ class Recipe:
     after_fit: Callable[..., dict[str, Any] | None] | None = None
     test: bool = True  # run trainer.test on the best checkpoint after fitting
     variant: Callable[[dict[str, Any]], str | None] | None = None
+    variant_modules: dict[str, type] = field(default_factory=dict)  # variant -> the module it trains instead
+
+    def for_variant(self, variant: str | None) -> Recipe:
+        """This recipe with the module of ``variant`` (itself when the variant keeps the module)."""
+        module = self.variant_modules.get(variant) if variant is not None else None
+        return self if module is None or module is self.module else replace(self, module=module, variant_modules={})
 
     @cached_property
     def presets(self) -> dict[str, Any]:

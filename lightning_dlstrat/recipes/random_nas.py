@@ -1,14 +1,17 @@
-"""Random search over the DARTS space, as an Optuna study: the baseline every NAS method should beat.
+"""Random search over a cell search space, as an Optuna study: the baseline every NAS method should beat.
 
 Li & Talwalkar ("Random Search and Reproducibility for Neural Architecture Search", UAI 2019)
 showed that sampling architectures uniformly and training each briefly is a strong baseline for
-DARTS. ``random-nas`` runs that loop as an Optuna study (:mod:`lightning_dlstrat.study`): each
-trial draws a genotype through Optuna's distributions (per node 2 distinct inputs and, for each,
-an op other than ``none``), trains it with the ``darts-net`` recipe in its own sub-directory from
-the same seed, and reports its validation accuracy; the study keeps the best. Options (each also
-spelled ``--model.KEY``)::
+DARTS. ``random-nas`` runs that loop as an Optuna study (:mod:`lightning_dlstrat.study`) in the
+space ``--model.space`` names (:mod:`lightning_dlstrat.spaces`): each trial draws a genotype
+through Optuna's distributions (``space.choices()``: DARTS, per node 2 distinct inputs and an op
+other than ``none`` for each; NAS-Bench-201, one of its 5 ops per edge), trains it with the
+space's retrain recipe (``darts-net`` or ``nb201-net``) in its own sub-directory from the same
+seed, and reports its validation accuracy; the study keeps the best. Options (each also spelled
+``--model.KEY``)::
 
     --trials N                  # N trials in the whole study, over all its workers
+    --model.space=darts         # darts | nb201: the space, and the module and presets the trials train
     --model.sampler=random      # random (seeded by --seed) | tpe | nsga2 (accuracy up, parameters down)
     --model.pruner=none         # none | median | hyperband: stop trials early on per-epoch val/acc
     --model.storage=URL|PATH    # default RUN/study.journal; a database URL shares the study between machines
@@ -16,11 +19,11 @@ spelled ``--model.KEY``)::
 
 and writes::
 
-    RUN/trial-NNN/              # a full darts-net run per trial this worker ran (NNN: the study's trial number)
+    RUN/trial-NNN/              # a darts-net / nb201-net run per trial this worker ran (NNN: the study's trial number)
     RUN/study.journal           # the embedded study: `dlstrat fit --resume RUN` continues it
     RUN/trials.json, trials.csv # every trial of the study: state, val / test metrics, parameters, genotype
     RUN/*.png                   # Optuna's plots (optimisation history, parallel coordinates, Pareto front)
-    RUN/genotype.json, .png     # the winner, for `dlstrat fit --model darts-net --genotype RUN`
+    RUN/genotype.json, .png     # the winner, for `dlstrat fit --model darts-net|nb201-net --genotype RUN`
 
 Selection uses validation data only. The test accuracy of every trial is recorded for analysis
 (how well short-training validation ranks architectures), but the run's ``test_metrics`` are
@@ -48,10 +51,15 @@ from ..study import (
     METRIC, STUDY_FILE, WorkerLock, budget_used, check_options, fail_stale, fingerprint, format_table, is_url, make_pruner,
     genotype_of, masked, open_storage, open_study, retry, suggest_genotype, winner, write_plots, write_tables,
 )
+from ..spaces import get_space
 from ..trainers.darts_net import DARTSNetClassifier
-from ..viz import plot_genotype
+from ..trainers.nb201_net import NB201NetClassifier
 from .base import Recipe
-from .classifier import after_darts_net
+from .classifier import DARTS_NET, NB201_NET
+from .darts import space_of
+
+# what a trial of each space trains with (a space's `retrain_recipe`)
+TRIAL_RECIPES = {r.name: r for r in (DARTS_NET, NB201_NET)}
 
 
 class TrialFailed(Exception):
@@ -72,6 +80,7 @@ def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
 def check(cfg: RunConfig) -> None:
     """The study's options, and one process per trial (several devices: one worker each, on one study)."""
     check_options(cfg.options)
+    cfg.options["space"] = space_of(cfg.options)  # the canonical name ("NAS-Bench-201" -> "nb201"), checked
     t = cfg.trainer
     devices, strategy = t.get("devices", 1), str(t.get("strategy") or "auto")
     if isinstance(devices, str) and devices.strip() == "auto":
@@ -99,6 +108,8 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Run (or continue, or join) the study until it holds ``--trials`` trials; return the winner's summary."""
     opts = cfg.options
     trials = opts["trials"]
+    space = get_space(opts["space"])
+    trial_recipe = TRIAL_RECIPES[space.retrain_recipe]
     embedded = opts["storage"] is None
     spec = str(run_dir / STUDY_FILE) if embedded else opts["storage"]
     name = opts["study"] or ("random-nas" if embedded else f"random-nas-{cfg.data}")
@@ -108,7 +119,7 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     pruner = make_pruner(opts["pruner"], cfg.trainer.get("max_epochs"))
     study, _ = open_study(storage, name, opts["sampler"], cfg.seed, trials, pruner, fingerprint(cfg))
     where = "study.journal" if embedded else (masked(spec) if is_url(spec) else str(Path(spec).resolve()))
-    info = {"study": name, "storage": where, "sampler": opts["sampler"], "pruner": opts["pruner"], "trials": trials}
+    info = {"study": name, "storage": where, "space": space.name, "sampler": opts["sampler"], "pruner": opts["pruner"], "trials": trials}
     if launch_rank() == 0:
         atomic_write_json(run_dir / STUDY_INFO, info)
     host = socket.gethostname()
@@ -125,7 +136,7 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         trial.set_user_attr("worker", f"{host}:{os.getpid()}")
         if lock is not None:
             trial.set_user_attr("lock", lock.name)
-        genotype = suggest_genotype(trial)
+        genotype = suggest_genotype(trial, space)
         trial_dir = run_dir / f"trial-{trial.number:03d}"
         trial.set_user_attr("dir", str(trial_dir.resolve()))
         print(f"random-nas trial-{trial.number:03d} ({done + 1}/{trials}): {genotype}", flush=True)
@@ -137,10 +148,11 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             from optuna_integration import PyTorchLightningPruningCallback
 
             callbacks.append(PyTorchLightningPruningCallback(trial, monitor=METRIC))
-        trial_cfg = dataclasses.replace(cfg, resume=None, run_dir=None, trainer={**cfg.trainer, "callbacks": callbacks})
+        # a trial is a run of the space's retrain recipe: its checkpoints load, test and export as one
+        trial_cfg = dataclasses.replace(cfg, model=trial_recipe.name, resume=None, run_dir=None, trainer={**cfg.trainer, "callbacks": callbacks})
         started = time.time()
         try:
-            result = fit_once(recipe, trial_cfg, trial_dir, genotype=str(genotype))
+            result = fit_once(trial_recipe, trial_cfg, trial_dir, genotype=str(genotype))
         except optuna.TrialPruned as e:
             trial.set_user_attr("wall_time_s", round(time.time() - started, 2))
             print(f"random-nas trial-{trial.number:03d}: {e}", flush=True)
@@ -203,10 +215,11 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))]
     if launch_rank() == 0:
         genotype.save(run_dir / "genotype.json")
-        plot_genotype(genotype, run_dir / "genotype.png", title=f"{opts['sampler']} search: best of {trials} (trial {best.number})")
+        space.plot(genotype, run_dir / "genotype.png", title=f"{opts['sampler']} search: best of {trials} (trial {best.number})")
     how = "validation accuracy" + (" on the Pareto front of accuracy and parameters" if two else "")
     return {
         "trials": trials,
+        "space": space.name,
         "study": info,
         "best_trial": best.number,
         "genotype": str(genotype),
@@ -221,7 +234,7 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             + (", " + ", ".join(pictures) if pictures else "") + " in the run directory)",
             *([f"still running on other workers: trial(s) {', '.join(map(str, running))}"] if running else []),
             f"genotype: {genotype}",
-            f"retrain it: dlstrat fit --model darts-net --genotype {run_dir} --data {cfg.data} --seed {cfg.seed}",
+            f"retrain it: dlstrat fit --model {space.retrain_recipe} --genotype {run_dir} --data {cfg.data} --seed {cfg.seed}",
         ],
     }
 
@@ -237,4 +250,7 @@ def free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-RANDOM_NAS = Recipe("random-nas", DARTSNetClassifier, prepare=prepare, check=check, run=run, after_fit=after_darts_net)
+# the module (and presets) of --model.space=nb201 are nb201-net's; darts trains darts-net's
+RANDOM_NAS = Recipe(
+    "random-nas", DARTSNetClassifier, prepare=prepare, check=check, run=run, variant=space_of, variant_modules={"nb201": NB201NetClassifier},
+)

@@ -120,17 +120,22 @@ class DartsSpace(SearchSpace):
 
     # --- the space as decisions: per cell and node, 2 distinct inputs ("0,1") and an op for each ----
     def choices(self) -> dict[str, tuple[str, ...]]:
-        """``{"normal/node0/inputs": ("0,1"), "normal/node0/op0": (ops...), "normal/node0/op1": ..., ...}``.
+        """``{"normal.n2.inputs": ("0,1",), "normal.n2.op0": (ops...), "normal.n2.op1": ..., ...}``.
 
+        Node ``nK`` is state K (states 0 and 1 are the two previous cells, so the first node is
+        ``n2``); its input pair is one decision, because two per-input decisions cannot draw
+        distinct pairs uniformly without options that depend on each other, which Optuna refuses.
         ``op0`` goes with the lower input, ``op1`` with the higher; ops exclude ``none``, as
-        :meth:`sample` (Li & Talwalkar's random search) does.
+        :meth:`sample` (Li & Talwalkar's random search) does. These are the parameter names of
+        random-nas's Optuna studies.
         """
         ops = tuple(p for p in self.primitives if p != "none")
         out: dict[str, tuple[str, ...]] = {}
         for cell in self.cell_types:
             for i in range(self.steps):
-                out[f"{cell}/node{i}/inputs"] = tuple(f"{a},{b}" for a, b in itertools.combinations(range(i + 2), 2))
-                out[f"{cell}/node{i}/op0"] = out[f"{cell}/node{i}/op1"] = ops
+                key = f"{cell}.n{i + 2}"
+                out[f"{key}.inputs"] = tuple(f"{a},{b}" for a, b in itertools.combinations(range(i + 2), 2))
+                out[f"{key}.op0"] = out[f"{key}.op1"] = ops
         return out
 
     def from_choices(self, chosen: Mapping[str, str]) -> Genotype:
@@ -141,8 +146,9 @@ class DartsSpace(SearchSpace):
         for cell in self.cell_types:
             pairs = []
             for i in range(self.steps):
-                a, b = (int(j) for j in chosen[f"{cell}/node{i}/inputs"].split(","))
-                pairs += [(chosen[f"{cell}/node{i}/op0"], a), (chosen[f"{cell}/node{i}/op1"], b)]
+                key = f"{cell}.n{i + 2}"
+                a, b = (int(j) for j in chosen[f"{key}.inputs"].split(","))
+                pairs += [(chosen[f"{key}.op0"], a), (chosen[f"{key}.op1"], b)]
             cells[cell] = pairs
         return Genotype(cells["normal"], concat, cells["reduce"], concat)
 
@@ -157,8 +163,9 @@ class DartsSpace(SearchSpace):
             for i in range(self.steps):
                 (op_a, a), (op_b, b) = sorted(pairs[2 * i : 2 * i + 2], key=lambda p: p[1])
                 if a == b or "none" in (op_a, op_b):
-                    raise ValueError(f"{cell} node {i} of {genotype} reads input {a} twice or uses 'none': not a cell the sampler draws")
-                out.update({f"{cell}/node{i}/inputs": f"{a},{b}", f"{cell}/node{i}/op0": op_a, f"{cell}/node{i}/op1": op_b})
+                    raise ValueError(f"{cell} node {i + 2} of {genotype} is outside the random-search space (2 distinct inputs, no 'none')")
+                key = f"{cell}.n{i + 2}"
+                out.update({f"{key}.inputs": f"{a},{b}", f"{key}.op0": op_a, f"{key}.op1": op_b})
         check_choices(out, self.choices())
         return out
 
