@@ -36,8 +36,8 @@ def test_method_presets_fill_only_what_was_not_given():
         DARTSSearch(**TINY, method="robust")
     with pytest.raises(ValueError, match="needs relaxation='sigmoid'"):
         DARTSSearch(**TINY, zero_one_weight=10.0)
-    with pytest.raises(ValueError, match="darts space"):
-        DARTSSearch(**NB201, max_skips=2)
+    with pytest.raises(ValueError, match="max_skips .* must be an integer >= 0"):
+        DARTSSearch(**NB201, max_skips=-1)
 
 
 @pytest.mark.parametrize("kw", [TINY, NB201], ids=["darts", "nb201"])
@@ -172,6 +172,22 @@ def test_pdarts_cap_keeps_at_most_two_skips():
     capped = module.genotype()
     assert sum(op == "skip_connect" for op, _ in capped.normal) == 2
     assert capped.reduce == uncapped.reduce  # the reduce cell is not capped
+
+
+def test_pdarts_cap_in_nb201_gives_the_weakest_skips_their_next_op():
+    torch.manual_seed(0)
+    module = DARTSSearch(**NB201, max_skips=1)
+    ops = list(module.net.operations)
+    skip, conv = ops.index("skip_connect"), ops.index("nor_conv_3x3")
+    with torch.no_grad():
+        module.net.arch_parameters()[0].zero_()
+        module.net.arch_parameters()[0][:, skip] = torch.tensor([5.0, 4.0, 3.0, 2.0, 6.0, 1.0])  # skip wins every edge, edge 4 most
+        module.net.arch_parameters()[0][:, conv] = 0.5  # the runner-up on every edge
+    assert module.net.genotype().ops.count("skip_connect") == 6
+    capped = module.genotype()
+    assert capped.ops == ("nor_conv_3x3",) * 4 + ("skip_connect", "nor_conv_3x3")  # the strongest skip (edge 4) is kept
+    loose = DARTSSearch(**NB201, max_skips=6)
+    assert loose.genotype() == loose.net.genotype()  # a cap at or above the count changes nothing
 
 
 def _fit(tmp_path, kw, **trainer_kw):

@@ -196,6 +196,11 @@ class SearchSpace(abc.ABC):
     def chosen_ops(self, genotype: Any) -> dict[str, list[str]]:
         """``{cell type: the operations the genotype keeps}`` (skip connections counted from it)."""
 
+    @abc.abstractmethod
+    def cap_skips(self, net: nn.Module, genotype: Any, cap: int) -> Any:
+        """The P-DARTS skip cap (Chen et al., ICCV 2019): ``genotype`` (``net.genotype()``) with at most
+        ``cap`` ``skip_connect`` in the cell the space caps, re-derived from ``net``'s weights."""
+
     # --- pictures --------------------------------------------------------------------------------
     @abc.abstractmethod
     def plot(self, genotype: Any, path: str | Path, title: str | None = None) -> None:

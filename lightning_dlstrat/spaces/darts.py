@@ -176,6 +176,21 @@ class DartsSpace(SearchSpace):
     def chosen_ops(self, genotype: Genotype) -> dict[str, list[str]]:
         return {"normal": [op for op, _ in genotype.normal], "reduce": [op for op, _ in genotype.reduce]}
 
+    def cap_skips(self, net: nn.Module, genotype: Genotype, cap: int) -> Genotype:
+        """The normal cell only (reduction cells keep theirs, as P-DARTS): while it keeps more than
+        ``cap`` skips, the kept skip of smallest weight is zeroed and both cells derived again."""
+        if "skip_connect" not in net.operations:
+            return genotype
+        skip = list(net.operations).index("skip_connect")
+        normal, reduce = (w.clone() for w in net.edge_weights())  # (E, O) each
+        starts = [sum(k + 2 for k in range(i)) for i in range(net.steps)]  # first row of each node's edges
+        while sum(op == "skip_connect" for op, _ in genotype.normal) > cap:
+            rows = [starts[n // 2] + j for n, (op, j) in enumerate(genotype.normal) if op == "skip_connect"]
+            weakest = min(rows, key=lambda r: float(normal[r, skip]))
+            normal[weakest, skip] = 0.0
+            genotype = derive_genotype(normal, reduce, net.primitives, net.steps, net.multiplier)
+        return genotype
+
     def plot(self, genotype: Genotype, path: str | Path, title: str | None = None) -> None:
         from ..viz import plot_genotype
 

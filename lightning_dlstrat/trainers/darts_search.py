@@ -72,7 +72,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
-from ..models.genotype import derive_genotype
 from ..models.relaxation import Relaxation
 from ..spaces import SPACES, SearchSpace, get_space
 from .classifier import EvaluatesClassification
@@ -163,7 +162,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         zero_one_weight: float | None = None,  # Fair DARTS: w01 of the zero-one loss -mean((sigmoid(alpha) - 0.5)^2) (10)
         gumbel_tau: Sequence[float] | None = None,  # GDAS: Gumbel temperature annealed linearly (start, end) = (10, 0.1)
         dirichlet_kl: float | None = None,  # DrNAS: weight of KL(Dir(ELU(alpha) + 1) || Dir(1)) in L_val (1e-3)
-        max_skips: int | None = None,  # P-DARTS: at most this many skip_connect in the discretised normal cell (2)
+        max_skips: int | None = None,  # P-DARTS: at most this many skip_connect in the discretised (normal) cell (2)
         eigen_every: int = 0,  # collapse monitor (R-DARTS): the dominant eigenvalue of d2 L_val / d alpha2 every this many epochs; 0: off
         eigen_iters: int = 20,  # power-iteration steps (Hessian-vector products) per eigenvalue
         eigen_stop: bool = False,  # R-DARTS early stop (DARTS-ES): stop when the eigenvalue's local average grows by eigen_stop_factor
@@ -257,8 +256,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             raise ValueError("zero_one_weight is Fair DARTS's loss on sigmoid(alpha): it needs relaxation='sigmoid'")
         if hp.dirichlet_kl and hp.relaxation != "dirichlet":
             raise ValueError("dirichlet_kl is DrNAS's regulariser: it needs relaxation='dirichlet'")
-        if hp.max_skips is not None and (hp.max_skips < 0 or self.space.name != "darts"):
-            raise ValueError(f"max_skips (the P-DARTS cap) must be >= 0 and applies to the darts space's normal cell, got {hp.max_skips!r} in {self.space.name}")
+        if hp.max_skips is not None and (isinstance(hp.max_skips, bool) or not isinstance(hp.max_skips, int) or hp.max_skips < 0):
+            raise ValueError(f"max_skips (the P-DARTS cap) must be an integer >= 0, got {hp.max_skips!r}")
 
     def _uses_relaxation(self) -> bool:
         hp = self.hparams
@@ -329,24 +328,13 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     def genotype(self) -> Any:
         """The space's genotype of the current alpha (``Genotype`` for darts, ``NB201Genotype`` for nb201).
 
-        With ``max_skips`` (P-DARTS), while the normal cell keeps more ``skip_connect`` than that,
-        the kept skip of smallest weight has its weight set to zero and the cell is derived again
-        (the P-DARTS code's rule), so another operation or edge takes its place.
+        With ``max_skips`` (P-DARTS), while the cell keeps more ``skip_connect`` than that, the
+        kept skip of smallest weight has its weight set to zero and the cell is derived again (the
+        P-DARTS code's rule; ``space.cap_skips``), so another operation or edge takes its place.
         """
         genotype = self.net.genotype()
         cap = self.hparams.max_skips
-        if cap is None:
-            return genotype
-        net = self.net
-        normal, reduce = (w.clone() for w in net.edge_weights())  # (E, O) each
-        skip = list(net.operations).index("skip_connect") if "skip_connect" in net.operations else None
-        starts = [sum(k + 2 for k in range(i)) for i in range(net.steps)]  # first row of each node's edges
-        while skip is not None and sum(op == "skip_connect" for op, _ in genotype.normal) > cap:
-            rows = [starts[n // 2] + j for n, (op, j) in enumerate(genotype.normal) if op == "skip_connect"]
-            weakest = min(rows, key=lambda r: float(normal[r, skip]))
-            normal[weakest, skip] = 0.0
-            genotype = derive_genotype(normal, reduce, net.primitives, net.steps, net.multiplier)
-        return genotype
+        return genotype if cap is None else self.space.cap_skips(self.net, genotype, cap)
 
     def export_network(self) -> None:
         """A search publishes its genotype, not a network: retrain it (``space.retrain_recipe``) and export that."""

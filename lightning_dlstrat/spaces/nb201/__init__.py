@@ -138,6 +138,19 @@ class NB201Space(SearchSpace):
     def chosen_ops(self, genotype: NB201Genotype) -> dict[str, list[str]]:
         return {"cell": list(genotype.ops)}
 
+    def cap_skips(self, net: nn.Module, genotype: NB201Genotype, cap: int) -> NB201Genotype:
+        """While the cell keeps more than ``cap`` skips, the skip edge of smallest weight has that
+        weight zeroed and its edge takes its next strongest op (``none`` included, as the argmax)."""
+        if "skip_connect" not in net.operations:
+            return genotype
+        skip = list(net.operations).index("skip_connect")
+        weights = net.edge_weights().detach().clone()  # (6, O)
+        while genotype.ops.count("skip_connect") > cap:
+            rows = [k for k, op in enumerate(genotype.ops) if op == "skip_connect"]  # ops are in alpha's row order
+            weights[min(rows, key=lambda r: float(weights[r, skip])), skip] = 0.0
+            genotype = NB201Genotype.from_alpha(weights, tuple(net.operations))
+        return genotype
+
     def plot(self, genotype: NB201Genotype, path: str | Path, title: str | None = None) -> None:
         from .viz import plot_nb201_cell
 
