@@ -86,7 +86,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     config = net.hub_config()
     config["summary"] = summary_line or f"{type(net).__name__} trained on {summary['data']} by the {summary['model']} recipe"
     if net.kind == "classifier":
-        config["pretrained_cfg"].update(data_config(summary["data"]))
+        config["pretrained_cfg"].update(data_config(summary["data"], normalization_of(ckpt)))
     net.save_pretrained(out_dir, config=config)
     public = portable(summary, run_dir)
     atomic_write_json(out_dir / SUMMARY_NAME, public)
@@ -104,12 +104,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     return out_dir
 
 
-def data_config(data: str) -> dict[str, Any]:
-    """Preprocessing for timm's pretrained_cfg: the datamodule's normalisation statistics."""
+def normalization_of(ckpt: Path) -> str:
+    """The ``--data.normalization`` a checkpoint's datamodule was built with ("standard" if it saved none)."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters") or {}
+    return str(saved.get("normalization", "standard"))
+
+
+def data_config(data: str, normalization: str = "standard") -> dict[str, Any]:
+    """Preprocessing for timm's pretrained_cfg: ``(x - mean) / std`` of pixels in [0, 1], as the run's
+    datamodule normalised them (``--data.normalization``: its statistics for "standard", 0.5 / 0.5
+    for "tanh", which is 2x - 1, and 0 / 1 for "none")."""
     cls = DATAMODULES.get(data)
     out: dict[str, Any] = {"description": f"trained on {data} with lightning-dlstrat"}
     if cls is not None and cls.mean:
-        out.update(mean=list(cls.mean), std=list(cls.std))
+        channels = len(cls.mean)
+        mean, std = {"tanh": ([0.5] * channels, [0.5] * channels), "none": ([0.0] * channels, [1.0] * channels)}.get(
+            normalization, (list(cls.mean), list(cls.std)))
+        out.update(mean=mean, std=std)
     if cls is not None and cls.num_classes:
         out["label_names"] = [str(i) for i in range(cls.num_classes)]
     return out

@@ -233,3 +233,23 @@ def test_export_refuses_bad_requests(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     assert_clean_failure(runner.invoke(app, [*mlp, "--out", str(tmp_path / "m.onnx")]), 'pip install "lightning-dlstrat[onnx]"')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cond"]  # nothing half-written
+
+
+@pytest.mark.parametrize("normalization, mean, std", [("tanh", [0.5], [0.5]), ("none", [0.0], [1.0])])
+def test_an_exported_run_keeps_the_normalisation_it_was_trained_with(tmp_path, normalization, mean, std):
+    """pretrained_cfg's mean / std are what the run's datamodule did to [0, 1] pixels, so the zoo
+    copy predicts what the checkpoint predicts."""
+    from lightning_dlstrat.export import export_run
+    from lightning_dlstrat.inference import load
+
+    result = runner.invoke(app, ["fit", "--model", "mlp", "--max-epochs", "1", f"--data.normalization={normalization}", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    run_dir = run_dir_of(result.output)
+    folder = export_run(run_dir, tmp_path / "hub")
+    cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
+    assert (cfg["mean"], cfg["std"]) == (mean, std)
+    from_ckpt, from_zoo = load(checkpoint=run_dir / "checkpoints" / "best.ckpt"), load(zoo_name=str(folder))
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # pixels in [0, 1]
+    assert torch.allclose(from_ckpt.normalize(x), from_zoo.normalize(x), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(from_ckpt.net(from_ckpt.normalize(x)), from_zoo.net(from_zoo.normalize(x)), atol=1e-5)
