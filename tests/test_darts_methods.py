@@ -246,3 +246,49 @@ def test_gdas_resume_gives_the_same_search(tmp_path):
     resumed = run(tmp_path / "resumed", ckpt=str(tmp_path / "resumed" / "last.ckpt"))
     assert same(resumed.net.arch_parameters(), straight.net.arch_parameters())
     assert same(resumed.net.weight_parameters(), straight.net.weight_parameters())
+
+
+# --- from the command line ----------------------------------------------------------------------------
+CLI_TINY = ["--max-epochs", "1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1", "--model.C=4"]
+
+
+@pytest.mark.parametrize(
+    "space, method",
+    [("darts", m) for m in METHODS] + [("nb201", m) for m in METHODS if m != "pc-darts"],
+    ids=lambda v: v,
+)
+def test_cli_searches_with_each_method_in_each_space(tmp_path, space, method):
+    """`dlstrat fit --model darts --model.method=M [--model.space=nb201]` end to end: config.yaml
+    records the method and the keys it set, the genotype is one of the space's."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from lightning_dlstrat.cli import app
+    from lightning_dlstrat.spaces import get_space
+
+    shape = ["--model.layers=3", "--model.steps=2", "--model.multiplier=2"] if space == "darts" else ["--model.space=nb201", "--model.N=1"]
+    result = CliRunner().invoke(app, ["fit", "--model", "darts", f"--model.method={method}", "--model.max_skips=1", *shape, *CLI_TINY, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["method"] == method  # replays as given
+    hparams = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert all(hparams[k] == (list(v) if isinstance(hparams[k], list) else v) for k, v in METHODS[method].items())  # the keys it set
+    genotype = get_space(space).resolve_genotype(str(run_dir))
+    assert sum(ops.count("skip_connect") for ops in list(get_space(space).chosen_ops(genotype).values())[:1]) <= 1  # the cap holds
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.method=robust"], "method must be one of"),
+        (["--model.space=nb201", "--model.method=pc-darts"], "partial channels"),
+        (["--model.max_skips=-1"], "max_skips (the P-DARTS cap) must be an integer >= 0"),
+    ],
+)
+def test_cli_bad_methods_exit_2_without_a_run_directory(tmp_path, args, message):
+    from conftest import assert_clean_failure
+    from typer.testing import CliRunner
+
+    from lightning_dlstrat.cli import app
+
+    assert_clean_failure(CliRunner().invoke(app, ["fit", "--model", "darts", *args, "--out", str(tmp_path)]), message, tmp_path)
