@@ -70,7 +70,7 @@ def test_config_file_and_pass_through(tmp_path):
     "args,message",
     [
         (["fit", "--model", "resnet"], "unknown model 'resnet'; choose one of: mlp"),
-        (["fit", "--data", "imagenet"], "unknown dataset 'imagenet'; choose one of: digits, mnist"),
+        (["fit", "--data", "imagenet"], "unknown dataset 'imagenet'; choose one of: digits, digits-hard, mnist"),
         (["fit", "--trainer.max_epoch=3"], "unknown trainer option 'max_epoch'. Did you mean: max_epochs"),
         (["fit", "--model.hiden=[3]"], "unknown --model.hiden for mlp. Did you mean: hidden"),
         (["fit", "--precision", "17-mixed"], "invalid Trainer settings"),
