@@ -225,6 +225,21 @@ def test_presets_follow_the_space():
     assert (plain.model_args["space"], plain.model_args["layers"], plain.model_args["weight_decay"], plain.model_args["nesterov"]) == ("darts", 5, 3e-4, False)
 
 
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_digits_hard_presets_are_digits_with_beta_darts(space):
+    """What docs/darts.md's digits-hard comparison supports: beta-DARTS there, plain DARTS on digits;
+    everything else as digits. An explicit --model.method wins."""
+    darts = get_recipe("darts")
+    hard = resolve(darts, flags={"model": {"space": space}, "data": {"name": "digits-hard"}})
+    digits = resolve(darts, flags={"model": {"space": space}})
+    assert hard.model_args["method"] == "beta-darts" and digits.model_args["method"] in (None, "darts")
+    assert {k: v for k, v in hard.model_args.items() if k not in ("method", "in_shape")} == {k: v for k, v in digits.model_args.items() if k not in ("method", "in_shape")}
+    assert hard.model_args["in_shape"] == [1, 16, 16] and hard.trainer == digits.trainer
+    assert {k: v for k, v in hard.data_args.items()} == digits.data_args
+    assert resolve(darts, flags={"model": {"space": space, "method": "darts"}, "data": {"name": "digits-hard"}}).model_args["method"] == "darts"
+    assert DARTSSearch(**hard.model_args).hparams.beta_decay == 0.5  # the method's key, as the module resolves it
+
+
 # --- the interface a sampler uses, and genotype files ----------------------------------------------
 @pytest.mark.parametrize("space", [DartsSpace(), NB201Space()], ids=["darts", "nb201"])
 def test_choices_describe_the_space_for_a_sampler(space):
