@@ -51,14 +51,12 @@ from ..study import (
     METRIC, STUDY_FILE, WorkerLock, budget_used, check_options, fail_stale, fingerprint, format_table, is_url, make_pruner,
     genotype_of, masked, open_storage, open_study, retry, suggest_genotype, winner, write_plots, write_tables,
 )
-from ..spaces import get_space
-from ..trainers.darts_net import DARTSNetClassifier
-from ..trainers.nb201_net import NB201NetClassifier
+from ..spaces import SPACES, get_space
 from .base import Recipe
 from .classifier import DARTS_NET, NB201_NET
 from .darts import space_of
 
-# what a trial of each space trains with (a space's `retrain_recipe`)
+# what a trial of each space trains with (a space's `retrain_recipe`; a new space lists its own here)
 TRIAL_RECIPES = {r.name: r for r in (DARTS_NET, NB201_NET)}
 
 
@@ -250,7 +248,9 @@ def free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
-# the module (and presets) of --model.space=nb201 are nb201-net's; darts trains darts-net's
+# --model.space=NAME trains (and checks its --model.KEY against) the module of the space's retrain
+# recipe, with the presets of random-nas.yaml's `variants.NAME` table
 RANDOM_NAS = Recipe(
-    "random-nas", DARTSNetClassifier, prepare=prepare, check=check, run=run, variant=space_of, variant_modules={"nb201": NB201NetClassifier},
+    "random-nas", DARTS_NET.module, prepare=prepare, check=check, run=run, variant=space_of,
+    variant_modules={name: TRIAL_RECIPES[cls.retrain_recipe].module for name, cls in SPACES.items()},
 )
