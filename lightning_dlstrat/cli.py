@@ -418,7 +418,7 @@ def nb201_lookup(
 ):
     """Print the benchmark's accuracy for a NAS-Bench-201 cell (needs `pip install nats_bench` and the benchmark file)."""
     from .spaces.nb201 import NB201Genotype
-    from .spaces.nb201_lookup import NB201Benchmark
+    from .spaces.nb201.lookup import NB201Benchmark
 
     cell = NB201Genotype.parse(genotype)  # checked before anything is opened
     if not unpickle:

@@ -48,6 +48,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120, bbox_inches: str | None = "tight") -> None:
+    """Render a matplotlib ``Figure`` on the Agg canvas (never a GUI backend, no pyplot state) and write the PNG atomically."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)  # attach the Agg canvas
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox_inches)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 

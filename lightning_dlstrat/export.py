@@ -24,13 +24,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .core import atomic_write_bytes, atomic_write_json
 from .data import DATAMODULES
 from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, HubError
-from .models.darts_net import DARTSNetwork
-from .models.genotype import GENOTYPES
+from .spaces.darts.network import DARTSNetwork
+from .spaces.darts.genotype import GENOTYPES
 from .recipes import get_recipe
 from .recipes.gan import draw_samples
 from .spaces import SPACES, get_space
 from .run import summary_of
-from .viz import plot_genotype
+from .spaces.darts.viz import plot_genotype
 from .zoo import HUB_ORG, SUMMARY_NAME, upload
 
 SEARCH_SUMMARY_NAME = "search_summary.json"  # darts-net models: the architecture search that found the genotype

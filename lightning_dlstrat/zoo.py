@@ -29,7 +29,7 @@ from huggingface_hub import HfApi, snapshot_download
 
 from . import hub, models, spaces  # noqa: F401  (models, spaces: register every network, so any config.json's architecture is known)
 from .hub import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, HubError, check_cached_blob, fetch, hub_error, read_config
-from .models.genotype import Genotype
+from .spaces.darts.genotype import Genotype
 
 SUMMARY_NAME = "training_summary.json"
 HUB_ORG = "lightning-dlstrat"

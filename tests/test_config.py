@@ -130,7 +130,7 @@ def test_config_yaml_replays_the_run(tmp_path):
 def test_darts_net_config_holds_the_genotype_itself(tmp_path):
     """config.yaml keeps the cell's text (it replays anywhere); summary.json says which file it came from."""
     search = tmp_path / "search"
-    from lightning_dlstrat.models.genotype import DARTS_V1
+    from lightning_dlstrat.spaces.darts.genotype import DARTS_V1
 
     DARTS_V1.save(search / "genotype.json")
     result = runner.invoke(app, ["fit", "--model", "darts-net", "--genotype", str(search), "--print-config"])
@@ -140,7 +140,7 @@ def test_darts_net_config_holds_the_genotype_itself(tmp_path):
 
 # --- layout: imports point downward ------------------------------------------------------------------
 LAYERS = {  # a module may import only from its own layer or below
-    "core": 0, "layers": 1, "hub": 1, "data": 1, "models": 2, "gan_losses": 2, "diffaugment": 2, "metrics": 3, "viz": 3, "spaces": 3, "cuda_graph": 4,
+    "core": 0, "layers": 1, "hub": 1, "data": 1, "models": 2, "spaces": 2, "gan_losses": 2, "diffaugment": 2, "metrics": 3, "viz": 3, "methods": 3, "cuda_graph": 4,
     "trainers": 4, "config": 5, "trainer_specs": 5, "run": 6, "study": 6, "recipes": 7, "zoo": 8, "timm_models": 8, "export": 9, "inference": 9,
     "export_formats": 9, "testing": 9, "cli": 10, "lightning_cli": 10,
     "__main__": 11, "_timm_hook": 0, "__init__": 0,  # the package root: __version__ and lazy names (imported by name, not statements)
@@ -191,8 +191,8 @@ def test_imports_point_downward_and_have_no_cycles():
             continue
         for target in targets:
             assert layer_of(target) <= layer_of(module), f"{module} imports {target}, which sits above it"
-    for module in (m for m in graph if m.startswith("models")):
-        assert not {t for t in graph[module] if t.split(".")[0] in ("trainers", "recipes", "run", "config", "cli")}, module
+    for module in (m for m in graph if m.startswith(("models", "spaces"))):
+        assert not {t for t in graph[module] if t.split(".")[0] in ("methods", "trainers", "recipes", "run", "config", "cli")}, module
 
     def resolve_module(name: str) -> str:  # "models.gan" may name a package's __init__
         return name if name in graph else f"{name}.__init__" if f"{name}.__init__" in graph else name

@@ -12,8 +12,8 @@ accumulated over eight cells.
 import pytest
 import torch
 
-from lightning_dlstrat.models.darts_search import SearchNetwork
-from lightning_dlstrat.models.darts_search_fast import FastSearchNetwork, _polyphase, _unpolyphase, depthwise_conv, edge_tensor_pairs
+from lightning_dlstrat.spaces.darts.search import SearchNetwork
+from lightning_dlstrat.spaces.darts.search_fast import FastSearchNetwork, _polyphase, _unpolyphase, depthwise_conv, edge_tensor_pairs
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
 CONFIGS = [

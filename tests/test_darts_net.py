@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
-from lightning_dlstrat.models.darts_net import Cell, DARTSNetwork
-from lightning_dlstrat.models.genotype import DARTS_V1, DARTS_V2, PC_DARTS, Genotype, sample_genotype
+from lightning_dlstrat.spaces.darts.network import Cell, DARTSNetwork
+from lightning_dlstrat.spaces.darts.genotype import DARTS_V1, DARTS_V2, PC_DARTS, Genotype, sample_genotype
 from lightning_dlstrat.trainers.darts_net import DARTSNetClassifier, cutout
 from conftest import run_dir_of
 from lightning_dlstrat.data import DigitsDataModule

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.data import DigitsDataModule
-from lightning_dlstrat.models.darts_search import SearchNetwork
-from lightning_dlstrat.models.genotype import Genotype
+from lightning_dlstrat.spaces.darts.search import SearchNetwork
+from lightning_dlstrat.spaces.darts.genotype import Genotype
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
 TINY = dict(in_shape=(1, 8, 8), num_classes=10, C=4, layers=3, steps=2, multiplier=2)

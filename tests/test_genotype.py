@@ -7,8 +7,8 @@ from collections import namedtuple
 import pytest
 import torch
 
-from lightning_dlstrat.layers.darts_ops import PRIMITIVES
-from lightning_dlstrat.models.genotype import (
+from lightning_dlstrat.spaces.darts.ops import PRIMITIVES
+from lightning_dlstrat.spaces.darts.genotype import (
     DARTS_V1,
     DARTS_V2,
     GENOTYPES,
@@ -19,7 +19,7 @@ from lightning_dlstrat.models.genotype import (
     resolve_genotype,
     sample_genotype,
 )
-from lightning_dlstrat.viz import edge_labels, plot_alpha, plot_genotype
+from lightning_dlstrat.spaces.darts.viz import edge_labels, plot_alpha, plot_genotype
 
 # Verbatim from quark0/darts cnn/genotypes.py (DARTS_V1, DARTS_V2) and yuhuixu1993/PC-DARTS
 # genotypes.py (PC_DARTS_cifar, which writes the concat as range(2, 6)).

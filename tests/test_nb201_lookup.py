@@ -1,4 +1,4 @@
-"""The NAS-Bench-201 accuracy look-up (:mod:`lightning_dlstrat.spaces.nb201_lookup`).
+"""The NAS-Bench-201 accuracy look-up (:mod:`lightning_dlstrat.spaces.nb201.lookup`).
 
 The test writes tiny benchmark files in the NATS-Bench topology format (bz2 pickles of the
 ``ArchResults`` / ``ResultsCount`` state dicts that ``nats_bench`` reads: a full-file form and the
@@ -18,7 +18,7 @@ import sys
 import pytest
 
 from lightning_dlstrat.spaces.nb201 import ALL_SKIP, BEST_CIFAR100
-from lightning_dlstrat.spaces.nb201_lookup import BENCHMARK_FILE, NB201Benchmark, NB201LookupError, load_benchmark, safe_pickle_load
+from lightning_dlstrat.spaces.nb201.lookup import BENCHMARK_FILE, NB201Benchmark, NB201LookupError, load_benchmark, safe_pickle_load
 
 ARCHS = [str(ALL_SKIP), str(BEST_CIFAR100)]
 # made-up accuracies: (run, eval set) -> per seed

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from conftest import ROOT, assert_clean_failure, dlstrat, run_dir_of
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.hub import HubError, build_from_config
-from lightning_dlstrat.models.genotype import DARTS_V2, Genotype, resolve_genotype
+from lightning_dlstrat.spaces.darts.genotype import DARTS_V2, Genotype, resolve_genotype
 from lightning_dlstrat.run import make_run_dir
 
 runner = CliRunner()

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.export import export_run
-from lightning_dlstrat.models.genotype import Genotype
+from lightning_dlstrat.spaces.darts.genotype import Genotype
 from lightning_dlstrat.recipes import fit
 from lightning_dlstrat.spaces import DartsSpace, NB201Genotype, NB201Space
 from lightning_dlstrat.spaces.nb201 import NB201_OPS

@@ -26,8 +26,8 @@ from lightning_dlstrat.cli import app
 from lightning_dlstrat import export
 from lightning_dlstrat.hub import HubError
 from lightning_dlstrat.zoo import load_model
-from lightning_dlstrat.models.darts_net import DARTSNetwork
-from lightning_dlstrat.models.genotype import PC_DARTS
+from lightning_dlstrat.spaces.darts.network import DARTSNetwork
+from lightning_dlstrat.spaces.darts.genotype import PC_DARTS
 from lightning_dlstrat.testing.hub_server import HubServer, git_blob_sha1
 
 runner = CliRunner()
@@ -310,7 +310,7 @@ def test_packaged_gan_reproduces_its_mode_coverage():
 
 
 def genotype_name(genotype) -> str:
-    from lightning_dlstrat.models.genotype import GENOTYPES
+    from lightning_dlstrat.spaces.darts.genotype import GENOTYPES
 
     return next(k for k, v in GENOTYPES.items() if v == genotype)
 
@@ -397,7 +397,7 @@ def test_fine_tune_a_zoo_model_as_docs_show(tmp_path):
 
 def test_darts_net_run_exports_with_its_search(tmp_path):
     """A darts-net run trained from a search's genotype.json carries the search's record and picture."""
-    from lightning_dlstrat.models.genotype import sample_genotype
+    from lightning_dlstrat.spaces.darts.genotype import sample_genotype
     from lightning_dlstrat.core import atomic_write_json
     from lightning_dlstrat.recipes import fit
 

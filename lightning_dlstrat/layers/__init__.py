@@ -1,7 +1,7 @@
-"""Reusable blocks shared by the networks in :mod:`lightning_dlstrat.models`."""
+"""Reusable blocks shared by every network of the package: drop-path, timm-named global pooling and
+timm's feature indices. A search space's own operations live with the space (``spaces/<name>/ops.py``)."""
 
-from .darts_ops import OPS, PRIMITIVES, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero, cell_inputs, reduction_layers
 from .drop import drop_path
 from .pool import POOLS, GlobalPool
 
-__all__ = ["OPS", "POOLS", "PRIMITIVES", "DilConv", "FactorizedReduce", "GlobalPool", "Identity", "ReLUConvBN", "SepConv", "Zero", "cell_inputs", "drop_path", "reduction_layers"]
+__all__ = ["POOLS", "GlobalPool", "drop_path"]

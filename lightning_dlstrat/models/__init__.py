@@ -1,13 +1,13 @@
-"""Plain ``nn.Module`` networks: the MLP, the DARTS supernets and evaluation network, the GAN pairs.
+"""Plain ``nn.Module`` networks that belong to no search space: the MLP and the GAN pairs.
 
-Nothing here imports training code. Importing this package (and :mod:`lightning_dlstrat.spaces`,
-for the NAS-Bench-201 network) registers every deployable network in
-:data:`lightning_dlstrat.hub.ARCHITECTURES` (each declares ``architecture=`` and ``kind=``).
+(The DARTS and NAS-Bench-201 supernets and evaluation networks live with their space, in
+``spaces/<name>/``.) Nothing here imports training code. Each deployable network declares
+``architecture=`` and ``kind=`` in its class statement, which registers it in
+:data:`lightning_dlstrat.hub.ARCHITECTURES`.
 """
 
-from .darts_net import DARTSNetwork
 from .gan import DCGANGenerator, DenseGenerator, MLPGenerator
 from .gan_conditional import ConditionalDCGANGenerator, ConditionalDenseGenerator
 from .mlp import MLP
 
-__all__ = ["ConditionalDCGANGenerator", "ConditionalDenseGenerator", "DARTSNetwork", "DCGANGenerator", "DenseGenerator", "MLP", "MLPGenerator"]
+__all__ = ["ConditionalDCGANGenerator", "ConditionalDenseGenerator", "DCGANGenerator", "DenseGenerator", "MLP", "MLPGenerator"]

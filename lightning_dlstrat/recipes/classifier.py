@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core import DlstratError
-from ..models.genotype import GENOTYPES
+from ..spaces.darts.genotype import GENOTYPES
 from ..spaces import SPACES, get_space
 from ..trainers.classifier import MLPClassifier
 from ..trainers.darts_net import DARTSNetClassifier
 from ..trainers.nb201_net import NB201NetClassifier
-from ..viz import plot_genotype
+from ..spaces.darts.viz import plot_genotype
 from .base import Recipe
 
 

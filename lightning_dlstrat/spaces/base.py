@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["CellTopology", "GenotypeLike", "SearchSpace"]
+__all__ = ["SPACES", "CellTopology", "GenotypeLike", "SearchSpace", "get_space", "register_space"]
 
 
 @runtime_checkable
@@ -105,8 +105,9 @@ class SearchSpace(abc.ABC):
       sequence of them in that order) and gives the same genotype as ``supernet.genotype()``;
     - ``sample(rng)`` draws with a ``random.Random`` only, so a seed fixes the sequence.
 
-    Adding a space: a folder (or module) with a subclass of this, listed in ``spaces.SPACES``. A
-    supernet argument no other space has is also one line in ``DARTSSearch.__init__``.
+    Adding a space: a folder ``spaces/<name>/`` with a subclass of this decorated with
+    :func:`register_space`, and its import in ``spaces/__init__.py``. A supernet argument no other
+    space has is also one line in ``DARTSSearch.__init__``.
     """
 
     name: ClassVar[str]
@@ -249,3 +250,34 @@ def check_choices(chosen: Mapping[str, str], options: Mapping[str, tuple[str, ..
     for key, value in chosen.items():
         if value not in options[key]:
             raise ValueError(f"{key}: {str(value)[:40]!r} is not one of {list(options[key])}")
+
+
+# --- the registry: each space registers itself where it is defined ------------------------------------
+SPACES: dict[str, type[SearchSpace]] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_space(*aliases: str):
+    """Class decorator: list a :class:`SearchSpace` under its ``name`` (and ``aliases``) in :data:`SPACES`."""
+
+    def register(cls: type[SearchSpace]) -> type[SearchSpace]:
+        if cls.name in SPACES and SPACES[cls.name] is not cls:
+            raise ValueError(f"a search space named {cls.name!r} is registered already ({SPACES[cls.name].__module__})")
+        SPACES[cls.name] = cls
+        _ALIASES.update({_key(a): cls.name for a in aliases})
+        return cls
+
+    return register
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def get_space(name: str) -> SearchSpace:
+    """A space by name or alias (``"nas-bench-201"`` for ``"nb201"``); ValueError naming the spaces for an unknown one."""
+    key = _key(name)
+    key = _ALIASES.get(key, key)
+    if key not in SPACES:
+        raise ValueError(f"unknown search space {name!r}; choose from: {', '.join(SPACES)}")
+    return SPACES[key]()

@@ -1,4 +1,4 @@
-"""Retraining a DARTS genotype from scratch: the LightningModule for :class:`~lightning_dlstrat.models.darts_net.DARTSNetwork`.
+"""Retraining a DARTS genotype from scratch: the LightningModule for :class:`~lightning_dlstrat.spaces.darts.network.DARTSNetwork`.
 
 The evaluation protocol of Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search"
 (ICLR 2019, App. A.2; quark0/darts ``cnn/train.py``): SGD (lr 0.025, momentum 0.9, weight decay
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from ..models.darts_net import DARTSNetwork
-from ..models.genotype import Genotype, resolve_genotype
+from ..spaces.darts.network import DARTSNetwork
+from ..spaces.darts.genotype import Genotype, resolve_genotype
 from ..core import planned_epochs
 from .classifier import ClassificationTask
 

@@ -18,7 +18,7 @@ References:
    ``relaxation="gumbel"``, ``gumbel_tau``), DrNAS (Chen et al., ICLR 2021;
    ``relaxation="dirichlet"``, ``dirichlet_kl``), the P-DARTS skip cap (Chen et al., "Progressive
    Differentiable Architecture Search", ICCV 2019; ``max_skips``) and PC-DARTS
-   (``partial_channels``). The relaxations live in :mod:`lightning_dlstrat.models.relaxation`.
+   (``partial_channels``). The relaxations live in :mod:`lightning_dlstrat.methods.relaxation`.
 
 The search space is a part (``space``: a name from :data:`lightning_dlstrat.spaces.SPACES`): it
 builds the supernet from the arguments it reads (``SearchSpace.search_args``), says which cell
@@ -72,7 +72,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
-from ..models.relaxation import Relaxation
+from ..methods.relaxation import Relaxation
 from ..spaces import SPACES, SearchSpace, get_space
 from .classifier import EvaluatesClassification
 

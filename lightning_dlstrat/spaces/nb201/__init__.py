@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..base import CellTopology, SearchSpace, as_alpha_list, check_choices
+from ..base import CellTopology, SearchSpace, as_alpha_list, check_choices, register_space
 from .genotype import (
     ALL_CONV3X3,
     ALL_SKIP,
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 
+@register_space("nas-bench-201", "nasbench201", "nats-tss", "nats-bench")
 class NB201Space(SearchSpace):
     """NAS-Bench-201: one cell type, 4 nodes, 6 edges, 5 operations (15,625 cells).
 

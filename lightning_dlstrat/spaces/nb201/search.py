@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..supernet import Supernet
 from .genotype import EDGES, NB201_OPS, NUM_NODES, NB201Genotype, edge_row
 from .network import check_input_size
 from .ops import ResNetBasicBlock, make_op, stages
@@ -64,7 +65,7 @@ class NB201SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NB201SearchNetwork(nn.Module):
+class NB201SearchNetwork(Supernet):
     """The NAS-Bench-201 DARTS supernet (reference form).
 
     Example::
@@ -111,15 +112,7 @@ class NB201SearchNetwork(nn.Module):
         """[alpha]: what the architecture optimiser updates."""
         return [self.alpha]
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every other parameter: what the weight optimiser updates."""
-        return [p for name, p in self.named_parameters() if name != "alpha"]
-
     # --- architecture weights --------------------------------------------------------------------
-    # alpha -> mixing weights: None is DARTS's softmax; a models.relaxation.Relaxation (set by the
-    # search module) is one of the collapse fixes (Fair DARTS, GDAS, DrNAS, DARTS-, SDARTS-RS)
-    relaxation = None
-
     def _mixing_weights(self, device_type: str, sample: bool = False) -> torch.Tensor:
         """softmax(alpha) over the operations (or the relaxation's weights), (6, O), in float32 (float64 in tests) under any autocast."""
         with torch.autocast(device_type=device_type, enabled=False):

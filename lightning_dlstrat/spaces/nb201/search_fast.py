@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..supernet import FastSupernet
 from .genotype import NUM_NODES, edge_row
 from .ops import AvgPool3x3
 from .search import NB201SearchNetwork
@@ -134,26 +135,13 @@ class FastNB201SearchCell(nn.Module):
         return nodes[-1]  # (B, C, H, W)
 
 
-class FastNB201SearchNetwork(NB201SearchNetwork):
+class FastNB201SearchNetwork(NB201SearchNetwork, FastSupernet):
     """:class:`NB201SearchNetwork` with :class:`FastNB201SearchCell` cells; same alpha, same genotype rule."""
 
     cell_class = FastNB201SearchCell
 
-    def load_reference(self, ref: NB201SearchNetwork) -> None:
-        """Copy every weight and BatchNorm statistic of a reference supernet into this one."""
-        with torch.no_grad():
-            for mine, theirs in edge_tensor_pairs(self, ref):
-                mine.copy_(theirs)
-            shared = {k: v for k, v in ref.state_dict().items() if ".edges." not in k}
-            result = self.load_state_dict(shared, strict=False)
-            assert not result.unexpected_keys, result.unexpected_keys
-
-    def store_reference(self, ref: NB201SearchNetwork) -> None:
-        """The inverse of :meth:`load_reference`: write this network's weights into ``ref``."""
-        with torch.no_grad():
-            for mine, theirs in edge_tensor_pairs(self, ref):
-                theirs.copy_(mine)
-            ref.load_state_dict({k: v for k, v in self.state_dict().items() if ".sources." not in k}, strict=False)
+    def edge_tensor_pairs(self, ref: NB201SearchNetwork) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return edge_tensor_pairs(self, ref)
 
 
 def edge_tensor_pairs(fast: FastNB201SearchNetwork, ref: NB201SearchNetwork) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

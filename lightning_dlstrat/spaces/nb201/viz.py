@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ...core import atomic_write_bytes
+from ...core import save_figure
 from .genotype import EDGES, NB201_OPS, NB201Genotype
 
 __all__ = ["plot_nb201_alpha", "plot_nb201_cell"]
@@ -22,15 +22,6 @@ _COLORS = {"skip_connect": "#2ca02c", "nor_conv_1x1": "#9467bd", "nor_conv_3x3":
 # higher), 1->3 below, so no edge crosses a node and no two labels meet
 _POS = {0: (0.0, 0.0), 1: (2.0, 0.0), 2: (4.0, 0.0), 3: (6.0, 0.0)}
 _RAD = {(0, 2): -0.45, (0, 3): -0.5, (1, 3): 0.45}
-
-
-def _save(fig, path: str | Path, dpi: int = 120) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)  # attach the Agg canvas: rendering never touches a GUI backend
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_nb201_cell(genotype: NB201Genotype, path: str | Path = "genotype.png", title: str | None = None) -> None:
@@ -62,7 +53,7 @@ def plot_nb201_cell(genotype: NB201Genotype, path: str | Path = "genotype.png", 
     ax.set_ylim(-1.4, 2.0)
     ax.set_axis_off()
     ax.set_title(title if title is not None else str(genotype), fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_nb201_alpha(weights: Any, path: str | Path = "alpha.png", operations: Sequence[str] = NB201_OPS, title: str | None = None) -> None:
@@ -90,4 +81,4 @@ def plot_nb201_alpha(weights: Any, path: str | Path = "alpha.png", operations: S
     ax.set_xticks(range(len(operations)), list(operations), rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(EDGES)), [f"{t}<-{s}" for s, t in EDGES], fontsize=8)
     ax.set_title(title or "NAS-Bench-201 edge weights (softmax of alpha)", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)

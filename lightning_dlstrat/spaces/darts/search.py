@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.darts_ops import OPS, PRIMITIVES, cell_inputs, reduction_layers
+from ..supernet import Supernet
+from .ops import OPS, PRIMITIVES, cell_inputs, reduction_layers
 from .genotype import Genotype, derive_genotype, num_edges
 
 __all__ = ["MixedOp", "SearchCell", "SearchNetwork", "cell_inputs", "channel_shuffle", "edge_normalisation"]
@@ -123,7 +124,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self.multiplier :], dim=1)  # (B, multiplier * C, H/s, W/s)
 
 
-class SearchNetwork(nn.Module):
+class SearchNetwork(Supernet):
     """The DARTS supernet: stem, ``layers`` search cells, global pooling and a linear classifier.
 
     Example (the paper's CIFAR-10 search network, 1.9 M weights)::
@@ -199,16 +200,7 @@ class SearchNetwork(nn.Module):
             params += [self.betas_normal, self.betas_reduce]
         return params
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every other parameter: what the weight optimiser updates."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
     # --- architecture weights ------------------------------------------------------------------
-    # alpha -> mixing weights: None is DARTS's softmax; a models.relaxation.Relaxation (set by the
-    # search module) is one of the collapse fixes (Fair DARTS, GDAS, DrNAS, DARTS-, SDARTS-RS)
-    relaxation = None
-
     def _mixing_weights(self, device_type: str, sample: bool = False) -> dict[bool, tuple[torch.Tensor, torch.Tensor | None]]:
         """{reduction: (op weights (E, O), edge weights (E,) or None)}, in float32 under any autocast.
 

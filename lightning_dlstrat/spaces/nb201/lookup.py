@@ -33,8 +33,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from ..core import DlstratError
-from .nb201.genotype import NB201Genotype
+from ...core import DlstratError
+from .genotype import NB201Genotype
 
 __all__ = ["BENCHMARK_DIR", "BENCHMARK_FILE", "NB201Benchmark", "NB201LookupError", "load_benchmark", "safe_pickle_load"]
 

@@ -1,6 +1,6 @@
 """A faster DARTS supernet: every candidate operation batched over all edges that leave a state.
 
-Same function as the per-edge reference (:mod:`lightning_dlstrat.models.darts_search`, DARTS,
+Same function as the per-edge reference (:mod:`lightning_dlstrat.spaces.darts.search`, DARTS,
 Liu et al. ICLR 2019), computed with far fewer, larger kernels. The reference runs 14 edges x 8
 operations per cell one by one (thousands of tiny kernel launches per step). Here a cell walks its
 states in order; when a state is known, all its outgoing edges (to every later node) are
@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .darts_search import SearchNetwork, cell_inputs, channel_shuffle
+from ..supernet import FastSupernet
+from .search import SearchNetwork, cell_inputs, channel_shuffle
 
 __all__ = ["FastSearchCell", "FastSearchNetwork", "edge_tensor_pairs"]
 
@@ -451,7 +452,7 @@ class FastSearchCell(nn.Module):
         return channel_shuffle(torch.cat([mixed, bypass], dim=1), self.k)
 
 
-class FastSearchNetwork(SearchNetwork):
+class FastSearchNetwork(SearchNetwork, FastSupernet):
     """:class:`SearchNetwork` with :class:`FastSearchCell` cells; same alpha, same genotype logic.
 
     ``channels_last`` keeps weights and activations in NHWC memory: on CPU oneDNN's depthwise
@@ -473,21 +474,8 @@ class FastSearchNetwork(SearchNetwork):
             x = x.contiguous(memory_format=torch.channels_last)  # (B, C, H, W) view of NHWC memory
         return super().forward_features(x)
 
-    def load_reference(self, ref: SearchNetwork) -> None:
-        """Copy every weight and BatchNorm statistic of a reference supernet into this one."""
-        with torch.no_grad():
-            for mine, theirs in edge_tensor_pairs(self, ref):
-                mine.copy_(theirs)
-            shared = {k: v for k, v in ref.state_dict().items() if ".edges." not in k}
-            missing = self.load_state_dict(shared, strict=False)
-            assert not missing.unexpected_keys, missing.unexpected_keys
-
-    def store_reference(self, ref: SearchNetwork) -> None:
-        """The inverse of :meth:`load_reference`: write this network's weights into ``ref``."""
-        with torch.no_grad():
-            for mine, theirs in edge_tensor_pairs(self, ref):
-                theirs.copy_(mine)
-            ref.load_state_dict({k: v for k, v in self.state_dict().items() if ".sources." not in k}, strict=False)
+    def edge_tensor_pairs(self, ref: SearchNetwork) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return edge_tensor_pairs(self, ref)
 
 
 def edge_tensor_pairs(fast: FastSearchNetwork, ref: SearchNetwork) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

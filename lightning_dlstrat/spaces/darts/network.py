@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hub import HubMixin
-from ..layers.darts_ops import OPS, Identity, cell_inputs, reduction_layers
-from ..layers.drop import drop_path
-from ..layers.features import take_indices
-from ..layers.pool import GlobalPool
+from ...hub import HubMixin
+from .ops import OPS, Identity, cell_inputs, reduction_layers
+from ...layers.drop import drop_path
+from ...layers.features import take_indices
+from ...layers.pool import GlobalPool
 from .genotype import Genotype
 
 

@@ -1,18 +1,18 @@
-"""The DARTS cell search space behind the :class:`~lightning_dlstrat.spaces.base.SearchSpace` interface.
+"""The DARTS cell search space (Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search",
+ICLR 2019; PC-DARTS, Xu et al., ICLR 2020): everything of the space in this folder, behind
+:class:`~lightning_dlstrat.spaces.base.SearchSpace`.
 
-Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019 (and PC-DARTS, Xu et
-al., ICLR 2020). A thin adapter: every piece is the existing implementation, imported unchanged
-from :mod:`lightning_dlstrat.models` and :mod:`lightning_dlstrat.layers`:
+- :mod:`.ops`: the 8 candidate operations and the cells' preprocessing blocks (``PRIMITIVES``, ``OPS``);
+- :mod:`.genotype`: ``Genotype``, its text / JSON / file forms, the published cells (``DARTS_V2``,
+  ``PC_DARTS``, ...), the discretisation rule (``derive_genotype``: top-2 edges per node, ``none``
+  excluded) and uniform sampling;
+- :mod:`.search` / :mod:`.search_fast`: the supernet, per edge (the papers' code) and batched
+  (the same function, much faster);
+- :mod:`.network`: the evaluation network ``DARTSNetwork`` (bit-identical to quark0/darts);
+- :mod:`.viz`: the alpha heatmaps and the cell diagrams.
 
-- operations: ``layers.darts_ops.PRIMITIVES``; genotype: ``models.genotype.Genotype``;
-- supernets: ``models.darts_search.SearchNetwork`` (reference) and
-  ``models.darts_search_fast.FastSearchNetwork`` (fast);
-- discretisation: ``models.genotype.derive_genotype`` (top-2 edges per node, ``none`` excluded);
-- evaluation network: ``models.darts_net.DARTSNetwork``; sampling: ``sample_genotype``;
-- pictures: ``viz.plot_genotype`` and ``viz.plot_alpha``; ``--genotype``: ``models.genotype.resolve_genotype``.
-
-The evaluation network and the picture are imported when first used, so importing this module
-does not pull in the hub or matplotlib.
+The networks and pictures are imported when first used, so importing the space does not pull in
+the Hub client or matplotlib.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.darts_ops import PRIMITIVES
-from ..models.genotype import Genotype, derive_genotype, num_edges, resolve_genotype, sample_genotype
-from .base import CellTopology, SearchSpace, as_alpha_list, check_choices
+from .ops import PRIMITIVES
+from .genotype import Genotype, derive_genotype, num_edges, resolve_genotype, sample_genotype
+from ..base import CellTopology, SearchSpace, as_alpha_list, check_choices, register_space
 
 __all__ = ["DartsSpace"]
 
 
+@register_space()
 class DartsSpace(SearchSpace):
     """DARTS: two cell types (normal, reduce), each with 2 inputs and ``steps`` nodes (4 in the paper)."""
 
@@ -66,11 +67,11 @@ class DartsSpace(SearchSpace):
         config.setdefault("multiplier", self.multiplier)
         config.setdefault("primitives", self.primitives)
         if implementation == "fast":
-            from ..models.darts_search_fast import FastSearchNetwork
+            from .search_fast import FastSearchNetwork
 
             return FastSearchNetwork(**config)
         if implementation == "reference":
-            from ..models.darts_search import SearchNetwork
+            from .search import SearchNetwork
 
             return SearchNetwork(**config)
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
@@ -88,18 +89,18 @@ class DartsSpace(SearchSpace):
             raise ValueError(f"a DARTS search needs at least 3 cells (layers >= 3) so that a normal cell is searched; got layers={layers}")
         args = (C, num_classes, layers, steps, multiplier, stem_multiplier, primitives, in_shape, partial_channels)
         if implementation == "fast":
-            from ..models.darts_search_fast import FastSearchNetwork
+            from .search_fast import FastSearchNetwork
 
             return FastSearchNetwork(*args, channels_last=channels_last)
         if implementation == "reference":
-            from ..models.darts_search import SearchNetwork
+            from .search import SearchNetwork
 
             return SearchNetwork(*args)
         raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
 
     def network(self, genotype: Genotype | str, **config: Any) -> nn.Module:
         """``DARTSNetwork(genotype, C=36, layers=20, num_classes=10, in_chans=3, ...)``."""
-        from ..models.darts_net import DARTSNetwork
+        from .network import DARTSNetwork
 
         return DARTSNetwork(genotype, **config)
 
@@ -107,7 +108,7 @@ class DartsSpace(SearchSpace):
         """``[alphas_normal, alphas_reduce]`` (and the PC-DARTS betas, if given) -> the genotype the
         supernet's ``genotype()`` gives: softmax over ops (times the edge normalisation with betas),
         then the DARTS rule of ``derive_genotype``."""
-        from ..models.darts_search import edge_normalisation
+        from .search import edge_normalisation
 
         items = as_alpha_list(alpha, 2, self.name)
         weights = [F.softmax(a, dim=-1) for a in items[:2]]  # (E, O) each
@@ -192,13 +193,13 @@ class DartsSpace(SearchSpace):
         return genotype
 
     def plot(self, genotype: Genotype, path: str | Path, title: str | None = None) -> None:
-        from ..viz import plot_genotype
+        from .viz import plot_genotype
 
         plot_genotype(genotype, path, title)
 
     def plot_alpha(self, weights: Mapping[str, torch.Tensor], operations: Sequence[str], path: str | Path, title: str | None = None) -> None:
         """Both cells' heatmaps side by side, the edges the genotype keeps outlined (``viz.plot_alpha``)."""
-        from ..viz import plot_alpha
+        from .viz import plot_alpha
 
         plot_alpha(weights["normal"], weights["reduce"], operations, path, title)
 

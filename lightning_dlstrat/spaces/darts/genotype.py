@@ -26,8 +26,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..core import atomic_write_bytes
-from ..layers.darts_ops import OPS, PRIMITIVES
+from ...core import atomic_write_bytes
+from ..base import genotype_file
+from .ops import OPS, PRIMITIVES
 
 Pair = tuple[str, int]
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
@@ -280,16 +281,10 @@ def resolve_genotype(value: str | Genotype) -> Genotype:
         return Genotype.coerce(text)
     if len(text.encode()) > 4096:  # longer than any path the OS accepts: not a file name
         raise ValueError(f"genotype {text[:60]!r}... ({len(text):,} characters) is not a built-in name, genotype text or a file")
-    path = Path(text)
-    try:
-        if path.is_dir() and (path / "genotype.json").is_file():
-            path = path / "genotype.json"
-        is_file = path.is_file()
-    except OSError:  # a name component over 255 bytes, and the like
-        is_file = False
-    if is_file:
+    path = genotype_file(text)  # the file itself, or a run directory's genotype.json
+    if path is not None:
         return Genotype.load(path)
-    if path.suffix in (".json", ".txt") or "/" in text:
+    if text.endswith((".json", ".txt")) or "/" in text:
         raise ValueError(f"genotype file {text} does not exist")
     raise ValueError(
         f"genotype {text[:200]!r} is not a built-in ({', '.join(GENOTYPES)}), an existing file, or genotype text "
