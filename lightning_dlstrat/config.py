@@ -191,6 +191,15 @@ def defaults(cls: type) -> dict[str, Any]:
     return {name: p.default for name, p in init_params(cls).items() if p.default is not inspect.Parameter.empty}
 
 
+def merge_presets(*entries: dict[str, Any]) -> dict[str, Any]:
+    """Preset entries merged in order, section by section (a later entry's keys win within a section)."""
+    merged: dict[str, Any] = {}
+    for entry in entries:
+        for key, value in entry.items():
+            merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
 def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any] | None = None) -> RunConfig:
     """Merge module defaults, the recipe's preset, ``--config`` and flags into one checked :class:`RunConfig`."""
     file_layer, flag_layer = layer(file_cfg or {}), layer(flags or {})
@@ -204,6 +213,8 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     variant = recipe.variant(given) if recipe.variant is not None else None
     recipe = recipe.for_variant(variant)
     preset = recipe.preset_for(data, variant)
+    if recipe.method_preset is not None:  # darts: the official recipe of the chosen --model.method
+        preset = merge_presets(preset, recipe.method_preset(recipe, given, data, variant, preset))
 
     trainer = dict(preset.get("trainer", {}))
     if any({"max_epochs", "max_steps"} & set(u["trainer"]) for u in user):

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from lightning_dlstrat.data import DigitsDataModule
-from lightning_dlstrat.trainers.darts_search import METHODS, DARTSSearch
+from lightning_dlstrat.methods import METHODS, selectable
+from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
 from test_darts_search import TINY, RecordRank, make_trainer, one_thread, same, snapshot, tiny_batches  # noqa: F401
 
@@ -48,7 +49,7 @@ def test_darts_minus_adds_a_decaying_skip_in_training_only(kw):
     soft = training_weights(module, sample=False)
     assert torch.allclose(soft, F.softmax(module.net.arch_parameters()[0], -1))
     for epoch, beta in [(0, 1.0), (5, 0.5), (9, 0.1)]:
-        module._schedule(epoch, 10)  # linear 1 -> 0 over 10 epochs
+        module.epoch_start(epoch, 10)  # linear 1 -> 0 over 10 epochs
         w = training_weights(module)
         expected = soft.clone()
         expected[:, skip] += beta
@@ -62,7 +63,7 @@ def test_beta_darts_adds_lambda_times_mean_logsumexp_gradient():
     plain = DARTSSearch(**TINY, order=1)
     torch.manual_seed(0)
     beta = DARTSSearch(**TINY, order=1, method="beta-darts")
-    beta._beta_decay_weight = lambda: 3.0  # lambda at some epoch (0.5 * epoch: epoch 6)
+    beta.method("beta-darts").weight = lambda epoch, epochs: 3.0  # lambda at some epoch (0.5 * epoch: epoch 6)
     train, val = tiny_batches()
     reg = beta.arch_regulariser()
     a_n, a_r = beta.net.alphas_normal, beta.net.alphas_reduce
@@ -87,15 +88,17 @@ def test_sdarts_rs_perturbs_the_weight_step_only():
     plain = DARTSSearch(**TINY, order=1)
     torch.manual_seed(0)
     rs = DARTSSearch(**TINY, order=1, method="sdarts-rs")
-    rs._schedule(0, 10)
-    assert rs._sdarts_eps == pytest.approx(0.03)
-    rs._schedule(5, 10)
-    assert rs._sdarts_eps == pytest.approx(0.03 + 0.27 * 0.5)  # 0.03 -> 0.3 linearly
+    sdarts = rs.method("sdarts-rs")
+    rs.epoch_start(0, 10)
+    assert sdarts.epsilon == pytest.approx(0.03)
+    rs.epoch_start(5, 10)
+    assert sdarts.epsilon == pytest.approx(0.03 + 0.27 * 0.5)  # 0.03 -> 0.3 linearly
     relax = rs.net.relaxation
-    relax.noise = rs._sdarts_eps
+    assert torch.equal(training_weights(rs), training_weights(rs, sample=False))  # the architecture step's forward: no noise
+    relax.phase = "weights"
     w, soft = training_weights(rs), training_weights(rs, sample=False)
-    assert 0 < (w - soft).abs().max() <= rs._sdarts_eps + 1e-7 and w.min() >= 0
-    relax.noise = 0.0
+    assert 0 < (w - soft).abs().max() <= sdarts.epsilon + 1e-7 and w.min() >= 0
+    relax.phase = "arch"
     train, val = tiny_batches()
     opts = [m.make_optimizers() for m in (plain, rs)]
     for m, (w_opt, a_opt) in zip((plain, rs), opts):
@@ -121,11 +124,12 @@ def test_fair_darts_mixes_by_independent_sigmoids_and_pushes_away_from_half():
 def test_gdas_samples_one_op_per_edge_with_straight_through_gradient(kw):
     torch.manual_seed(0)
     module = DARTSSearch(**kw, method="gdas")
-    module._schedule(0, 10)
-    assert module.net.relaxation.tau == 10.0
-    module._schedule(9, 10)
-    assert module.net.relaxation.tau == pytest.approx(0.1)  # annealed to 0.1 at the last epoch
-    module._schedule(0, 10)  # tau 10: a soft sample whose gradient does not underflow
+    gdas = module.method("gdas")
+    module.epoch_start(0, 10)
+    assert gdas.tau == 10.0
+    module.epoch_start(9, 10)
+    assert gdas.tau == pytest.approx(0.1)  # annealed to 0.1 at the last epoch
+    module.epoch_start(0, 10)  # tau 10: a soft sample whose gradient does not underflow
     w = training_weights(module)
     assert torch.equal(w.detach(), F.one_hot(w.argmax(-1), w.shape[-1]).to(w))  # hard: one op per edge
     alpha = module.net.arch_parameters()[0]
@@ -199,7 +203,7 @@ def _fit(tmp_path, kw, **trainer_kw):
     return module, trainer
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "darts"])
+@pytest.mark.parametrize("method", [m for m in selectable() if m != "darts"])
 def test_bf16_mixed_over_methods(tmp_path, method):
     module, trainer = _fit(tmp_path, {"method": method, "max_skips": 2}, precision="bf16-mixed", limit_train_batches=2, max_epochs=2)
     alphas = module.net.arch_parameters()
@@ -254,7 +258,7 @@ CLI_TINY = ["--max-epochs", "1", "--trainer.limit_train_batches=2", "--trainer.l
 
 @pytest.mark.parametrize(
     "space, method",
-    [("darts", m) for m in METHODS] + [("nb201", m) for m in METHODS if m != "pc-darts"],
+    [("darts", m) for m in selectable()] + [("nb201", m) for m in selectable() if m != "pc-darts"],
     ids=lambda v: v,
 )
 def test_cli_searches_with_each_method_in_each_space(tmp_path, space, method):
@@ -270,9 +274,12 @@ def test_cli_searches_with_each_method_in_each_space(tmp_path, space, method):
     result = CliRunner().invoke(app, ["fit", "--model", "darts", f"--model.method={method}", "--model.max_skips=1", *shape, *CLI_TINY, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["method"] == method  # replays as given
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     hparams = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
-    assert all(hparams[k] == (list(v) if isinstance(hparams[k], list) else v) for k, v in METHODS[method].items())  # the keys it set
+    assert config["method"] == method
+    for k, v in METHODS[method].preset.items():  # config.yaml shows the settings the method set, and they ran
+        v = list(v) if isinstance(v, tuple) else v
+        assert config[k] == v and (list(hparams[k]) if isinstance(hparams[k], (list, tuple)) else hparams[k]) == v, k
     genotype = get_space(space).resolve_genotype(str(run_dir))
     assert sum(ops.count("skip_connect") for ops in list(get_space(space).chosen_ops(genotype).values())[:1]) <= 1  # the cap holds
 
@@ -292,3 +299,59 @@ def test_cli_bad_methods_exit_2_without_a_run_directory(tmp_path, args, message)
     from lightning_dlstrat.cli import app
 
     assert_clean_failure(CliRunner().invoke(app, ["fit", "--model", "darts", *args, "--out", str(tmp_path)]), message, tmp_path)
+
+
+# --- the registry: one file per method ------------------------------------------------------------
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_registers_itself_with_its_paper_and_code(name):
+    import importlib
+
+    cls = METHODS[name]
+    module = importlib.import_module(cls.__module__)
+    assert module.__name__.startswith("lightning_dlstrat.methods.") and module.__doc__  # its own file, which cites the paper
+    assert cls.citation and "/" in cls.code  # the paper and the official repository (owner/name)
+    assert set(cls.preset) <= set(DARTSSearch.__init__.__code__.co_varnames)  # its settings are module arguments
+    if cls.selectable:
+        module_ = DARTSSearch(**TINY, method=name)
+        assert module_.hparams.method == name
+        assert (name == "darts") == (not module_.methods)  # a named method turns itself on (plain DARTS adds nothing)
+        assert name == "darts" or name in [m.name for m in module_.methods]
+
+
+@pytest.mark.parametrize("method", ["gdas", "drnas", "sdarts-rs"])
+def test_normal_and_reduce_cells_draw_independently(method):
+    """Every official code draws each cell type's sample (and noise) on its own: with identical alpha
+    the two cell types' training weights must still differ."""
+    torch.manual_seed(0)
+    module = DARTSSearch(**TINY, method=method)
+    with torch.no_grad():
+        module.net.alphas_reduce.copy_(module.net.alphas_normal)
+    module.net.relaxation.phase = "weights"  # SDARTS-RS's noise is in the weight step
+    mixing = module.net._mixing_weights("cpu", sample=True)
+    normal, reduce = mixing[False][0], mixing[True][0]
+    assert not torch.allclose(normal, reduce)
+    again = module.net._mixing_weights("cpu", sample=True)
+    assert torch.equal(again[False][0], normal) and torch.equal(again[True][0], reduce)  # the same stream, the same draw
+
+
+@pytest.mark.parametrize("method", [m for m in selectable() if m != "darts"])
+def test_config_yaml_holds_the_method_settings_and_replays_without_the_name(method):
+    """--model.method=NAME expands once, when the configuration is resolved: config.yaml shows the
+    settings that run, and the same file without `method:` resolves to the same module arguments."""
+    import yaml
+
+    from lightning_dlstrat.config import resolve
+    from lightning_dlstrat.recipes import get_recipe
+
+    recipe = get_recipe("darts")
+    cfg = resolve(recipe, flags={"model": {"method": method}})
+    for key, value in METHODS[method].preset.items():
+        assert cfg.model_args[key] == (list(value) if isinstance(value, tuple) else value) or cfg.model_args[key] == value
+    written = yaml.safe_load(cfg.to_yaml())
+    assert written["model"]["method"] == method
+    del written["model"]["method"]
+    replayed = yaml.safe_load(resolve(recipe, file_cfg=written).to_yaml())
+    assert replayed["model"].pop("method") == "darts"  # no name given: plain DARTS's name, and the method's settings
+    assert replayed == written
+    explicit = resolve(recipe, flags={"model": {"method": method, **{k: None for k in METHODS[method].preset if k != "partial_channels"}}})
+    assert explicit.model_args == cfg.model_args  # None means "not given": the method fills it

@@ -11,6 +11,9 @@ callables:
 - ``run(recipe, config, run_dir) -> dict``: replaces the single fit (random-nas fits many);
 - ``after_fit(module, trainer, datamodule, run_dir) -> dict``: files and summary entries after
   fitting (genotypes, pictures, GAN metrics);
+- ``method_preset(recipe, user_settings, data, variant, preset) -> preset``: one more preset layer, over
+  the recipe's and under ``--config`` and flags (darts: the official recipe of the
+  ``--model.method`` the user, or the preset, chose, from the yaml's ``methods`` table);
 - ``variant(user_settings) -> name | None``: which of the yaml's ``variants`` tables to use in
   place of its ``all`` / ``datasets`` (darts and random-nas: the ``--model.space``, whose search
   has other settings), from the module arguments and options the user gave; None, or a name
@@ -31,7 +34,10 @@ from typing import Any, Callable
 
 import yaml
 
+from ..config import merge_presets
+
 PRESET_KEYS = ("trainer", "model", "data", "threads", "options")
+
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Recipe:
     after_fit: Callable[..., dict[str, Any] | None] | None = None
     test: bool = True  # run trainer.test on the best checkpoint after fitting
     variant: Callable[[dict[str, Any]], str | None] | None = None
+    method_preset: Callable[..., dict[str, Any]] | None = None
     variant_modules: dict[str, type] = field(default_factory=dict)  # variant -> the module it trains instead
 
     def for_variant(self, variant: str | None) -> Recipe:
@@ -76,8 +83,4 @@ class Recipe:
         """The preset of ``data``: the ``all`` entry, updated section by section by the dataset's own;
         both from the ``variants`` table ``variant`` when the yaml has one."""
         table = (self.presets.get("variants") or {}).get(variant) or self.presets
-        merged: dict[str, Any] = {}
-        for entry in (table.get("all") or {}, (table.get("datasets") or {}).get(data) or {}):
-            for key, value in entry.items():
-                merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
-        return merged
+        return merge_presets(table.get("all") or {}, (table.get("datasets") or {}).get(data) or {})

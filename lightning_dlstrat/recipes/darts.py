@@ -3,7 +3,12 @@ genotype, history and pictures in the run directory.
 
 Presets (``presets/darts.yaml``) come per space: the DARTS paper's for ``darts`` (the default),
 the NAS-Bench-201 benchmark's for ``nb201`` (the yaml's ``variants.nb201`` table replaces ``all``
-and ``datasets``), each with a small digits search.
+and ``datasets``), each with a small digits search; then per ``--model.method``, its official
+recipe for that space (the yaml's ``methods`` table: order, optimisers, batch, epochs).
+
+``--model.method=NAME`` is expanded here, once, into the settings that define the method
+(:func:`lightning_dlstrat.methods.expand`), so ``config.yaml`` and ``--print-config`` show every
+setting that runs, and replaying ``config.yaml`` needs no method name.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core import DlstratError, shorten
+from ..methods import expand, selectable
 from ..spaces import get_space
 from ..trainers.darts_search import DARTSSearch
 from ..viz import plot_collapse
+from ..config import merge_presets
 from .base import Recipe
 
 
@@ -29,6 +36,27 @@ def space_of(model_args: dict[str, Any]) -> str | None:
         return get_space(value).name
     except ValueError as e:
         raise DlstratError(f"--model.space: {e}") from None
+
+
+def method_of(given: dict[str, Any], preset: dict[str, Any]) -> str:
+    """The ``--model.method`` a run uses: the user's, else the preset's, else plain DARTS."""
+    method = given.get("method", (preset.get("model") or {}).get("method", "darts"))
+    if not isinstance(method, str) or method not in selectable():
+        raise DlstratError(f"--model.method: method must be one of {', '.join(selectable())}, not {shorten(method, 60)!r}")
+    return method
+
+
+def method_preset(recipe: Recipe, given: dict[str, Any], data: str, variant: str | None, preset: dict[str, Any]) -> dict[str, Any]:
+    """The official recipe of the run's method in its space (``methods.NAME.SPACE`` of darts.yaml:
+    ``all``, then the dataset's entry), over the space's preset."""
+    method = method_of(given, preset)
+    table = ((recipe.presets.get("methods") or {}).get(method) or {}).get(variant or "darts") or {}
+    return merge_presets(table.get("all") or {}, (table.get("datasets") or {}).get(data) or {})
+
+
+def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
+    """Expand ``method`` into the settings that define it (those not given), so they are what config.yaml records."""
+    model_args.update(expand(method_of(model_args, {}), model_args))
 
 
 def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dict[str, Any]:
@@ -50,4 +78,4 @@ def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dic
     }
 
 
-DARTS = Recipe("darts", DARTSSearch, after_fit=after_search, variant=space_of)
+DARTS = Recipe("darts", DARTSSearch, prepare=prepare, after_fit=after_search, variant=space_of, method_preset=method_preset)

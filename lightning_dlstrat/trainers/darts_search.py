@@ -10,15 +10,12 @@ References:
    (R-DARTS; automl/RobustDARTS): the dominant eigenvalue of the Hessian of L_val w.r.t. alpha
    tracks the collapse to parameter-free cells; the collapse monitor (``eigen_every``) and the
    early stop on its growth (``eigen_stop``) follow it (:meth:`DARTSSearch.dominant_eigenvalue`).
-5) The collapse fixes, each an option (``METHODS`` names the papers' settings; ``method=``):
-   DARTS- (Chu et al., ICLR 2021; ``aux_skip``), beta-DARTS (Ye et al., "beta-DARTS: Beta-Decay
-   Regularization for Differentiable Architecture Search", CVPR 2022; ``beta_decay``), SDARTS-RS
-   (Chen & Hsieh, ICML 2020; ``sdarts_epsilon``), Fair DARTS (Chu et al., ECCV 2020;
-   ``relaxation="sigmoid"``, ``zero_one_weight``), GDAS (Dong & Yang, CVPR 2019;
-   ``relaxation="gumbel"``, ``gumbel_tau``), DrNAS (Chen et al., ICLR 2021;
-   ``relaxation="dirichlet"``, ``dirichlet_kl``), the P-DARTS skip cap (Chen et al., "Progressive
-   Differentiable Architecture Search", ICCV 2019; ``max_skips``) and PC-DARTS
-   (``partial_channels``). The relaxations live in :mod:`lightning_dlstrat.methods.relaxation`.
+5) The search methods (``method=``; one file each in :mod:`lightning_dlstrat.methods`, with its
+   paper and official code): DARTS, DARTS-, beta-DARTS, SDARTS-RS, Fair DARTS, GDAS, DrNAS,
+   PC-DARTS, and the options the P-DARTS skip cap (``max_skips``) and the R-DARTS early stop
+   (``eigen_stop``). What a method changes reaches this module only through its hooks: how alpha
+   mixes the operations (a :class:`~lightning_dlstrat.methods.Relaxation` the supernet calls), the
+   per-epoch schedule, a regulariser of L_val in alpha, the genotype rule.
 
 The search space is a part (``space``: a name from :data:`lightning_dlstrat.spaces.SPACES`): it
 builds the supernet from the arguments it reads (``SearchSpace.search_args``), says which cell
@@ -72,27 +69,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
-from ..methods.relaxation import Relaxation
+from ..methods import METHODS, Relaxation, SearchMethod, active_methods, expand, get_method
 from ..spaces import SPACES, SearchSpace, get_space
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
-
-
-# --model.method=NAME: the papers' settings of the collapse-fix keys. A key given explicitly (not
-# None; partial_channels other than 1) wins over the method's value; keys a method does not name
-# stay off unless given, so methods compose by giving the other's keys (e.g. method=pc-darts
-# with relaxation=gumbel, as GDAS + PC-DARTS; or any method with max_skips=2).
-METHODS: dict[str, dict[str, Any]] = {
-    "darts": {},
-    "darts-": {"aux_skip": True},  # beta 1 -> 0 linearly (Chu et al. 2021)
-    "beta-darts": {"beta_decay": 0.5},  # lambda = 0.5 * epoch, the code's 0 + 50 * epoch / 100 (Ye et al. 2022)
-    "sdarts-rs": {"sdarts_epsilon": 0.03, "sdarts_epsilon_max": 0.3},  # eps 0.03 -> 0.3 (Chen & Hsieh 2020, code)
-    "fair-darts": {"relaxation": "sigmoid", "zero_one_weight": 10.0},  # w01 = 10 (Chu et al. 2020)
-    "gdas": {"relaxation": "gumbel", "gumbel_tau": (10.0, 0.1)},  # tau 10 -> 0.1 (Dong & Yang 2019)
-    "drnas": {"relaxation": "dirichlet", "dirichlet_kl": 1e-3},  # reg_scale 1e-3 (Chen et al. 2021, code)
-    "pc-darts": {"partial_channels": 4},  # K = 4 (Xu et al. 2020)
-}
 
 
 class DARTSSearch(EvaluatesClassification, L.LightningModule):
@@ -174,11 +155,12 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):
         super().__init__()
-        # the method's keys fill what was not given (None, or partial_channels at 1); the rest stays off
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        # method=NAME fills the settings not given with its official ones (methods.expand). A run's
+        # configuration is expanded already when it is resolved (config.yaml holds what ran); a
+        # Python user's DARTSSearch(method="gdas") is expanded here, the same way.
         given = locals()
-        chosen = {k: v for k, v in METHODS[method].items() if given[k] is None or (k == "partial_channels" and given[k] == 1)}
+        get_method(method)  # ValueError naming the methods for an unknown one
+        chosen = expand(method, {k: given[k] for k in METHODS[method].preset})
         relaxation = chosen.get("relaxation", relaxation)
         aux_skip = chosen.get("aux_skip", aux_skip)
         beta_decay = chosen.get("beta_decay", beta_decay)
@@ -202,8 +184,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                 "need eigen_every >= 0 (0: off), eigen_iters >= 1, eigen_stop_window >= 1, eigen_stop_delta >= 1 and eigen_stop_factor > 0, "
                 f"got {eigen_every}, {eigen_iters}, {eigen_stop_window}, {eigen_stop_delta}, {eigen_stop_factor}"
             )
-        if eigen_stop and eigen_every == 0:
-            raise ValueError("eigen_stop=True stops on the eigenvalue's growth: it needs the monitor on, eigen_every >= 1")
+        if relaxation not in (None, "softmax", "sigmoid", "gumbel", "dirichlet"):
+            raise ValueError(f"relaxation must be softmax, sigmoid (Fair DARTS), gumbel (GDAS) or dirichlet (DrNAS), not {relaxation!r}")
         if hessian not in ("fd", "exact"):
             raise ValueError(f"hessian must be 'fd' (finite differences, the paper's) or 'exact' (double backward), not {hessian!r}")
         if implementation not in ("fast", "reference"):
@@ -212,13 +194,12 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self.automatic_optimization = False
         # both compute the same function (tests/test_darts_fast.py, tests/test_spaces.py); the fast one batches the edges
         self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(locals()))
-        self._check_methods()
-        if self._uses_relaxation():
-            ops = list(self.net.operations)
-            if aux_skip and "skip_connect" not in ops:
-                raise ValueError("aux_skip (DARTS-) adds to the skip_connect weight: the primitives have no skip_connect")
-            self.net.relaxation = Relaxation(relaxation or "softmax", skip_index=ops.index("skip_connect") if aux_skip else None)
-            self._schedule(0, 1)
+        # the methods these settings turn on (each checks its own), and how alpha mixes the ops
+        self.methods: list[SearchMethod] = active_methods(self.hparams, self.net.operations)
+        relaxation = Relaxation(self.methods)
+        if relaxation.mixer is not None or relaxation.perturbers:
+            self.net.relaxation = relaxation
+        self.epoch_start(0, 1)
         # the random stream of sampled relaxations and noise: this seed and a step counter (both checkpointed)
         self._sample_seed = int(torch.initial_seed() % 2**31)
         self._sample_step = 0
@@ -240,71 +221,31 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                 )
         return {arg: given[arg] for arg in self.space.search_args}
 
-    # --- the collapse fixes ----------------------------------------------------------------------
-    def _check_methods(self) -> None:
-        hp = self.hparams
-        if hp.relaxation not in (None, "softmax", "sigmoid", "gumbel", "dirichlet"):
-            raise ValueError(f"relaxation must be softmax, sigmoid (Fair DARTS), gumbel (GDAS) or dirichlet (DrNAS), not {hp.relaxation!r}")
-        for key in ("beta_decay", "sdarts_epsilon", "sdarts_epsilon_max", "zero_one_weight", "dirichlet_kl"):
-            if getattr(hp, key) is not None and getattr(hp, key) < 0:
-                raise ValueError(f"{key} must be >= 0, not {getattr(hp, key)!r}")
-        if hp.gumbel_tau is not None and (len(hp.gumbel_tau) != 2 or min(hp.gumbel_tau) <= 0):
-            raise ValueError(f"gumbel_tau must be two positive temperatures (start, end), e.g. [10, 0.1], not {hp.gumbel_tau!r}")
-        if hp.gumbel_tau is not None and hp.relaxation != "gumbel":
-            raise ValueError("gumbel_tau is GDAS's temperature: it needs relaxation='gumbel'")
-        if hp.zero_one_weight and hp.relaxation != "sigmoid":
-            raise ValueError("zero_one_weight is Fair DARTS's loss on sigmoid(alpha): it needs relaxation='sigmoid'")
-        if hp.dirichlet_kl and hp.relaxation != "dirichlet":
-            raise ValueError("dirichlet_kl is DrNAS's regulariser: it needs relaxation='dirichlet'")
-        if hp.max_skips is not None and (isinstance(hp.max_skips, bool) or not isinstance(hp.max_skips, int) or hp.max_skips < 0):
-            raise ValueError(f"max_skips (the P-DARTS cap) must be an integer >= 0, got {hp.max_skips!r}")
+    # --- the search methods' hooks ------------------------------------------------------------
+    def method(self, name: str) -> SearchMethod | None:
+        """The active method named ``name`` (e.g. ``"gdas"``), or None when its settings are off."""
+        return next((m for m in self.methods if m.name == name), None)
 
-    def _uses_relaxation(self) -> bool:
-        hp = self.hparams
-        return hp.relaxation not in (None, "softmax") or bool(hp.aux_skip) or bool(hp.sdarts_epsilon)
+    def epoch_start(self, epoch: int, epochs: int) -> dict[str, float]:
+        """Every method's schedule for ``epoch`` of ``epochs``; what they log."""
+        logged: dict[str, float] = {}
+        for m in self.methods:
+            logged.update(m.on_epoch_start(epoch, epochs))
+        return logged
 
-    def _schedule(self, epoch: int, epochs: int) -> None:
-        """The per-epoch schedules of the papers: DARTS-'s beta, GDAS's tau, SDARTS's eps."""
-        relax, hp = self.net.relaxation, self.hparams
-        if relax is None:
-            return
-        if hp.aux_skip:
-            relax.skip_weight = 1.0 - epoch / epochs  # DARTS-: linear 1 -> 0 over the search
-        if hp.relaxation == "gumbel":
-            start, end = hp.gumbel_tau or (10.0, 0.1)
-            relax.tau = start - (start - end) * epoch / max(epochs - 1, 1)  # GDAS: linear, end reached at the last epoch
-        self._sdarts_eps = 0.0
-        if hp.sdarts_epsilon:
-            top = hp.sdarts_epsilon if hp.sdarts_epsilon_max is None else hp.sdarts_epsilon_max
-            self._sdarts_eps = hp.sdarts_epsilon + (top - hp.sdarts_epsilon) * epoch / epochs  # SDARTS code: 0.03 -> 0.3
-
-    def _beta_decay_weight(self) -> float:
-        """beta-DARTS's lambda: ``beta_decay * epoch`` (its code: ``0 + 50 * epoch / 100``)."""
-        epoch = self.current_epoch if self._trainer is not None else 0
-        return (self.hparams.beta_decay or 0.0) * epoch
+    def _epochs(self) -> tuple[int, int]:
+        """(this epoch, the run's planned epochs); (0, 1) outside a Trainer."""
+        if self._trainer is None:
+            return 0, 1
+        return self.current_epoch, planned_epochs(self.trainer, steps_per_batch=2)
 
     def arch_regulariser(self) -> torch.Tensor | None:
-        """The terms the collapse fixes add to L_val; they depend on alpha only (None when there are none).
-
-        - beta-DARTS: lambda * mean over edges of logsumexp(alpha_edge), the Beta-Decay loss on
-          softmax(alpha)'s normaliser (``mlc_loss`` in Sunshine-Ye/Beta-DARTS);
-        - Fair DARTS: w01 * -mean((sigmoid(alpha) - 0.5)^2), the zero-one loss;
-        - DrNAS: the KL weight * sum over edges of KL(Dir(ELU(alpha) + 1) || Dir(1)).
-        """
-        hp = self.hparams
+        """The terms the methods add to L_val (beta-DARTS, Fair DARTS, DrNAS), in alpha alone; None when there are none."""
         alphas = [a for a in self.net.arch_parameters() if a.dim() == 2]  # (E, O) op alphas, not PC-DARTS's edge betas
-        terms = []
+        epoch, epochs = self._epochs()
         with torch.autocast(device_type=alphas[0].device.type, enabled=False):
             stacked = torch.cat([a.to(torch.promote_types(a.dtype, torch.float32)) for a in alphas])  # (E_total, O)
-            weight = self._beta_decay_weight()
-            if hp.beta_decay and weight:
-                terms.append(weight * torch.logsumexp(stacked, dim=-1).mean())
-            if hp.zero_one_weight:
-                terms.append(-hp.zero_one_weight * (torch.sigmoid(stacked) - 0.5).pow(2).mean())
-            if hp.dirichlet_kl:
-                concentration = F.elu(stacked) + 1
-                prior = torch.distributions.Dirichlet(torch.ones_like(concentration))
-                terms.append(hp.dirichlet_kl * torch.distributions.kl_divergence(torch.distributions.Dirichlet(concentration), prior).sum())
+            terms = [term for m in self.methods if (term := m.regulariser(stacked, epoch, epochs)) is not None]
         return sum(terms) if terms else None
 
     def _regulariser_gradients(self) -> list[torch.Tensor] | None:
@@ -333,8 +274,9 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         P-DARTS code's rule; ``space.cap_skips``), so another operation or edge takes its place.
         """
         genotype = self.net.genotype()
-        cap = self.hparams.max_skips
-        return genotype if cap is None else self.space.cap_skips(self.net, genotype, cap)
+        for m in self.methods:
+            genotype = m.genotype(self.net, self.space, genotype)
+        return genotype
 
     def export_network(self) -> None:
         """A search publishes its genotype, not a network: retrain it (``space.retrain_recipe``) and export that."""
@@ -543,8 +485,6 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         of them). Returns the training loss and logits of the weight step.
         """
         relax = self.net.relaxation
-        if relax is not None:
-            relax.noise = 0.0  # SDARTS-RS perturbs the weight step only
         if update_arch:
             self._set_sample_seed(0)
             grads = self.architecture_gradient(train, val, w_opt)
@@ -561,10 +501,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             p.grad = None
         if relax is not None:
             self._set_sample_seed(1)
-            relax.noise = self._sdarts_eps
+            relax.phase = "weights"  # SDARTS-RS perturbs the weight step only
         logits = self.net(x)  # (B, num_classes)
         if relax is not None:
-            relax.noise = 0.0
+            relax.phase = "arch"
             self._sample_step += 1
         loss = self.loss(logits, y)
         self._backward(loss)
@@ -593,15 +533,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        if self.net.relaxation is not None:
-            self._schedule(self.current_epoch, planned_epochs(self.trainer, steps_per_batch=2))
-            relax = self.net.relaxation
-            if self.hparams.aux_skip:
-                self.log("arch/aux_skip_beta", relax.skip_weight)
-            if self.hparams.relaxation == "gumbel":
-                self.log("arch/gumbel_tau", relax.tau)
-        if self.hparams.beta_decay:
-            self.log("arch/beta_decay_lambda", self._beta_decay_weight())
+        for name, value in self.epoch_start(*self._epochs()).items():
+            self.log(name, value)
 
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.optimizers()[0].param_groups[0]["lr"], sync_dist=True)
@@ -623,37 +556,24 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         return eigen
 
     def _maybe_stop_early(self) -> None:
-        """R-DARTS early stop (DARTS-ES) as the RobustDARTS code does it, with evaluations for epochs.
-
-        Local averages of ``eigen_stop_window`` consecutive eigenvalues; stop when the latest one
-        exceeds the one ``eigen_stop_delta`` evaluations earlier by ``eigen_stop_factor``, and roll
-        alpha back to the epoch that earlier local average ends at (so the genotype is the one
-        from before the growth), unless that epoch is before ``eigen_stop_start``. Every rank
-        sees the same eigenvalues, so all of them decide alike.
-        """
-        hp = self.hparams
-        evaluated = [r for r in self.history if "eigenvalue" in r]
-        window, delta = hp.eigen_stop_window, hp.eigen_stop_delta
-        if len(evaluated) < window + delta:
+        """R-DARTS early stop (DARTS-ES, :mod:`lightning_dlstrat.methods.darts_es` decides): stop, and roll
+        alpha back to the epoch it names. Every rank sees the same eigenvalues, so all of them decide alike."""
+        stop = self.method("darts-es").decide([r for r in self.history if "eigenvalue" in r])
+        if stop is None:
             return
-        values = [r["eigenvalue"] for r in evaluated]
-        now = sum(values[-window:]) / window
-        before = sum(values[-window - delta : -delta]) / window
-        back = evaluated[-1 - delta]  # the last epoch of the earlier window
-        if back["epoch"] < hp.eigen_stop_start or not (before > 0 and now / before > hp.eigen_stop_factor):
-            return
+        back = stop["back"]
         with torch.no_grad():
             for p, value in zip(self.net.arch_parameters(), back["raw_alpha"]):
                 p.copy_(torch.as_tensor(value, dtype=p.dtype, device=p.device))
         record = self.history[-1]
-        record["early_stop"] = {"ratio": now / before, "rolled_back_to_epoch": back["epoch"], "genotype": str(self.genotype())}
+        record["early_stop"] = {"ratio": stop["ratio"], "rolled_back_to_epoch": back["epoch"], "genotype": str(self.genotype())}
         self.trainer.should_stop = True  # every rank decides alike
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
         if self.trainer.is_global_zero:
             self.write_history(log_dir)
         rank_zero_info(
-            f"R-DARTS early stop at epoch {self.current_epoch}: the eigenvalue's local average grew {now / before:.2f}x "
-            f"over {delta} evaluations; alpha rolled back to epoch {back['epoch']}: {self.genotype()}"
+            f"R-DARTS early stop at epoch {self.current_epoch}: the eigenvalue's local average grew {stop['ratio']:.2f}x "
+            f"over {self.hparams.eigen_stop_delta} evaluations; alpha rolled back to epoch {back['epoch']}: {self.genotype()}"
         )
 
     def _record_architecture(self, eigen: float | None = None) -> None:
@@ -712,8 +632,14 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         checkpoint["darts_search_history"] = self.history
         if self.net.relaxation is not None:  # where the sampled relaxations' random stream stands
             checkpoint["darts_search_sampling"] = [self._sample_seed, self._sample_step]
+        states = {m.name: m.state_dict() for m in self.methods if m.state_dict()}
+        if states:
+            checkpoint["search_methods"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("darts_search_history", []))
         if "darts_search_sampling" in checkpoint:
             self._sample_seed, self._sample_step = (int(v) for v in checkpoint["darts_search_sampling"])
+        for m in self.methods:
+            if m.name in checkpoint.get("search_methods", {}):
+                m.load_state_dict(checkpoint["search_methods"][m.name])

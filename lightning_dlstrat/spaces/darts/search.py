@@ -213,7 +213,7 @@ class SearchNetwork(Supernet):
                 if self.relaxation is None:
                     ops = F.softmax(alpha.to(dtype), dim=-1)  # (E, O)
                 else:
-                    ops = self.relaxation(alpha.to(dtype), sample)  # (E, O)
+                    ops = self.relaxation(alpha.to(dtype), sample, cell=int(reduction))  # (E, O); each cell type draws its own sample
                 edges = None if beta is None else edge_normalisation(beta.to(dtype), self.steps)  # (E,)
                 out[reduction] = (ops, edges)
             return out

@@ -118,7 +118,7 @@ class NB201SearchNetwork(Supernet):
         with torch.autocast(device_type=device_type, enabled=False):
             dtype = torch.promote_types(self.alpha.dtype, torch.float32)
             if self.relaxation is not None:
-                return self.relaxation(self.alpha.to(dtype), sample)  # (6, O)
+                return self.relaxation(self.alpha.to(dtype), sample, cell=0)  # (6, O)
             return F.softmax(self.alpha.to(dtype), dim=-1)  # (6, O)
 
     def edge_weights(self) -> torch.Tensor:
