@@ -97,7 +97,8 @@ def test_sdarts_rs_perturbs_the_weight_step_only():
     assert torch.equal(training_weights(rs), training_weights(rs, sample=False))  # the architecture step's forward: no noise
     relax.phase = "weights"
     w, soft = training_weights(rs), training_weights(rs, sample=False)
-    assert 0 < (w - soft).abs().max() <= sdarts.epsilon + 1e-7 and w.min() >= 0
+    assert (w - soft).abs().max() > 0 and w.min() >= 0  # perturbed, clipped ...
+    assert torch.allclose(w.sum(-1), torch.ones(w.shape[0]))  # ... and back on the simplex (tests/test_method_fidelity.py: the formula)
     relax.phase = "arch"
     train, val = tiny_batches()
     opts = [m.make_optimizers() for m in (plain, rs)]
@@ -111,13 +112,21 @@ def test_fair_darts_mixes_by_independent_sigmoids_and_pushes_away_from_half():
     torch.manual_seed(0)
     module = DARTSSearch(**TINY, method="fair-darts")
     a = module.net.alphas_normal
-    assert torch.allclose(training_weights(module), torch.sigmoid(a))  # no softmax: rows do not sum to 1
+    assert not a.detach().any() and not module.net.alphas_reduce.detach().any()  # alpha starts at 0, as the code's
+    with torch.no_grad():
+        for p in module.net.arch_parameters():
+            p.normal_(0, 1)
+    ops = list(module.net.operations)
+    keep = torch.tensor([op != "none" for op in ops])
+    assert torch.allclose(training_weights(module), torch.sigmoid(a) * keep)  # no softmax; `none` (outside the official 7) at 0
     assert not torch.allclose(training_weights(module).sum(-1), torch.ones(a.shape[0]))
-    stacked = torch.cat([a, module.net.alphas_reduce])
+    stacked = torch.cat([a, module.net.alphas_reduce])[:, keep]  # (E_total, 7)
     assert torch.allclose(module.arch_regulariser(), -10.0 * (torch.sigmoid(stacked) - 0.5).pow(2).mean())
     g_n, _ = module._regulariser_gradients()
+    assert not g_n[:, ops.index("none")].any()  # `none` takes no part
     # descending the zero-one loss moves each alpha away from 0 (sigmoid away from 0.5)
-    assert bool(((-g_n) * a.detach() > 0)[a.detach().abs() > 1e-6].all())
+    kept = g_n[:, keep], a.detach()[:, keep]
+    assert bool(((-kept[0]) * kept[1] > 0)[kept[1].abs() > 1e-6].all())
 
 
 @pytest.mark.parametrize("kw", [TINY, NB201], ids=["darts", "nb201"])
@@ -159,10 +168,18 @@ def test_drnas_samples_dirichlet_with_reparameterised_gradient_and_kl():
     stacked = torch.cat([module.net.alphas_normal, module.net.alphas_reduce])
     c = F.elu(stacked) + 1
     kl = torch.distributions.kl_divergence(torch.distributions.Dirichlet(c), torch.distributions.Dirichlet(torch.ones_like(c))).sum()
-    assert torch.allclose(module.arch_regulariser(), 1e-3 * kl)
+    # reg_type l2 (the code's default): no KL term, alpha's weight decay 1e-3; kl: the KL term, weight decay 0
+    assert module.arch_regulariser() is None and module.make_optimizers()[1].param_groups[0]["weight_decay"] == 1e-3
+    kl_module = DARTSSearch(**TINY, method="drnas", dirichlet_reg="kl")
     with torch.no_grad():
-        module.net.alphas_normal.zero_(), module.net.alphas_reduce.zero_()
-    assert float(module.arch_regulariser()) == pytest.approx(0.0, abs=1e-9)  # Dir(1) is the prior
+        for mine, theirs in zip(kl_module.net.arch_parameters(), module.net.arch_parameters()):
+            mine.copy_(theirs)
+    assert torch.allclose(kl_module.arch_regulariser(), 1e-3 * kl) and kl_module.make_optimizers()[1].param_groups[0]["weight_decay"] == 0.0
+    with torch.no_grad():
+        kl_module.net.alphas_normal.zero_(), kl_module.net.alphas_reduce.zero_()
+    assert float(kl_module.arch_regulariser()) == pytest.approx(0.0, abs=1e-9)  # Dir(1) is the prior
+    with pytest.raises(ValueError, match="neither of DrNAS's regularisers"):
+        DARTSSearch(**TINY, method="drnas", dirichlet_reg="l2", dirichlet_kl=1e-3)
 
 
 def test_pdarts_cap_keeps_at_most_two_skips():

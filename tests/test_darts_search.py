@@ -401,25 +401,26 @@ def test_power_iteration_finds_the_top_eigenvalue_of_the_alpha_hessian(space, it
 
 
 def test_eigen_monitor_logs_plots_and_early_stop_rolls_back(tmp_path):
-    # eigen_stop_factor 1e-9: any positive eigenvalue "grows", so the stop comes as soon as the
-    # windows are full (window 1, delta 1: at the second evaluation, epoch 1), rolling alpha back
-    # to epoch 0's, as the RobustDARTS code returns the earlier genotype
+    # eigen_stop_factor 1e-9: any positive eigenvalue "grows", so the stop comes at the first check
+    # the RobustDARTS rule allows (methods/darts_es.py; window 1, delta 1, every epoch: local
+    # averages from the third evaluation on, so the first check is at epoch 3), rolling alpha back
+    # to epoch 2's, the date of the earlier local average, as the RobustDARTS code returns that genotype
     L.seed_everything(0)
     dm = DigitsDataModule(bilevel=True, batch_size=16)
     module = DARTSSearch(
         **TINY, order=1, arch_lr=0.05, eigen_every=1, eigen_iters=5, eigen_stop=True, eigen_stop_factor=1e-9,
         eigen_stop_window=1, eigen_stop_delta=1, eigen_stop_start=0,
     )
-    trainer = make_trainer(tmp_path, max_epochs=4, limit_val_batches=0)
+    trainer = make_trainer(tmp_path, max_epochs=6, limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
-    assert trainer.current_epoch == 2  # stopped after epoch 1 of 4
+    assert trainer.current_epoch == 4  # stopped after epoch 3 of 6
     history = module.history
-    assert [r["epoch"] for r in history] == [0, 1]
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
     assert all(r["eigenvalue"] > 0 and set(r["skips"]) == {"normal", "reduce"} for r in history)
     stop = history[-1]["early_stop"]
-    assert stop["rolled_back_to_epoch"] == 0 and stop["genotype"] == history[0]["genotype"]
-    epoch0 = [torch.tensor(a) for a in history[0]["raw_alpha"]]
-    assert same(module.net.arch_parameters(), epoch0)  # alpha is epoch 0's again
+    assert stop["rolled_back_to_epoch"] == 2 and stop["genotype"] == history[2]["genotype"]
+    epoch2 = [torch.tensor(a) for a in history[2]["raw_alpha"]]
+    assert same(module.net.arch_parameters(), epoch2)  # alpha is epoch 2's again
     assert torch.isfinite(trainer.callback_metrics["arch/eigenvalue"])
 
 

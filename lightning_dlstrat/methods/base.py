@@ -12,7 +12,11 @@ What a collapse fix changes is confined to five places, each a hook here:
   noise), in the architecture step, the weight step or both;
 - ``on_epoch_start``: the per-epoch schedules (GDAS's tau, DARTS-'s beta, SDARTS's epsilon);
 - ``regulariser``: a term of L_val in alpha alone (beta-DARTS, Fair DARTS, DrNAS);
-- ``genotype``: the discretisation rule, when it is not the space's (the P-DARTS skip cap).
+- ``genotype``: the discretisation rule, when it is not the space's (Fair DARTS's threshold,
+  GDAS's top-2 (op, edge) pairs, the P-DARTS skip cap);
+- and three small ones: ``on_build`` (Fair DARTS starts alpha at 0), ``arch_weight_decay``
+  (DrNAS's ``reg_type=kl`` drops alpha's weight decay) and ``weight_step_first`` (GDAS takes the
+  weight step before the architecture step).
 
 A method is **on** when its settings are (``is_on``); several compose (``method=pc-darts`` with
 ``relaxation=gumbel`` is GDAS + PC-DARTS; any method with ``max_skips=2``). ``method=NAME`` is a
@@ -99,6 +103,15 @@ class SearchMethod:
     def genotype(self, net: Any, space: Any, genotype: Any) -> Any:
         """The genotype of ``net``'s alpha under this method's rule, given the space's (``genotype``)."""
         return genotype
+
+    def on_build(self, net: Any) -> None:
+        """Called once on the new supernet (e.g. to initialise alpha as the official code does)."""
+
+    def arch_weight_decay(self, weight_decay: float) -> float:
+        """The architecture optimiser's weight decay, given the module's ``arch_weight_decay``."""
+        return weight_decay
+
+    weight_step_first: ClassVar[bool] = False  # the weight step before the architecture step (GDAS's order)
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,9 +1,21 @@
 """GDAS: one operation per edge, sampled by hard Gumbel-softmax, temperature annealed linearly 10 -> 0.1.
 
 Dong & Yang, "Searching for a Robust Neural Architecture in Four GPU Hours", CVPR 2019;
-D-X-Y/AutoDL-Projects ``xautodl/models/cell_searchs/search_model_gdas.py`` (the hard sample with the
-soft sample's straight-through gradient), ``exps/NAS-Bench-201-algos/GDAS.py`` (tau from 10 to 0.1
-linearly, reaching 0.1 at the last epoch). The genotype is read from softmax(alpha).
+D-X-Y/AutoDL-Projects (commit f46486e):
+
+- ``xautodl/models/cell_searchs/search_model_gdas*.py``: per edge and forward, p =
+  softmax((log_softmax(alpha) + g) / tau) with g standard Gumbel, h = onehot(argmax p) - sg(p) + p;
+  the cell computes only the sampled op, times h[index]: its value is the op's output, its
+  gradient reaches alpha through p[index] alone. Here every op is computed and weighted by
+  onehot * h[index], which gives the same value and the same gradient. (In the NAS-Bench-201 cell
+  the official code also adds the zero-valued h[i] of the unsampled ops, which sends them
+  sum(dL/d out) each; a mixed op cannot add a scalar, so there they get no gradient: a deliberate
+  difference.)
+- ``search_model_gdas_nasnet.py`` ``genotype``: in the DARTS space, per node the 2 strongest (op,
+  edge) pairs over every incoming edge and every op but ``none``, by softmax(alpha): two may share
+  an edge. In NAS-Bench-201, the argmax per edge, ``none`` included (the space's rule).
+- ``exps/NAS-Bench-201-algos/GDAS.py``: the weight step before the architecture step, first order;
+  tau = 10 - (10 - 0.1) * epoch / (epochs - 1); 250 epochs (``GDAS.config``).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ class GDAS(SearchMethod):
     preset = {"relaxation": "gumbel", "gumbel_tau": (10.0, 0.1)}
     keys = ("gumbel_tau",)
     mixing = "gumbel"
+    weight_step_first = True  # GDAS.py: the weight step (a), then the architecture step (b)
 
     @classmethod
     def is_on(cls, hp) -> bool:
@@ -51,5 +64,24 @@ class GDAS(SearchMethod):
         u = torch.rand(alpha.shape, generator=g, dtype=alpha.dtype).to(alpha.device)
         gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))  # (E, O) standard Gumbel
         soft = F.softmax((alpha + gumbel) / self.tau, dim=-1)
-        hard = F.one_hot(soft.argmax(-1), alpha.shape[-1]).to(soft.dtype)
-        return hard - soft.detach() + soft  # the one-hot's value, the soft sample's gradient
+        hard = F.one_hot(soft.argmax(-1), alpha.shape[-1]).to(soft.dtype)  # (E, O)
+        picked = (hard * soft).sum(-1, keepdim=True)  # (E, 1): p[index]
+        return hard * (1 - picked.detach() + picked)  # value: the one-hot; gradient: through p[index] only
+
+    def genotype(self, net, space, genotype):
+        if space.name != "darts":
+            return genotype
+        from ..spaces.darts.genotype import Genotype
+
+        cells = {}
+        for cell, w in space.cell_weights(net).items():  # softmax(alpha) (E, O)
+            pairs, start = [], 0
+            for i in range(net.steps):
+                ranked = sorted(
+                    ((float(w[start + j, o]), op, j) for j in range(i + 2) for o, op in enumerate(net.operations) if op != "none"),
+                    key=lambda c: -c[0],
+                )  # stable: ties keep the edge, then op, order
+                pairs += [(op, j) for _, op, j in ranked[:2]]
+                start += i + 2
+            cells[cell] = pairs
+        return Genotype(cells["normal"], genotype.normal_concat, cells["reduce"], genotype.reduce_concat)

@@ -21,7 +21,6 @@ from ..methods import expand, selectable
 from ..spaces import get_space
 from ..trainers.darts_search import DARTSSearch
 from ..viz import plot_collapse
-from ..config import merge_presets
 from .base import Recipe
 
 
@@ -47,11 +46,13 @@ def method_of(given: dict[str, Any], preset: dict[str, Any]) -> str:
 
 
 def method_preset(recipe: Recipe, given: dict[str, Any], data: str, variant: str | None, preset: dict[str, Any]) -> dict[str, Any]:
-    """The official recipe of the run's method in its space (``methods.NAME.SPACE`` of darts.yaml:
-    ``all``, then the dataset's entry), over the space's preset."""
+    """The official recipe of the run's method in its space, over the space's preset: from darts.yaml's
+    ``methods.NAME.SPACE``, the dataset's own entry (a scaled-down variant, for the embedded data)
+    or else ``all`` (the paper's recipe)."""
     method = method_of(given, preset)
     table = ((recipe.presets.get("methods") or {}).get(method) or {}).get(variant or "darts") or {}
-    return merge_presets(table.get("all") or {}, (table.get("datasets") or {}).get(data) or {})
+    datasets = table.get("datasets") or {}
+    return dict(datasets[data]) if data in datasets else dict(table.get("all") or {})
 
 
 def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:

@@ -134,15 +134,18 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         warmup_epochs: int = 0,  # epochs that train only the weights, alpha frozen (PC-DARTS: 15)
         fd_radius: float = 0.01,  # finite-difference step for order=2: eps = fd_radius / |v|
         hessian: str = "fd",  # order=2's mixed Hessian-vector product: "fd" (central differences, the paper's) or "exact" (double backward)
-        method: str = "darts",  # a named preset of the collapse-fix keys below (METHODS); keys given explicitly win
+        method: str = "darts",  # a search method (lightning_dlstrat.methods); it sets those of its settings below not given
         relaxation: str | None = None,  # alpha -> mixing weights: softmax (DARTS), sigmoid (Fair DARTS), gumbel (GDAS), dirichlet (DrNAS)
         aux_skip: bool | None = None,  # DARTS-: an auxiliary skip on every edge, weight beta decaying linearly 1 -> 0
         beta_decay: float | None = None,  # beta-DARTS: weight of mean(logsumexp(alpha)) in L_val, growing by this per epoch (code: 0.5)
+        beta_decay_unrolled: bool | None = None,  # beta-DARTS: add the term with order=2 too (the code: first order only)
         sdarts_epsilon: float | None = None,  # SDARTS-RS: uniform noise in [-eps, eps] on the mixing weights in the weight step (0.03) ...
         sdarts_epsilon_max: float | None = None,  # ... eps ramped linearly to this over the search (SDARTS code: 0.3)
         zero_one_weight: float | None = None,  # Fair DARTS: w01 of the zero-one loss -mean((sigmoid(alpha) - 0.5)^2) (10)
+        fair_threshold: float | None = None,  # Fair DARTS: keep an edge in the genotype only if its sigmoid reaches this (0.85); None: top-2 edges
         gumbel_tau: Sequence[float] | None = None,  # GDAS: Gumbel temperature annealed linearly (start, end) = (10, 0.1)
-        dirichlet_kl: float | None = None,  # DrNAS: weight of KL(Dir(ELU(alpha) + 1) || Dir(1)) in L_val (1e-3)
+        dirichlet_reg: str | None = None,  # DrNAS's reg_type: "l2" (alpha's weight decay, the code's default) or "kl" (the KL term instead)
+        dirichlet_kl: float | None = None,  # DrNAS, dirichlet_reg="kl": weight of KL(Dir(ELU(alpha) + 1) || Dir(1)) in L_val (1e-3)
         max_skips: int | None = None,  # P-DARTS: at most this many skip_connect in the discretised (normal) cell (2)
         eigen_every: int = 0,  # collapse monitor (R-DARTS): the dominant eigenvalue of d2 L_val / d alpha2 every this many epochs; 0: off
         eigen_iters: int = 20,  # power-iteration steps (Hessian-vector products) per eigenvalue
@@ -155,24 +158,9 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):
         super().__init__()
-        # method=NAME fills the settings not given with its official ones (methods.expand). A run's
-        # configuration is expanded already when it is resolved (config.yaml holds what ran); a
-        # Python user's DARTSSearch(method="gdas") is expanded here, the same way.
-        given = locals()
         get_method(method)  # ValueError naming the methods for an unknown one
-        chosen = expand(method, {k: given[k] for k in METHODS[method].preset})
-        relaxation = chosen.get("relaxation", relaxation)
-        aux_skip = chosen.get("aux_skip", aux_skip)
-        beta_decay = chosen.get("beta_decay", beta_decay)
-        sdarts_epsilon = chosen.get("sdarts_epsilon", sdarts_epsilon)
-        sdarts_epsilon_max = chosen.get("sdarts_epsilon_max", sdarts_epsilon_max)
-        zero_one_weight = chosen.get("zero_one_weight", zero_one_weight)
-        gumbel_tau = chosen.get("gumbel_tau", gumbel_tau)
-        dirichlet_kl = chosen.get("dirichlet_kl", dirichlet_kl)
-        partial_channels = chosen.get("partial_channels", partial_channels)
-        del given, chosen
         self.space: SearchSpace = get_space(space)  # ValueError naming the spaces for an unknown one
-        space = self.space.name  # the canonical name ("NAS-Bench-201" -> "nb201") is what hparams keep
+        space = self.space.name  # the canonical name ("NAS-Bench-201" -> "nb201") is what hparams keep (save_hyperparameters reads it)
         if order not in (1, 2):
             raise ValueError(f"order must be 1 (first-order DARTS) or 2 (second order, unrolled), not {order!r}")
         if warmup_epochs < 0 or fd_radius <= 0 or grad_clip <= 0:
@@ -184,18 +172,24 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
                 "need eigen_every >= 0 (0: off), eigen_iters >= 1, eigen_stop_window >= 1, eigen_stop_delta >= 1 and eigen_stop_factor > 0, "
                 f"got {eigen_every}, {eigen_iters}, {eigen_stop_window}, {eigen_stop_delta}, {eigen_stop_factor}"
             )
-        if relaxation not in (None, "softmax", "sigmoid", "gumbel", "dirichlet"):
-            raise ValueError(f"relaxation must be softmax, sigmoid (Fair DARTS), gumbel (GDAS) or dirichlet (DrNAS), not {relaxation!r}")
         if hessian not in ("fd", "exact"):
             raise ValueError(f"hessian must be 'fd' (finite differences, the paper's) or 'exact' (double backward), not {hessian!r}")
         if implementation not in ("fast", "reference"):
             raise ValueError(f"implementation must be 'fast' or 'reference', not {implementation!r}")
         self.save_hyperparameters()
+        # method=NAME fills the settings not given with its official ones (methods.expand). A run's
+        # configuration is expanded already when it is resolved (config.yaml holds what ran); a
+        # Python user's DARTSSearch(method="gdas") is expanded here, the same way.
+        self.hparams.update(expand(method, self.hparams))
+        if self.hparams.relaxation not in (None, "softmax", "sigmoid", "gumbel", "dirichlet"):
+            raise ValueError(f"relaxation must be softmax, sigmoid (Fair DARTS), gumbel (GDAS) or dirichlet (DrNAS), not {self.hparams.relaxation!r}")
         self.automatic_optimization = False
         # both compute the same function (tests/test_darts_fast.py, tests/test_spaces.py); the fast one batches the edges
-        self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(locals()))
+        self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(self.hparams))
         # the methods these settings turn on (each checks its own), and how alpha mixes the ops
         self.methods: list[SearchMethod] = active_methods(self.hparams, self.net.operations)
+        for m in self.methods:
+            m.on_build(self.net)
         relaxation = Relaxation(self.methods)
         if relaxation.mixer is not None or relaxation.perturbers:
             self.net.relaxation = relaxation
@@ -292,8 +286,15 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         """(weight SGD, alpha Adam) over disjoint parameter sets; usable without a Trainer."""
         hp = self.hparams
         w_opt = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov)
-        a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay)
+        a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=self.arch_weight_decay())
         return w_opt, a_opt
+
+    def arch_weight_decay(self) -> float:
+        """Alpha's weight decay: the module's, unless a method replaces it (DrNAS's reg_type=kl: 0)."""
+        weight_decay = self.hparams.arch_weight_decay
+        for m in self.methods:
+            weight_decay = m.arch_weight_decay(weight_decay)
+        return weight_decay
 
     def setup(self, stage: str) -> None:
         destroy_gloo_group_at_exit()
@@ -479,23 +480,37 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         return eigenvalue
 
     def search_step(self, train: Batch, val: Batch, w_opt, a_opt, update_arch: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """One architecture step (unless ``update_arch`` is False) and one weight step.
+        """One architecture step (unless ``update_arch`` is False) and one weight step, in that order
+        (DARTS's), or the weight step first when a method says so (GDAS).
 
         ``w_opt``/``a_opt``: the optimisers of :meth:`make_optimizers` (or Lightning's wrappers
         of them). Returns the training loss and logits of the weight step.
         """
+        weights_first = any(m.weight_step_first for m in self.methods)
+        if update_arch and not weights_first:
+            self._architecture_step(train, val, w_opt, a_opt)
+        loss, logits = self._weight_step(train, w_opt)
+        if update_arch and weights_first:
+            self._architecture_step(train, val, w_opt, a_opt)
+        self._sample_step += 1
+        return loss, logits
+
+    def _architecture_step(self, train: Batch, val: Batch, w_opt, a_opt) -> None:
+        """alpha <- Adam(hypergradient + the methods' regulariser gradients)."""
+        self._set_sample_seed(0)
+        grads = self.architecture_gradient(train, val, w_opt)
+        extra = self._regulariser_gradients()  # beta-DARTS, Fair DARTS, DrNAS: terms of L_val in alpha alone
+        if extra is not None:
+            grads = [g + e for g, e in zip(grads, extra)]
+        scale = self._loss_scale()
+        for p, g in zip(self.net.arch_parameters(), grads):
+            # in the units the precision plugin expects: it unscales, and skips the step on inf/nan
+            p.grad = (g * scale).to(p.dtype)
+        a_opt.step()
+
+    def _weight_step(self, train: Batch, w_opt) -> tuple[torch.Tensor, torch.Tensor]:
+        """w <- SGD(grad_w L_train), gradients clipped; the training loss and logits."""
         relax = self.net.relaxation
-        if update_arch:
-            self._set_sample_seed(0)
-            grads = self.architecture_gradient(train, val, w_opt)
-            extra = self._regulariser_gradients()  # beta-DARTS, Fair DARTS, DrNAS: terms of L_val in alpha alone
-            if extra is not None:
-                grads = [g + e for g, e in zip(grads, extra)]
-            scale = self._loss_scale()
-            for p, g in zip(self.net.arch_parameters(), grads):
-                # in the units the precision plugin expects: it unscales, and skips the step on inf/nan
-                p.grad = (g * scale).to(p.dtype)
-            a_opt.step()
         x, y = train
         for p in self.net.parameters():
             p.grad = None
@@ -505,7 +520,6 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         logits = self.net(x)  # (B, num_classes)
         if relax is not None:
             relax.phase = "arch"
-            self._sample_step += 1
         loss = self.loss(logits, y)
         self._backward(loss)
         # clip the (possibly loss-scaled) weight gradients at grad_clip * scale: the same as
@@ -545,11 +559,18 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             self._maybe_stop_early()
 
     def _monitor_collapse(self) -> float | None:
-        """The dominant eigenvalue on this epoch's first validation batch, every ``eigen_every`` epochs (else None)."""
+        """R-DARTS's eigenvalue after epochs 0, ``eigen_every``, 2 ``eigen_every``, ... and the last (else None).
+
+        As RobustDARTS (``train_search.py``, ``analyze.py``): the dominant eigenvalue of the Hessian
+        of L_val plus alpha's weight decay (so of H + wd I: the loss's, plus wd). Deliberate
+        difference: on this epoch's first validation batch (RobustDARTS: its last), so the batch
+        is known before the epoch's weights change it.
+        """
         every = self.hparams.eigen_every
-        if not every or self._monitor_batch is None or (self.current_epoch + 1) % every:
+        epoch, epochs = self._epochs()
+        if not every or self._monitor_batch is None or (epoch % every and epoch != epochs - 1):
             return None
-        eigen = self.dominant_eigenvalue(self._monitor_batch)
+        eigen = self.dominant_eigenvalue(self._monitor_batch) + self.arch_weight_decay()
         self._monitor_batch = None
         # the same on every rank (rank-averaged products), so the logged value needs no sync
         self.log("arch/eigenvalue", eigen)
@@ -558,10 +579,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
     def _maybe_stop_early(self) -> None:
         """R-DARTS early stop (DARTS-ES, :mod:`lightning_dlstrat.methods.darts_es` decides): stop, and roll
         alpha back to the epoch it names. Every rank sees the same eigenvalues, so all of them decide alike."""
-        stop = self.method("darts-es").decide([r for r in self.history if "eigenvalue" in r])
+        stop = self.method("darts-es").decide([r for r in self.history if "eigenvalue" in r], self._epochs()[1] - 1)
         if stop is None:
             return
-        back = stop["back"]
+        back = next(r for r in self.history if r["epoch"] == stop["epoch"] and "raw_alpha" in r)  # an evaluated epoch
         with torch.no_grad():
             for p, value in zip(self.net.arch_parameters(), back["raw_alpha"]):
                 p.copy_(torch.as_tensor(value, dtype=p.dtype, device=p.device))
@@ -608,10 +629,16 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             if self.hparams.eigen_stop:  # what an early stop rolls back to
                 record["raw_alpha"] = [p.detach().cpu().tolist() for p in self.net.arch_parameters()]
         self.history.append(record)
-        # all E x O weights of every cell type go to the loggers (metrics.csv) on Lightning's step
-        # axis, as every other metric; the progress line leaves out names of more than two parts
-        per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in weights.items() for i in range(w.shape[0]) for o, op in enumerate(self.net.operations)}
-        self.log_dict(per_edge)
+        # all E x O weights of every cell type go straight to the loggers (metrics.csv), on
+        # Lightning's step axis, from rank zero: they are the same on every rank (alpha is kept
+        # identical), so they need no sync, and kept out of callback_metrics they neither flood the
+        # console with sync_dist advice nor swell what ddp_spawn sends back through its pipe (a
+        # few hundred tensors there blocked the worker and hung the run)
+        if self.trainer.is_global_zero and self.trainer.loggers:
+            per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in weights.items() for i in range(w.shape[0]) for o, op in enumerate(self.net.operations)}
+            step = self.trainer.fit_loop.epoch_loop._batches_that_stepped  # the step self.log uses
+            for logger in self.trainer.loggers:
+                logger.log_metrics(per_edge, step=step)
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
         if not self.trainer.is_global_zero:
             return

@@ -235,7 +235,9 @@ class SearchNetwork(Supernet):
 
     # --- forward -------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        mixing = self._mixing_weights(x.device.type, sample=self.training)
+        # every forward, training or evaluation, mixes as the method does (the official codes sample
+        # GDAS's and DrNAS's weights and add DARTS-'s skip in evaluation too); reading the genotype does not
+        mixing = self._mixing_weights(x.device.type, sample=True)
         s0 = s1 = self.stem(x)  # (B, stem_multiplier * C, H, W)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, *mixing[cell.reduction])  # s1: (B, multiplier * C_cell, H', W')

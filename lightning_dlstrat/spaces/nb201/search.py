@@ -133,7 +133,9 @@ class NB201SearchNetwork(Supernet):
     # --- forward ---------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_input_size(x, self.in_chans)
-        weights = self._mixing_weights(x.device.type, sample=self.training)  # (6, O)
+        # every forward, training or evaluation, mixes as the method does (the official codes sample
+        # GDAS's and DrNAS's weights and add DARTS-'s skip in evaluation too); reading the genotype does not
+        weights = self._mixing_weights(x.device.type, sample=True)  # (6, O)
         x = self.stem(x)  # (B, C, H, W)
         for cell in self.cells:
             x = cell(x) if isinstance(cell, ResNetBasicBlock) else cell(x, weights)  # (B, C_stage, H', W')
