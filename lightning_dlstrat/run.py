@@ -11,7 +11,8 @@ A run directory holds everything one ``dlstrat fit`` produced::
 
 :func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
 :class:`~lightning_dlstrat.config.RunConfig`; :func:`fit_once` is one ``Trainer.fit`` (and test)
-of it, which recipes that fit several times (random-nas) call per trial.
+of it, which recipes that fit several times (random-nas) call per trial. What is particular to a
+recipe comes through its hooks (``recipes/base.py``); this module never names one.
 
 Guarantees (docs/reliability.md):
 
@@ -22,7 +23,9 @@ Guarantees (docs/reliability.md):
   ranks never touch the disk, and ModelCheckpoint and ``trainer.log_dir`` broadcast rank 0's path.
 - **Resume continues the run.** ``--resume RUN`` (or ``RUN/checkpoints/last.ckpt``) trains on in
   ``RUN``: ``metrics.csv`` keeps its rows up to the checkpoint and is appended to, and
-  ``summary.json`` is written there. Checkpoints are read with ``weights_only=True``, always.
+  ``summary.json`` is written there. Checkpoints are read with ``weights_only=True``, always; the
+  one resumed from is found, read and checked once (:func:`find_resume`), and Lightning restores
+  from that same mapping.
 - **No empty run directories.** A run that fails before its first checkpoint removes its directory.
 """
 
@@ -51,7 +54,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import __version__
 from .config import RunConfig, build, read_config_file
-from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
+from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shorten
 from .data import DATAMODULES, BaseDataModule
 from .trainer_specs import Spec, callback_specs, logger_specs
 
@@ -346,6 +349,23 @@ def build_module(recipe, cfg: RunConfig, **overrides) -> L.LightningModule:
     return build(recipe.module, {**cfg.model_args, **overrides}, recipe.name)
 
 
+def take_built(recipe, cfg: RunConfig, module_overrides: dict[str, Any]) -> tuple[BaseDataModule, L.LightningModule] | None:
+    """The datamodule and module :func:`~lightning_dlstrat.config.resolve` built for ``cfg``, if they are this run's.
+
+    They are when nothing has changed since (the recipe's module, its arguments, the data's, the
+    seed) and no argument is overridden (a trial's genotype); the global RNGs then continue from
+    where building left them, so the run is bit for bit the one that builds its own. Taken once:
+    a second fit of the same configuration builds afresh.
+    """
+    built, cfg.built = cfg.built, None
+    if built is None or module_overrides or type(built.module) is not recipe.module:
+        return None
+    if (built.seed, built.model_args, built.data_args) != (cfg.seed, cfg.model_args, cfg.data_args):
+        return None
+    set_rng_states(built.rng_after)
+    return built.datamodule, built.module
+
+
 def build_loggers(value: Any, cfg: RunConfig, run_dir: Path, keep_until_step: int | None = None) -> list[Logger]:
     """The loggers ``--trainer.logger`` names (:mod:`lightning_dlstrat.trainer_specs`), all writing into ``run_dir``.
 
@@ -510,8 +530,8 @@ def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = N
     """
     if resume is None and cfg.resume:
         resume = find_resume(cfg.resume, cfg.model, {recipe.name: recipe}.get)
-    dm = build_datamodule(cfg)
-    module = build_module(recipe, cfg, **module_overrides)
+    reused = take_built(recipe, cfg, module_overrides)
+    dm, module = reused if reused is not None else (build_datamodule(cfg), build_module(recipe, cfg, **module_overrides))
     keep = resume.keep_until_step() if resume is not None else None
     preloaded = resume.hand_over() if resume is not None else None
     trainer = build_trainer(cfg, run_dir, getattr(module, "monitor", None), getattr(module, "mode", "max"), keep, preloaded)
