@@ -165,23 +165,16 @@ def fit(
     """
     from .config import read_config_file, resolve
     from .recipes import get_recipe
-    from .run import checkpoint_info, fit as run_fit, read_checkpoint, resume_target
+    from .run import find_resume, fit as run_fit
 
     extra = parse_pass_through(list(ctx.args))
     file_cfg = read_config_file(config) if config else {}
-    run_dir = checkpoint = None
+    found = None
     if resume is not None:
-        # resuming replays the run's own config.yaml (flags may extend it, e.g. --max-epochs)
-        checkpoint, run_dir = resume_target(resume)
-        saved = run_dir / "config.yaml"
-        if checkpoint is None:  # a study's run directory (random-nas): it continues its study, not a checkpoint
-            info = {"model": layer_name(read_config_file(saved).get("model")), "data": None}
-        else:
-            info = checkpoint_info(read_checkpoint(checkpoint), checkpoint)
-        file_cfg = read_config_file(saved) if saved.is_file() else {"model": info["model"], "data": info["data"]}
-        if model is not None and model != info["model"]:
-            fail(f"--resume {resume} holds a {info['model']} checkpoint, not {model}; drop --model or resume a {model} run")
-        model = info["model"]
+        # the run's checkpoint is read (once) and checked there; resuming replays the run's own
+        # config.yaml (flags may extend it, e.g. --max-epochs)
+        found = find_resume(resume, model, get_recipe)
+        file_cfg, model = found.config, found.model
     flags: dict[str, Any] = {
         "model": {"name": model, **extra["model"]},
         "data": {"name": data, **extra["data"]},
@@ -197,10 +190,8 @@ def fit(
     if print_config:
         typer.echo(cfg.to_yaml(), nl=False)
         return
-    if resume is not None:
-        cfg.resume, cfg.run_dir = str(checkpoint or run_dir), str(run_dir)
     cfg.command = shlex.join(["dlstrat", *(ctx.obj["argv"] if isinstance(ctx.obj, dict) else rebuilt_argv(ctx))])
-    report(run_fit(recipe, cfg))
+    report(run_fit(recipe, cfg, resume=found))
 
 
 def rebuilt_argv(ctx: typer.Context) -> list[str]:

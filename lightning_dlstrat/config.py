@@ -24,6 +24,7 @@ datamodule and module themselves are built once to catch what their constructors
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 import json
@@ -35,7 +36,7 @@ from typing import Any
 import lightning as L
 import yaml
 
-from .core import DlstratError, shorten
+from .core import DlstratError, rng_states, seeded_rngs, shorten
 from .data import DATAMODULES
 from .trainer_specs import callback_specs, logger_specs, replayable
 
@@ -65,6 +66,8 @@ class RunConfig:
     command: str = ""  # the exact command, recorded in summary.json
     resume: str | None = None  # checkpoint to continue from (in its own run directory)
     run_dir: str | None = None  # set for a resumed run: continue in this directory
+    # what resolve built to check the arguments; run.fit_once trains these rather than building them again
+    built: Built | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``config.yaml`` form (what ``--config`` reads)."""
@@ -85,6 +88,22 @@ class RunConfig:
     def to_yaml(self) -> str:
         header = f"# dlstrat fit --model {self.model} --data {self.data}: the resolved configuration\n# replay it with: dlstrat fit --config config.yaml\n"
         return header + yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, width=4096)
+
+
+@dataclass
+class Built:
+    """The datamodule and module :func:`resolve` built from a configuration (never written to config.yaml).
+
+    The module was built from the run's seed (as ``run.fit`` seeds), so it is the one that run would
+    build; ``rng_after`` is the global RNG state right after building, which the run continues from.
+    """
+
+    datamodule: Any
+    module: Any
+    rng_after: dict[str, Any]
+    seed: int
+    model_args: dict[str, Any]  # the arguments as built, to tell whether the configuration changed since
+    data_args: dict[str, Any]
 
 
 class _Dumper(yaml.SafeDumper):
@@ -259,7 +278,9 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     made_from = dict(file_layer.get("made_from") or {})
     if recipe.prepare is not None:
         made_from.update(recipe.prepare(model_args, {**file_layer["model"], **flag_layer["model"]}) or {})
-    build(recipe.module, model_args, recipe.name)
+    with seeded_rngs(seed):  # run.fit seeds the same way before it would build the module
+        module = build(recipe.module, model_args, recipe.name)
+        built = Built(dm, module, rng_states(), seed, copy.deepcopy(model_args), copy.deepcopy(data_args))
 
     options = dict(recipe_options)
     for u in user:
@@ -271,6 +292,7 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
         options=options, out=str(next((u["out"] for u in reversed(user) if "out" in u), "runs")), made_from=made_from,
         resume=next((str(u["resume"]) for u in reversed(user) if "resume" in u), None),
     )
+    cfg.built = built
     if recipe.check is not None:
         recipe.check(cfg)
     return cfg

@@ -12,6 +12,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,51 @@ def mean_over_ranks(module: Any, tensors: list) -> list:
     else:
         return list(tensors)
     return [f.view_as(t) for f, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
+# --- the global random number generators -----------------------------------------------------------
+def rng_states() -> dict[str, Any]:
+    """The CPU-side global RNG states that building a module draws from: torch's, Python's ``random``, NumPy's."""
+    import random
+
+    import numpy as np
+    import torch
+
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+
+
+@contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Inside: the CPU-side global RNGs seeded as ``lightning.seed_everything(seed)`` seeds them; after: as before.
+
+    So :func:`lightning_dlstrat.config.resolve` builds a run's module from the run's seed without
+    changing the caller's random state (CUDA's generators are neither seeded nor touched).
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    saved = rng_states()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.random.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        set_rng_states(saved)
 
 
 def launch_rank() -> int:

@@ -3,9 +3,10 @@
 Plain functions on tensors and ``nn.Module``s, shared by the GAN LightningModule
 (:mod:`lightning_dlstrat.trainers.gan`) and usable without it:
 
-- losses on raw discriminator logits, in fp32: non-saturating (Goodfellow et al. 2014), hinge
-  (Lim & Ye 2017; Miyato et al. 2018), Wasserstein (Arjovsky et al. 2017) and least squares
-  (Mao et al. 2017);
+- losses on raw discriminator logits, in fp32, one :class:`GANLoss` each, registered in
+  :data:`LOSSES` where it is defined: non-saturating (Goodfellow et al. 2014), hinge (Lim & Ye
+  2017; Miyato et al. 2018), Wasserstein (Arjovsky et al. 2017) and least squares (Mao et al.
+  2017); a new loss is one more ``@register_loss`` class here;
 - WGAN-GP (Gulrajani et al. 2017) and R1 (Mescheder et al. 2018), with autocast off so their
   double backward runs in full precision;
 - the exponential moving average of the generator (Karras et al. 2018; Yazici et al. 2019).
@@ -13,40 +14,119 @@ Plain functions on tensors and ``nn.Module``s, shared by the GAN LightningModule
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("ns", "hinge", "wgan-gp", "lsgan")
-
 
 # --- losses (on raw discriminator logits, computed in fp32) --------------------------------------
+class GANLoss:
+    """One GAN objective: the discriminator's and the generator's loss, and what training it needs.
+
+    A subclass defines ``discriminator(real, fake)`` and ``generator(fake)`` as static methods on
+    raw logits of shape (B,) in fp32, each returning a scalar, and is listed in :data:`LOSSES` by
+    the :func:`register_loss` decorator on its class statement.
+    """
+
+    name: ClassVar[str]  # --model.loss=NAME
+    about: ClassVar[str]  # what it is, and where from
+    gradient_penalty: ClassVar[bool] = False  # a critic kept 1-Lipschitz by WGAN-GP's penalty (--model.gp_weight)
+    betas: ClassVar[tuple[float, float]] = (0.5, 0.999)  # Adam's default betas for it (DCGAN's; WGAN-GP's (0, 0.9))
+    n_critic: ClassVar[int] = 1  # default discriminator steps per generator step
+    unbounded_scores: ClassVar[bool] = False  # D outputs scores, not log-odds: train/d_gap (mean real - fake score) is logged
+
+    @staticmethod
+    def discriminator(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def generator(fake: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# loss name -> its class; each loss below registers itself
+LOSSES: dict[str, type[GANLoss]] = {}
+
+
+def register_loss(cls: type[GANLoss]) -> type[GANLoss]:
+    """Class decorator: list a :class:`GANLoss` in :data:`LOSSES` under its ``name``."""
+    if cls.name in LOSSES and LOSSES[cls.name].__qualname__ != cls.__qualname__:
+        raise ValueError(f"a GAN loss named {cls.name!r} is registered already ({LOSSES[cls.name].__qualname__})")
+    LOSSES[cls.name] = cls
+    return cls
+
+
+def get_loss(name: str) -> type[GANLoss]:
+    """The loss ``name``; an unknown one is a ValueError listing them all."""
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+@register_loss
+class NonSaturating(GANLoss):
+    name, about = "ns", "non-saturating (Goodfellow et al. 2014)"
+
+    @staticmethod
+    def discriminator(real, fake):  # binary cross-entropy with labels 1 / 0: -log sigmoid(r) - log(1 - sigmoid(f))
+        return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+    @staticmethod
+    def generator(fake):  # -log sigmoid(f) instead of log(1 - sigmoid(f))
+        return F.softplus(-fake).mean()
+
+
+@register_loss
+class Hinge(GANLoss):
+    name, about = "hinge", "hinge (Lim & Ye 2017; Miyato et al. 2018)"
+    unbounded_scores = True
+
+    @staticmethod
+    def discriminator(real, fake):
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+    @staticmethod
+    def generator(fake):
+        return -fake.mean()
+
+
+@register_loss
+class WassersteinGP(GANLoss):
+    name, about = "wgan-gp", "Wasserstein with gradient penalty (Arjovsky et al. 2017; Gulrajani et al. 2017)"
+    gradient_penalty, betas, n_critic, unbounded_scores = True, (0.0, 0.9), 5, True
+
+    @staticmethod
+    def discriminator(real, fake):  # the critic's negated Wasserstein estimate; the training step adds the penalty
+        return fake.mean() - real.mean()
+
+    @staticmethod
+    def generator(fake):
+        return -fake.mean()
+
+
+@register_loss
+class LeastSquares(GANLoss):
+    name, about = "lsgan", "least squares (Mao et al. 2017)"
+
+    @staticmethod
+    def discriminator(real, fake):  # Mao et al.'s (a, b, c) = (0, 1, 1)
+        return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake**2).mean()
+
+    @staticmethod
+    def generator(fake):
+        return 0.5 * ((fake - 1.0) ** 2).mean()
+
+
 def discriminator_loss(loss: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The discriminator's loss for ``real_logits`` / ``fake_logits`` of shape (B,); a scalar."""
-    r, f = real_logits.float(), fake_logits.float()
-    if loss == "ns":  # binary cross-entropy with labels 1 / 0: -log sigmoid(r) - log(1 - sigmoid(f))
-        return F.softplus(-r).mean() + F.softplus(f).mean()
-    if loss == "hinge":
-        return F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean()
-    if loss == "wgan-gp":  # the critic's negated Wasserstein estimate; the penalty is added separately
-        return f.mean() - r.mean()
-    if loss == "lsgan":  # Mao et al. (a, b, c) = (0, 1, 1)
-        return 0.5 * ((r - 1.0) ** 2).mean() + 0.5 * (f**2).mean()
-    raise ValueError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    """The discriminator's loss ``loss`` (a name in :data:`LOSSES`) for logits of shape (B,); a scalar, in fp32."""
+    return get_loss(loss).discriminator(real_logits.float(), fake_logits.float())
 
 
 def generator_loss(loss: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    """The generator's loss for the discriminator's ``fake_logits`` (B,); a scalar."""
-    f = fake_logits.float()
-    if loss == "ns":  # non-saturating: -log sigmoid(f) instead of log(1 - sigmoid(f))
-        return F.softplus(-f).mean()
-    if loss in ("hinge", "wgan-gp"):
-        return -f.mean()
-    if loss == "lsgan":
-        return 0.5 * ((f - 1.0) ** 2).mean()
-    raise ValueError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    """The generator's loss ``loss`` for the discriminator's ``fake_logits`` (B,); a scalar, in fp32."""
+    return get_loss(loss).generator(fake_logits.float())
 
 
 def gradient_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,31 @@ A model folder (or Hub model repo) holds::
 ``config.json`` holds all that rebuilds the network: ``architecture`` names a class in
 :data:`ARCHITECTURES`, ``model_args`` are its ``__init__`` arguments (a DARTS genotype as JSON lists).
 
-:data:`ARCHITECTURES` is the one registry of deployable networks. A class joins it by declaring
-its name and kind where it is defined, ``class MLP(nn.Module, HubMixin, architecture="dlstrat_mlp",
-kind="classifier")``; the Hub format, the timm entry points (:mod:`lightning_dlstrat.timm_models`)
-and the zoo all read it. Importing :mod:`lightning_dlstrat.models` registers every network.
+:data:`ARCHITECTURES` is the one registry of deployable networks, and it fills itself. A class
+joins it by declaring its name and kind where it is defined, ``class MLP(nn.Module, HubMixin,
+architecture="dlstrat_mlp", kind="classifier")``; the Hub format, the timm entry points
+(:mod:`lightning_dlstrat.timm_models`), the zoo and every reader of a config.json look names up
+in it. A name not yet registered is found, and its module imported, on first use:
+
+1. the package's own networks, from :data:`BUILTIN_ARCHITECTURES` (name -> ``"module:Class"``),
+   imported by module string: this module sits below the networks (docs/architecture.md), so it
+   names them rather than importing them by statement, and nothing heavy is imported until a
+   config.json asks for it;
+2. any installed package's entry points in the group :data:`ENTRY_POINT_GROUP`
+   (``lightning_dlstrat.architectures``), which is how another library adds its networks::
+
+       # its pyproject.toml; the class subclasses nn.Module and HubMixin with architecture="my_net"
+       [project.entry-points."lightning_dlstrat.architectures"]
+       my_net = "my_package.nets:MyNet"
+
+This package declares its own networks there too (``pyproject.toml``, the same table as
+:data:`BUILTIN_ARCHITECTURES`, tested equal). The in-package table comes first, so the built-in
+names work from a source checkout or an editable install whose metadata is older than the code,
+and no plugin can take a built-in name. Iterating the registry (``architectures()``) loads every
+built-in network and entry point; a plugin that fails to import is skipped there with a warning,
+and named in the error when its own name is asked for. So in a fresh interpreter
+``from lightning_dlstrat.hub import load_model; load_model("zoo/mlp-digits")`` needs no other import.
+
 Classifiers also carry timm's fields (``num_classes``, ``num_features``, ``pretrained_cfg``), so
 ``timm.create_model("hf-hub:ORG/NAME", pretrained=True)`` reads the same file
 (:mod:`lightning_dlstrat.timm_models`).
@@ -34,6 +55,9 @@ import inspect
 import json
 import os
 import re
+import warnings
+from collections.abc import Iterator, Mapping
+from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,9 +73,19 @@ DOCS_URL = f"{REPO_URL}/blob/main/docs/zoo.md"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
-# architecture name in config.json -> the network class; filled by HubMixin subclasses as they are
-# defined (see the module docstring). Classifier names double as timm model names.
-ARCHITECTURES: dict[str, type] = {}
+ENTRY_POINT_GROUP = "lightning_dlstrat.architectures"  # where installed packages declare their networks
+# The package's own networks, architecture name -> "module:Class", imported by module string on
+# first use (see the module docstring); pyproject.toml declares the same entry points.
+BUILTIN_ARCHITECTURES: dict[str, str] = {
+    "dlstrat_mlp": "lightning_dlstrat.models.mlp:MLP",
+    "dense_generator": "lightning_dlstrat.models.gan:DenseGenerator",
+    "dcgan_generator": "lightning_dlstrat.models.gan:DCGANGenerator",
+    "mlp_generator": "lightning_dlstrat.models.gan:MLPGenerator",
+    "conditional_dense_generator": "lightning_dlstrat.models.gan_conditional:ConditionalDenseGenerator",
+    "conditional_dcgan_generator": "lightning_dlstrat.models.gan_conditional:ConditionalDCGANGenerator",
+    "darts_net": "lightning_dlstrat.spaces.darts.network:DARTSNetwork",
+    "nb201_net": "lightning_dlstrat.spaces.nb201.network:NB201Network",
+}
 KINDS = ("classifier", "generator")
 # Networks a config.json may ask for are built on the meta device first and refused above this
 # many parameters, so a downloaded config cannot make the loader allocate without bound.
@@ -64,21 +98,116 @@ class HubError(DlstratError):
     """A model could not be saved, found, downloaded or loaded; the message says why and what to do."""
 
 
+class Architectures(Mapping[str, type]):
+    """Architecture name -> network class; registered where each class is defined, loaded on first use.
+
+    A name not registered yet is looked up in :data:`BUILTIN_ARCHITECTURES`, then in the installed
+    entry points of :data:`ENTRY_POINT_GROUP`, and its module imported (which registers the class).
+    Iterating (``list``, ``items``, ``len``) loads every built-in network and entry point first.
+    """
+
+    def __init__(self, builtin: dict[str, str], group: str):
+        self._classes: dict[str, type] = {}
+        self.builtin, self.group = builtin, group
+
+    # --- registering ---
+    def register(self, name: str, cls: type) -> None:
+        known = self._classes.get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:  # the same class again: a module reloaded
+            raise TypeError(f"architecture {name!r} is already registered by {known.__module__}.{known.__qualname__}")
+        self._classes[name] = cls
+
+    def __delitem__(self, name: str) -> None:  # forget a registered class (tests, interactive sessions)
+        del self._classes[name]
+
+    # --- looking up ---
+    def __getitem__(self, name: str) -> type:
+        if isinstance(name, str) and name not in self._classes:
+            self._load(name)
+        return self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self.load_all()
+        # the built-in networks in their table's order, then the plugins' in the order they loaded
+        return iter([n for n in self.builtin if n in self._classes] + [n for n in self._classes if n not in self.builtin])
+
+    def __len__(self) -> int:
+        self.load_all()
+        return len(self._classes)
+
+    def __repr__(self) -> str:
+        return f"Architectures({', '.join(self._classes)}; built-in {', '.join(self.builtin)}; entry points {self.group!r})"
+
+    def _entry_points(self, name: str | None = None) -> list:
+        from importlib.metadata import entry_points
+
+        found = entry_points(group=self.group) if name is None else entry_points(group=self.group, name=name)
+        return [ep for ep in found if ep.name not in self.builtin]  # a plugin cannot take a built-in name
+
+    def _load(self, name: str) -> None:
+        """Import the class ``name`` is declared for, if any; it registers itself (KeyError later if not)."""
+        target = self.builtin.get(name)
+        if target is not None:
+            module_name, _, attr = target.partition(":")
+            loaded = getattr(import_module(module_name), attr)
+            self._check(name, loaded, f"lightning_dlstrat's {target}")
+            return
+        for ep in self._entry_points(name)[:1]:
+            try:
+                loaded = ep.load()
+            except Exception as e:  # the plugin's own import error, as one message
+                where = f" (package {ep.dist.name})" if getattr(ep, "dist", None) is not None else ""
+                raise HubError(
+                    f"the architecture {name!r} comes from the entry point {ep.value!r}{where}, which failed to import: "
+                    f"{type(e).__name__}: {shorten(str(e), 300)}"
+                ) from None
+            self._check(name, loaded, f"the entry point {ep.value!r}")
+
+    def _check(self, name: str, loaded: Any, where: str) -> None:
+        if self._classes.get(name) is not loaded:
+            raise HubError(
+                f"{where} names {shorten(loaded, 80)} for the architecture {name!r}, but that is not a network registered under this name: "
+                f"it must subclass nn.Module and HubMixin with architecture={name!r} in its class statement"
+            )
+
+    def load_all(self) -> None:
+        """Register every built-in network and every installed entry point's (a broken plugin: a warning)."""
+        for name in self.builtin:
+            if name not in self._classes:
+                self._load(name)
+        for ep in self._entry_points():
+            if ep.name in self._classes:
+                continue
+            try:
+                self._load(ep.name)
+            except HubError as e:
+                warnings.warn(f"skipping a lightning-dlstrat plugin: {e}", stacklevel=3)
+
+
+# architecture name in config.json -> the network class (see the module docstring). Classifier
+# names double as timm model names.
+ARCHITECTURES = Architectures(BUILTIN_ARCHITECTURES, ENTRY_POINT_GROUP)
+
+
 def architectures(kind: str | None = None) -> dict[str, type]:
-    """The registered networks (of one ``kind``), by architecture name."""
+    """Every known network (of one ``kind``), by architecture name: built-in ones and installed plugins'."""
     return {name: cls for name, cls in ARCHITECTURES.items() if kind is None or cls.kind == kind}
 
 
 def architecture_class(name: Any, source: str = "config.json") -> type:
-    if name not in ARCHITECTURES:
-        raise HubError(
-            f"{source} names the architecture {shorten(name, 80)}, which this version of lightning-dlstrat does not know; "
-            f"known: {', '.join(ARCHITECTURES)}. Upgrade lightning-dlstrat or check the repo."
-        )
-    return ARCHITECTURES[name]
+    """The class of architecture ``name`` (imported on first use); an unknown name is a :class:`HubError`."""
+    try:
+        return ARCHITECTURES[name]
+    except (KeyError, TypeError):  # TypeError: an unhashable name in a hand-written config.json
+        pass
+    raise HubError(
+        f"{source} names the architecture {shorten(name, 80)}, which this version of lightning-dlstrat does not know; "
+        f"known: {', '.join(sorted(ARCHITECTURES))}. Upgrade lightning-dlstrat, install the package that provides it, or check the repo."
+    )
 
 
-# README.md for save_pretrained / push_to_hub outside `dlstrat push` (which writes a full card)
+# README.md for save_pretrained / push_to_hub outside `dlstrat push` (which writes a full card);
+# push_to_hub fills in repo_id. Its snippet is run in a fresh interpreter by tests/test_zoo.py.
 MODEL_CARD_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -88,7 +217,7 @@ A network saved with [lightning-dlstrat]({{ repo_url }}): `config.json` rebuilds
 ```python
 from lightning_dlstrat.hub import load_model
 
-net = load_model("ORG/NAME or a folder")  # strict, safetensors only, eval mode
+net = load_model("{{ repo_id | default('ORG/NAME') }}")  # or the folder it was saved to; strict, safetensors only, eval mode
 ```
 
 Docs: {{ docs_url }}
@@ -110,7 +239,9 @@ class HubMixin(
 
         class MLP(nn.Module, HubMixin, architecture="dlstrat_mlp", kind="classifier", tags=[...]): ...
 
-    That registers the class in :data:`ARCHITECTURES`. The ``__init__`` arguments of each instance
+    That registers the class in :data:`ARCHITECTURES` when its module is imported; for that import to
+    happen on first use, this package lists its own networks in :data:`BUILTIN_ARCHITECTURES` (and
+    pyproject.toml's entry points), and another package in its entry points. The ``__init__`` arguments of each instance
     are kept in ``init_args`` and become config.json's ``model_args``.
     """
 
@@ -123,10 +254,8 @@ class HubMixin(
             return
         if kind not in KINDS:
             raise TypeError(f"{cls.__qualname__}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        if architecture in ARCHITECTURES and ARCHITECTURES[architecture].__qualname__ != cls.__qualname__:
-            raise TypeError(f"architecture {architecture!r} is already registered by {ARCHITECTURES[architecture].__qualname__}")
+        ARCHITECTURES.register(architecture, cls)
         cls.architecture, cls.kind = architecture, kind
-        ARCHITECTURES[architecture] = cls
 
     def __new__(cls, *args, **kwargs):
         instance = super().__new__(cls, *args, **kwargs)
@@ -151,6 +280,10 @@ class HubMixin(
 
     def save_pretrained(self, save_directory: str | Path, *, config: dict | None = None, **kwargs) -> str | None:
         return super().save_pretrained(save_directory, config=config if config is not None else self.hub_config(), **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:
+        """huggingface_hub's ``push_to_hub``; the model card's snippet loads ``repo_id``."""
+        return super().push_to_hub(repo_id, model_card_kwargs={"repo_id": repo_id, **(model_card_kwargs or {})}, **kwargs)
 
     @classmethod
     def from_pretrained(
@@ -399,8 +532,8 @@ def load_model(
     """Any of this package's networks from a folder or ``ORG/NAME``, whatever its architecture.
 
     ``expect``: the class the caller wants (``MLP.from_pretrained`` passes ``MLP``); a repo holding
-    another architecture is an error naming the right class. The architecture must be registered:
-    import :mod:`lightning_dlstrat.models` (``lightning_dlstrat.zoo.load_model`` does) to register all.
+    another architecture is an error naming the right class. The architecture's module is imported
+    on first use (:data:`ARCHITECTURES`), so nothing else needs importing first.
     """
     where = str(source) + (f"@{revision}" if revision else "")
     download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, local_files_only=local_files_only, token=token)

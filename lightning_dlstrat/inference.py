@@ -109,18 +109,17 @@ def from_checkpoint(path: str | Path) -> Loaded:
     info = checkpoint_info(ckpt, path)
     recipe = get_recipe(info["model"])
     dm = datamodule_of(ckpt, path, info)
-    if info["model"] == "gan":
-        from .recipes.gan import generator_from_checkpoint
-
-        net = generator_from_checkpoint(path)[0].eval()
-        return Loaded(net, "generator", str(path), how_to_sample=f"dlstrat sample --checkpoint {path}")
-    module = load_module(recipe, path)
-    net = module.export_network()
+    if recipe.network_from_checkpoint is not None:  # the recipe's own way (gan: its EMA generator)
+        net = recipe.network_from_checkpoint(ckpt, path)
+    else:
+        net = load_module(recipe, path).export_network()
     if net is None:
         raise DlstratError(
             f"{path} is a {info['model']} checkpoint, whose product is a genotype, not a network to run; "
             "retrain the genotype with `dlstrat fit --model darts-net --genotype RUN_DIR` and use that run's checkpoint"
         )
+    if getattr(net, "kind", "classifier") == "generator":
+        return Loaded(net.eval(), "generator", str(path), how_to_sample=f"dlstrat sample --checkpoint {path}")
     labels = [str(i) for i in range(dm.num_classes)] if dm.num_classes else [str(i) for i in range(getattr(net, "num_classes", 0))]
     return Loaded(net.eval(), getattr(net, "kind", "classifier"), str(path), tuple(dm.dims), tuple(dm.mean), tuple(dm.std), dm.normalization, labels)
 

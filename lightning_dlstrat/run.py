@@ -11,7 +11,8 @@ A run directory holds everything one ``dlstrat fit`` produced::
 
 :func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
 :class:`~lightning_dlstrat.config.RunConfig`; :func:`fit_once` is one ``Trainer.fit`` (and test)
-of it, which recipes that fit several times (random-nas) call per trial.
+of it, which recipes that fit several times (random-nas) call per trial. What is particular to a
+recipe comes through its hooks (``recipes/base.py``); this module never names one.
 
 Guarantees (docs/reliability.md):
 
@@ -22,7 +23,9 @@ Guarantees (docs/reliability.md):
   ranks never touch the disk, and ModelCheckpoint and ``trainer.log_dir`` broadcast rank 0's path.
 - **Resume continues the run.** ``--resume RUN`` (or ``RUN/checkpoints/last.ckpt``) trains on in
   ``RUN``: ``metrics.csv`` keeps its rows up to the checkpoint and is appended to, and
-  ``summary.json`` is written there. Checkpoints are read with ``weights_only=True``, always.
+  ``summary.json`` is written there. Checkpoints are read with ``weights_only=True``, always; the
+  one resumed from is found, read and checked once (:func:`find_resume`), and Lightning restores
+  from that same mapping.
 - **No empty run directories.** A run that fails before its first checkpoint removes its directory.
 """
 
@@ -37,8 +40,9 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -49,14 +53,13 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import __version__
-from .config import RunConfig, build
-from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
+from .config import RunConfig, build, read_config_file
+from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shorten
 from .data import DATAMODULES, BaseDataModule
 from .trainer_specs import Spec, callback_specs, logger_specs
 
 LIBRARY = "lightning-dlstrat"  # the MLflow experiment runs are logged under
 RUN_DIR_ENV = "DLSTRAT_RUN_DIR"  # rank 0's run directory, inherited by the ranks Lightning's ddp launcher starts
-STUDY_INFO = "study.json"  # in the run directory of a study (random-nas): which study its trials belong to
 
 
 class RunInterrupted(DlstratError):
@@ -68,12 +71,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temp file and ``os.replace``.
 
     A run killed mid-save leaves the previous ``last.ckpt`` intact instead of a truncated one.
+    ``preloaded``: checkpoints already read (``weights_only=True``) by :func:`find_resume`, by
+    path; Lightning's own read of one of them gets that mapping instead of reading the file again.
     """
+
+    def __init__(self, preloaded: dict[str | Path, dict[str, Any]] | None = None):
+        super().__init__()
+        self._preloaded = {_key(path): ckpt for path, ckpt in (preloaded or {}).items()}
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(path, buffer.getvalue())
+
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
+        ckpt = self._preloaded.pop(_key(path), None)  # handed over once: Lightning changes what it gets
+        if ckpt is not None and weights_only:
+            return ckpt
+        if map_location is None:
+            return super().load_checkpoint(path, weights_only=weights_only)
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+
+def _key(path: str | Path) -> str:
+    return str(Path(path).resolve())
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -105,24 +126,76 @@ def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, str]:
     return info
 
 
-def resume_target(path: str | Path) -> tuple[Path | None, Path]:
-    """``(checkpoint, run_dir)`` for ``--resume RUN_DIR`` or ``--resume RUN/checkpoints/NAME.ckpt``.
+# --- resuming ------------------------------------------------------------------------------------
+@dataclass
+class Resume:
+    """A run to continue: where it is, what made it, and its checkpoint, read once (:func:`find_resume`)."""
 
-    A study's run directory (random-nas; it holds ``study.json``) resumes from its study, not from a
-    checkpoint: ``(None, run_dir)``.
+    run_dir: Path
+    checkpoint: Path | None  # None: a run directory its recipe continues without one (random-nas: its study)
+    model: str  # the recipe that made the run
+    data: str | None  # its dataset (None when there is no checkpoint to name it)
+    config: dict[str, Any]  # the run's config.yaml as --config reads it; the names alone if it has none
+    state: dict[str, Any] | None = field(default=None, repr=False)  # the checkpoint (weights_only=True), until Lightning gets it
+
+    @property
+    def target(self) -> str:
+        """What ``RunConfig.resume`` holds: the checkpoint, or the run directory."""
+        return str(self.checkpoint or self.run_dir)
+
+    def keep_until_step(self) -> int | None:
+        """The last step of the CSV log the checkpoint covers; the resumed run logs the later rows again."""
+        if self.state is None:
+            return None
+        loops = self.state.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+        return int(loops.get("_batches_that_stepped", self.state.get("global_step", 0)))  # the CSV logger's step axis
+
+    def hand_over(self) -> dict[str | Path, dict[str, Any]]:
+        """The checkpoint for the Trainer's checkpoint reader (:class:`AtomicCheckpointIO`), given once."""
+        state, self.state = self.state, None
+        return {self.checkpoint: state} if state is not None and self.checkpoint is not None else {}
+
+
+def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[[str], Any] | None = None) -> Resume:
+    """The one place ``--resume`` is understood; the CLI (``cli.fit``) and the Python API (:func:`fit`) both call it.
+
+    ``path``: a run directory (continued from its ``checkpoints/last.ckpt``) or one of its
+    checkpoints (the run directory is then the parent of ``checkpoints/``, or the checkpoint's own
+    folder). The checkpoint is read here, once, with ``weights_only=True``, and checked: written by
+    ``dlstrat fit``, and, when ``model`` is given, by that recipe. The same mapping is what
+    Lightning restores from (:meth:`Resume.hand_over`). A directory without ``last.ckpt`` resumes
+    only if the recipe its ``config.yaml`` names (``recipe_of(name)``) says so through its
+    ``resumable_without_checkpoint`` hook (random-nas: a study's directory).
     """
     path = Path(path)
     if path.is_dir():
-        ckpt = path / "checkpoints" / "last.ckpt"
-        if (path / STUDY_INFO).is_file() and not ckpt.is_file():
-            return None, path
-        if not ckpt.is_file():
-            raise DlstratError(f"--resume {path}: no checkpoints/last.ckpt in it; the run stopped before its first epoch ended, so there is nothing to resume from")
-        return ckpt, path
-    if not path.is_file():
+        run_dir, checkpoint = path, path / "checkpoints" / "last.ckpt"
+    elif path.is_file():
+        run_dir, checkpoint = (path.parent.parent if path.parent.name == "checkpoints" else path.parent), path
+    else:
         raise DlstratError(f"--resume {path} does not exist; give a run directory or one of its checkpoints")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return path, run_dir
+    saved = run_dir / "config.yaml"
+    if checkpoint.is_file():
+        state = read_checkpoint(checkpoint)
+        info = checkpoint_info(state, checkpoint)
+        config = read_config_file(saved) if saved.is_file() else {"model": info["model"], "data": info["data"]}
+        found = Resume(run_dir, checkpoint, info["model"], info["data"], config, state)
+    else:
+        config = read_config_file(saved) if saved.is_file() else {}
+        name = config.get("model", {}).get("name") if isinstance(config.get("model"), dict) else config.get("model")
+        recipe = None
+        if name and recipe_of is not None:
+            try:
+                recipe = recipe_of(name)
+            except DlstratError:  # a recipe this version does not have
+                recipe = None
+        hook = getattr(recipe, "resumable_without_checkpoint", None)
+        if hook is None or not hook(run_dir):
+            raise DlstratError(f"--resume {path}: no checkpoints/last.ckpt in it; the run stopped before its first epoch ended, so there is nothing to resume from")
+        found = Resume(run_dir, None, name, None, config)
+    if model is not None and model != found.model:
+        raise DlstratError(f"--resume {path} holds a {found.model} checkpoint, not {model}; drop --model or resume a {model} run")
+    return found
 
 
 class RunInfo(Callback):
@@ -276,6 +349,23 @@ def build_module(recipe, cfg: RunConfig, **overrides) -> L.LightningModule:
     return build(recipe.module, {**cfg.model_args, **overrides}, recipe.name)
 
 
+def take_built(recipe, cfg: RunConfig, module_overrides: dict[str, Any]) -> tuple[BaseDataModule, L.LightningModule] | None:
+    """The datamodule and module :func:`~lightning_dlstrat.config.resolve` built for ``cfg``, if they are this run's.
+
+    They are when nothing has changed since (the recipe's module, its arguments, the data's, the
+    seed) and no argument is overridden (a trial's genotype); the global RNGs then continue from
+    where building left them, so the run is bit for bit the one that builds its own. Taken once:
+    a second fit of the same configuration builds afresh.
+    """
+    built, cfg.built = cfg.built, None
+    if built is None or module_overrides or type(built.module) is not recipe.module:
+        return None
+    if (built.seed, built.model_args, built.data_args) != (cfg.seed, cfg.model_args, cfg.data_args):
+        return None
+    set_rng_states(built.rng_after)
+    return built.datamodule, built.module
+
+
 def build_loggers(value: Any, cfg: RunConfig, run_dir: Path, keep_until_step: int | None = None) -> list[Logger]:
     """The loggers ``--trainer.logger`` names (:mod:`lightning_dlstrat.trainer_specs`), all writing into ``run_dir``.
 
@@ -318,12 +408,16 @@ def construct(spec, args: dict[str, Any], flag: str):
         raise DlstratError(f"{flag}: {spec.cls.__name__}({shorten(args, 200)}) failed: {type(e).__name__}: {shorten(str(e), 300)}") from None
 
 
-def build_trainer(cfg: RunConfig, run_dir: Path, monitor: str | None, mode: str = "max", keep_until_step: int | None = None) -> L.Trainer:
+def build_trainer(
+    cfg: RunConfig, run_dir: Path, monitor: str | None, mode: str = "max", keep_until_step: int | None = None,
+    preloaded: dict[str | Path, dict[str, Any]] | None = None,
+) -> L.Trainer:
     """A Trainer that logs and checkpoints into ``run_dir``; ``cfg.trainer`` wins over the defaults here.
 
     ``--trainer.callbacks`` are added after the run's own; a ModelCheckpoint entry there sets the
     run's checkpoint instead (see :mod:`lightning_dlstrat.trainer_specs`), and a progress bar
-    callback replaces the default one.
+    callback replaces the default one. ``preloaded``: checkpoints already read, by path, which the
+    Trainer restores from without reading them again.
     """
     settings = dict(cfg.trainer)
     interactive = sys.stdout.isatty()
@@ -364,7 +458,7 @@ def build_trainer(cfg: RunConfig, run_dir: Path, monitor: str | None, mode: str 
         enable_progress_bar=interactive_bar,
         enable_model_summary=interactive,
         log_every_n_steps=10,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(preloaded)],
         callbacks=callbacks + extra_callbacks,
     )
     kwargs.update(settings)
@@ -384,11 +478,16 @@ def scalar_metrics(metrics: dict) -> dict[str, float]:
 
 
 # --- the run -------------------------------------------------------------------------------------
-def fit(recipe, cfg: RunConfig) -> dict[str, Any]:
-    """Run ``recipe`` end to end on ``cfg`` and return (and, on rank 0, write) its summary."""
-    if cfg.resume and not cfg.run_dir:  # the Python API: continue in the checkpoint's run directory
-        checkpoint, run_dir = resume_target(cfg.resume)
-        cfg.resume, cfg.run_dir = str(checkpoint or run_dir), str(run_dir)
+def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
+    """Run ``recipe`` end to end on ``cfg`` and return (and, on rank 0, write) its summary.
+
+    ``resume``: the run to continue, as :func:`find_resume` found it (the CLI's ``--resume``); the
+    Python API's ``cfg.resume`` (a run directory or checkpoint) is found the same way here.
+    """
+    if resume is None and cfg.resume:
+        resume = find_resume(cfg.resume, cfg.model, {recipe.name: recipe}.get)
+    if resume is not None:  # continue in the run's own directory
+        cfg.resume, cfg.run_dir = resume.target, str(resume.run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     threads = torch.get_num_threads()
     if cfg.threads and "OMP_NUM_THREADS" not in os.environ:
@@ -399,7 +498,7 @@ def fit(recipe, cfg: RunConfig) -> dict[str, Any]:
     try:
         if rank0:
             atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
-        result = recipe.run(recipe, cfg, run_dir) if recipe.run is not None else fit_once(recipe, cfg, run_dir)
+        result = recipe.run(recipe, cfg, run_dir) if recipe.run is not None else fit_once(recipe, cfg, run_dir, resume=resume)
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind
         if created and rank0 and not any(run_dir.rglob("*.ckpt")):
@@ -423,18 +522,21 @@ def fit(recipe, cfg: RunConfig) -> dict[str, Any]:
     return summary
 
 
-def fit_once(recipe, cfg: RunConfig, run_dir: Path, **module_overrides) -> dict[str, Any]:
-    """Fit the recipe's module in ``run_dir``, test the best checkpoint, return the metrics."""
-    dm = build_datamodule(cfg)
-    module = build_module(recipe, cfg, **module_overrides)
-    keep = None
-    if cfg.resume:
-        ckpt = read_checkpoint(cfg.resume)
-        loops = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
-        keep = int(loops.get("_batches_that_stepped", ckpt.get("global_step", 0)))  # the CSV logger's step axis
-    trainer = build_trainer(cfg, run_dir, getattr(module, "monitor", None), getattr(module, "mode", "max"), keep)
+def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = None, **module_overrides) -> dict[str, Any]:
+    """Fit the recipe's module in ``run_dir``, test the best checkpoint, return the metrics.
+
+    ``resume``: the checkpoint to continue from (:func:`find_resume`; found from ``cfg.resume``
+    when not given); ``module_overrides``: module arguments over ``cfg.model_args`` (a trial's genotype).
+    """
+    if resume is None and cfg.resume:
+        resume = find_resume(cfg.resume, cfg.model, {recipe.name: recipe}.get)
+    reused = take_built(recipe, cfg, module_overrides)
+    dm, module = reused if reused is not None else (build_datamodule(cfg), build_module(recipe, cfg, **module_overrides))
+    keep = resume.keep_until_step() if resume is not None else None
+    preloaded = resume.hand_over() if resume is not None else None
+    trainer = build_trainer(cfg, run_dir, getattr(module, "monitor", None), getattr(module, "mode", "max"), keep, preloaded)
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume, weights_only=True)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.checkpoint if resume is not None else None, weights_only=True)
     except SystemExit:
         if not trainer.interrupted:
             raise

@@ -64,6 +64,7 @@ from .spaces import SPACES, DartsSpace, SearchSpace, get_space
 SAMPLERS = ("random", "tpe", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 STUDY_FILE = "study.journal"  # the embedded study of a run directory
+STUDY_INFO = "study.json"  # in the run directory of a study: which study its trials belong to (and where it is)
 MAX_RETRIES = 2  # a trial whose worker keeps dying (the kernel's OOM killer) is given up after this
 METRIC = "val/acc"  # what trials report per epoch and are selected by (validation data only)
 
@@ -564,7 +565,7 @@ def show(run_dir: Path | None, storage: str | None, name: str | None, out: Path 
     if (run_dir is None) == (storage is None):
         raise DlstratError("give a random-nas run directory, or --storage URL|FILE with --study NAME (not both)")
     if run_dir is not None:
-        info_path = Path(run_dir) / "study.json"
+        info_path = Path(run_dir) / STUDY_INFO
         if not info_path.is_file():
             raise DlstratError(f"{run_dir} is not the run directory of a study (no study.json); pass the folder `dlstrat fit --model random-nas` printed")
         try:

@@ -21,7 +21,7 @@ own ``load_pretrained``, which follows timm's conventions: a ``num_classes`` oth
 weights' leaves a new head, another ``in_chans`` adapts the first convolution.
 
 The entry points are made from the architecture registry (:data:`lightning_dlstrat.hub.ARCHITECTURES`,
-kind ``"classifier"``), each class giving its timm defaults in ``timm_cfg``: adding a classifier
+kind ``"classifier"``: the package's own and those of installed plugins), each class giving its timm defaults in ``timm_cfg``: adding a classifier
 touches only its own file. Layout otherwise as timm's model files (``timm/models/convmixer.py``):
 ``_create``, ``_cfg``, ``default_cfgs``, then the registered entry points.
 """
@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, load_pretrained, register_model
 
-from . import models, spaces  # noqa: F401  (register the networks in hub.ARCHITECTURES)
 from .hub import CONFIG_NAME, WEIGHTS_NAME, HubError, architectures, fetch
 from .zoo import SUMMARY_NAME, entries
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from huggingface_hub import HfApi, snapshot_download
 
-from . import hub, models, spaces  # noqa: F401  (models, spaces: register every network, so any config.json's architecture is known)
+from . import hub
 from .hub import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, HubError, check_cached_blob, fetch, hub_error, read_config
 from .spaces.darts.genotype import Genotype
 

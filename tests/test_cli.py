@@ -149,3 +149,31 @@ def test_real_subprocess_run_prints_plain_progress(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["command"] == f"dlstrat fit --model mlp --max-epochs 2 --out {tmp_path} --accelerator cpu"
     assert summary["test_metrics"]["test/acc"] > 0.6  # 2 epochs: well above chance (0.1)
+
+
+@pytest.mark.parametrize("recipe, model", [("mlp", {"hidden": [16], "dropout": 0.2}), ("gan", {"width": 8, "num_eval_samples": 100})])
+def test_the_module_resolve_builds_is_the_one_trained_and_the_same_as_a_fresh_build(tmp_path, recipe, model):
+    """config.resolve builds the datamodule and module once (to check the arguments) from the run's seed;
+    run.fit trains that very module, and the run is bit for bit the one that builds its own."""
+    from lightning_dlstrat.config import resolve
+    from lightning_dlstrat.recipes import get_recipe
+    from lightning_dlstrat.run import fit
+
+    found = get_recipe(recipe)
+    settings = dict(model={"name": recipe, **model}, data={"name": "digits"}, out=str(tmp_path), seed=7,
+                    trainer={"max_epochs": 2, "limit_train_batches": 3, "limit_val_batches": 2, "enable_progress_bar": False})
+    state = torch.get_rng_state()
+    cfg = resolve(found, flags=settings)
+    assert torch.equal(torch.get_rng_state(), state)  # resolving draws its module from the run's seed, not the caller's RNG
+    module = cfg.built.module
+    first = fit(found, cfg)
+    assert cfg.built is None  # taken: a second fit of the same config builds its own
+    trained = torch.load(first["best_checkpoint"], weights_only=True)["state_dict"]
+    assert all(torch.equal(v, trained[k]) for k, v in module.state_dict().items())  # it is the module that was trained (and tested)
+
+    again = resolve(found, flags={**settings, "out": str(tmp_path / "again")})
+    again.built = None  # run.fit_once builds them itself, as it did before resolve kept them
+    second = fit(found, again)
+    a, b = (torch.load(s["last_checkpoint"], weights_only=True) for s in (first, second))
+    assert a["state_dict"].keys() == b["state_dict"].keys() and all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert first["fit_metrics"] == second["fit_metrics"]

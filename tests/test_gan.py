@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
@@ -15,7 +16,7 @@ from lightning_dlstrat.cli import app
 from lightning_dlstrat.data import DigitsDataModule, Ring8DataModule, ring8_modes
 from lightning_dlstrat.metrics import digits_metrics, mode_metrics
 from lightning_dlstrat.models.gan import DCGANDiscriminator, DCGANGenerator, dcgan_plan
-from lightning_dlstrat.gan_losses import discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty
+from lightning_dlstrat.gan_losses import LOSSES, GANLoss, discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty, register_loss
 from lightning_dlstrat.recipes import fit
 from lightning_dlstrat.trainers.gan import GAN, GANDivergedError
 from conftest import run_dir_of
@@ -55,6 +56,60 @@ def test_losses_on_known_logits():
     assert discriminator_loss("ns", zero.bfloat16(), zero.bfloat16()).dtype == torch.float32
     with pytest.raises(ValueError, match="unknown loss"):
         generator_loss("minimax", zero)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_registered_loss_rewards_the_right_side(name):
+    """Each loss in the registry: the discriminator's is lower when it tells real from fake, the
+    generator's lower when its fakes score as real; scalars in fp32 whatever the logits' dtype."""
+    loss = LOSSES[name]
+    assert issubclass(loss, GANLoss) and loss.name == name and loss.about
+    right, wrong = torch.full((8,), 2.0), torch.full((8,), -2.0)
+    assert discriminator_loss(name, right, wrong) < discriminator_loss(name, wrong, right)
+    assert generator_loss(name, right) < generator_loss(name, wrong)
+    for value in (discriminator_loss(name, right.bfloat16(), wrong.bfloat16()), generator_loss(name, right.half())):
+        assert value.dim() == 0 and value.dtype == torch.float32 and torch.isfinite(value)
+    # the registry's defaults are what the module trains with
+    gan = GAN(in_shape=(2,), arch="mlp", loss=name, width=8)
+    assert tuple(gan.hparams.betas) == loss.betas and gan.hparams.n_critic == loss.n_critic
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_registered_loss_trains_a_step(name, tmp_path):
+    L.seed_everything(0, verbose=False)
+    dm = Ring8DataModule(batch_size=32)
+    gan = GAN(in_shape=dm.dims, loss=name, latent_dim=2, width=8, n_critic=1)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path),
+    )
+    trainer.fit(gan, datamodule=dm)
+    assert trainer.global_step == 2 and all(torch.isfinite(p).all() for p in gan.parameters())
+    assert ("train/d_gap" in trainer.callback_metrics) == LOSSES[name].unbounded_scores
+
+
+def test_a_loss_registers_where_it_is_defined():
+    @register_loss
+    class Flipped(GANLoss):  # a made-up loss, to show the one place a new one goes
+        name, about = "test-flipped", "for this test only"
+
+        @staticmethod
+        def discriminator(real, fake):
+            return F.softplus(-real).mean() + F.softplus(fake).mean()
+
+        @staticmethod
+        def generator(fake):
+            return F.softplus(-fake).mean()
+
+    try:
+        assert LOSSES["test-flipped"] is Flipped
+        assert GAN(in_shape=(2,), arch="mlp", loss="test-flipped", width=8).hparams.loss == "test-flipped"
+        with pytest.raises(ValueError, match="registered already"):
+            register_loss(type("Other", (GANLoss,), {"name": "test-flipped"}))
+    finally:
+        del LOSSES["test-flipped"]
+    with pytest.raises(ValueError, match="unknown loss 'test-flipped'; choose one of: ns, hinge, wgan-gp, lsgan"):
+        GAN(in_shape=(2,), arch="mlp", loss="test-flipped")
 
 
 def test_gradient_penalty_is_fp32_under_bf16_autocast():

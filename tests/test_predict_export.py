@@ -76,6 +76,30 @@ def test_validate_and_test_refuse_a_generator(tmp_path):
     net = generator_from_checkpoint(ckpt)[0].eval()
     z = torch.randn(7, net.latent_dim)
     assert torch.allclose(torch.export.load(tmp_path / "g.pt2").module()(z), net(z), atol=ATOL)
+    # inference reaches the generator through the recipe's network_from_checkpoint hook
+    from lightning_dlstrat.inference import load
+
+    loaded = load(checkpoint=ckpt)
+    assert (loaded.kind, loaded.how_to_sample) == ("generator", f"dlstrat sample --checkpoint {ckpt}")
+    assert not loaded.net.training and torch.equal(loaded.net(z), net(z))
+
+
+def test_the_run_and_inference_layers_name_no_recipe():
+    """What is particular to a recipe reaches run.py and inference.py through its hooks (recipes/base.py),
+    never as a branch on its name or its files (random-nas's study.json, gan's generator)."""
+    import ast
+
+    from lightning_dlstrat.recipes import RECIPES
+
+    particular = set(RECIPES) | {"study.json"}
+    for name in ("run.py", "inference.py"):
+        tree = ast.parse((ROOT / "lightning_dlstrat" / name).read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings}
+        assert not named & particular, (name, named & particular)
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not [m for m in imported if m.startswith("recipes.")], (name, imported)  # the recipe package's registry at most
 
 
 # --- predict ------------------------------------------------------------------------------------------

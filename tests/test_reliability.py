@@ -283,6 +283,40 @@ def test_bad_resume_targets(tmp_path, mlp_run):
     assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(tmp_path / "fresh")]), "nothing to resume from")
 
 
+def test_resume_reads_its_checkpoint_once(tmp_path, mlp_run, monkeypatch):
+    """run.find_resume reads last.ckpt (weights_only=True) and checks it; Lightning restores from that
+    same mapping instead of reading the file again."""
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    reads, real_load = [], torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(str(f if isinstance(f, (str, Path)) else getattr(f, "path", getattr(f, "name", f))))  # a path, or the file Lightning opens
+        assert kwargs.get("weights_only") is True
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    result = runner.invoke(app, ["fit", "--resume", str(run), "--max-epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert run_dir_of(result.output) == run
+    assert reads.count(str(run / "checkpoints" / "last.ckpt")) == 1, reads
+    ckpt = real_load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["dlstrat"]["model"] == "mlp"  # it did continue from the checkpoint: a second epoch
+
+
+def test_the_python_api_resumes_through_the_same_checks(tmp_path, mlp_run):
+    from lightning_dlstrat.core import DlstratError
+    from lightning_dlstrat.recipes import fit
+
+    with pytest.raises(DlstratError, match="holds a mlp checkpoint, not gan; drop --model or resume a gan run"):
+        fit("gan", resume=str(mlp_run))
+    (tmp_path / "fresh").mkdir()
+    with pytest.raises(DlstratError, match="no checkpoints/last.ckpt in it; .* nothing to resume from"):
+        fit("mlp", resume=str(tmp_path / "fresh"))
+    with pytest.raises(DlstratError, match="does not exist; give a run directory or one of its checkpoints"):
+        fit("mlp", resume=str(tmp_path / "nope"))
+
+
 def test_test_command_refuses_what_it_cannot_score(tmp_path, mlp_run):
     gan_ckpt = _gan_checkpoint(tmp_path)
     assert_clean_failure(runner.invoke(app, ["test", "--checkpoint", str(gan_ckpt)]), "has no test split to score; draw from it with `dlstrat sample")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ import yaml
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url, snapshot_download
 from typer.testing import CliRunner
 
-import lightning_dlstrat  # noqa: F401  (registers the timm entrypoints)
+import lightning_dlstrat  # registers the timm entrypoints
 from lightning_dlstrat import MLP, zoo
 from lightning_dlstrat.cli import app
 from lightning_dlstrat import export
@@ -105,7 +107,8 @@ def test_bad_configs_are_clear_errors(tmp_path):
     config_path = tmp_path / "m" / "config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "architecture": "resnet_9000"}))
-    with pytest.raises(HubError, match="resnet_9000.*known: darts_net, dense_generator"):
+    known = "conditional_dcgan_generator, conditional_dense_generator, darts_net, dcgan_generator, dense_generator, dlstrat_mlp, mlp_generator, nb201_net"
+    with pytest.raises(HubError, match=f"resnet_9000, which this version of lightning-dlstrat does not know; known: {known}\\. "):
         load_model(tmp_path / "m")
     config_path.write_text(json.dumps({"hidden_size": 3}))  # someone else's config.json
     with pytest.raises(HubError, match="not written by lightning-dlstrat"):
@@ -115,6 +118,165 @@ def test_bad_configs_are_clear_errors(tmp_path):
         DARTSNetwork.from_pretrained(tmp_path / "m")
     with pytest.raises(HubError, match="neither an existing folder nor a Hub repo id"):
         load_model(tmp_path / "missing")
+
+
+# --- the architecture registry fills itself ------------------------------------------------------------
+ROOT = Path(lightning_dlstrat.__file__).resolve().parents[1]
+
+
+def fresh_python(code: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -c code`` in a new interpreter that imports this checkout of the package."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=cwd, env=full_env)
+
+
+def card_snippet(card: str) -> str:
+    """The python block of a model card."""
+    return card.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_a_fresh_interpreter_loads_any_architecture_without_importing_the_networks():
+    """The command of issue 21: hub alone knows every architecture the package ships, importing each on first use."""
+    proc = fresh_python("from lightning_dlstrat.hub import load_model; load_model('zoo/mlp-digits')")
+    assert proc.returncode == 0, proc.stderr
+    script = (
+        "import sys\n"
+        "from lightning_dlstrat import hub\n"
+        "assert not [m for m in sys.modules if m.startswith(('lightning_dlstrat.models', 'lightning_dlstrat.spaces'))]\n"
+        "assert 'nb201_net' in hub.ARCHITECTURES and 'resnet_9000' not in hub.ARCHITECTURES\n"
+        "print(hub.ARCHITECTURES['nb201_net'].__module__, 'lightning_dlstrat.models' in sys.modules)\n"
+        "print(sorted(hub.architectures('generator')))\n"
+    )
+    proc = fresh_python(script)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first == "lightning_dlstrat.spaces.nb201.network False"  # only the module asked for was imported
+    assert second == str(sorted(["dense_generator", "dcgan_generator", "mlp_generator", "conditional_dense_generator", "conditional_dcgan_generator"]))
+
+
+def test_the_builtin_table_is_the_entry_points_pyproject_declares():
+    import tomllib
+
+    from lightning_dlstrat import hub
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][hub.ENTRY_POINT_GROUP]
+    assert declared == hub.BUILTIN_ARCHITECTURES
+    assert set(hub.architectures()) == set(hub.BUILTIN_ARCHITECTURES)  # every network the package defines is listed
+    for name, target in hub.BUILTIN_ARCHITECTURES.items():
+        module, _, attr = target.partition(":")
+        cls = getattr(__import__(module, fromlist=[attr]), attr)
+        assert hub.ARCHITECTURES[name] is cls and cls.architecture == name and cls.kind in hub.KINDS
+
+
+@pytest.mark.parametrize("name, args", [("dlstrat_mlp", dict(in_shape=(1, 8, 8), hidden=(16,))), ("darts_net", dict(genotype="PC_DARTS", C=4, layers=3, in_chans=1))])
+def test_the_save_pretrained_card_snippet_runs_in_a_fresh_interpreter(name, args, tmp_path):
+    from lightning_dlstrat import hub
+
+    torch.manual_seed(0)
+    net = hub.ARCHITECTURES[name](**args).eval()
+    net.save_pretrained(tmp_path / "m")
+    snippet = card_snippet((tmp_path / "m" / "README.md").read_text())
+    assert 'load_model("ORG/NAME")' in snippet and snippet.startswith("from lightning_dlstrat.hub import load_model")
+    torch.save(X, tmp_path / "x.pt")
+    code = snippet.replace("ORG/NAME", str(tmp_path / "m")) + (
+        "import json, torch\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)\n"
+        "with torch.no_grad():\n"
+        "    print(type(net).__name__, net.training, json.dumps(net(x).softmax(1).tolist()))\n"
+    )
+    proc = fresh_python(code, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cls_name, training, probs = proc.stdout.strip().split(" ", 2)
+    assert (cls_name, training) == (type(net).__name__, "False")
+    with torch.no_grad():
+        assert torch.allclose(torch.tensor(json.loads(probs)), net(X).softmax(1), atol=1e-6)
+
+
+def test_the_push_to_hub_card_snippet_names_the_repo_and_runs_in_a_fresh_interpreter(hub, tmp_path):
+    net = mlp(3)
+    net.push_to_hub("org/card-mlp")
+    card = Path(snapshot_download("org/card-mlp")) / "README.md"
+    snippet = card_snippet(card.read_text())
+    assert 'net = load_model("org/card-mlp")' in snippet  # as written on the Hub, run unchanged
+    torch.save(X, tmp_path / "x.pt")
+    code = snippet + (
+        "import torch\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)\n"
+        "print(net(x).argmax(1).tolist())\n"
+    )
+    env = {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "fresh-cache"), "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0", "HF_TOKEN": "test-token"}
+    proc = fresh_python(code, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(net(X).argmax(1).tolist())
+
+
+PLUGIN = """
+import torch
+from torch import nn
+
+from lightning_dlstrat.hub import HubMixin
+
+
+class TinyGenerator(nn.Module, HubMixin, architecture="test_tiny_generator", kind="generator"):
+    def __init__(self, latent_dim: int = 2, out_dim: int = 3):
+        super().__init__()
+        self.latent_dim, self.out_shape = latent_dim, (out_dim,)
+        self.lin = nn.Linear(latent_dim, out_dim)
+
+    def forward(self, z):
+        return torch.tanh(self.lin(z))
+
+
+class NotANetwork:
+    pass
+"""
+
+
+def test_another_package_adds_an_architecture_through_its_entry_point(tmp_path, monkeypatch):
+    """What `[project.entry-points."lightning_dlstrat.architectures"]` in a plugin's pyproject.toml does,
+    with importlib.metadata's answer made up: found by name on first use, listed, broken ones explained."""
+    import importlib.metadata
+    import sys
+
+    from lightning_dlstrat import hub
+
+    (tmp_path / "dlstrat_test_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    group = hub.ENTRY_POINT_GROUP
+    declared = [
+        importlib.metadata.EntryPoint("test_tiny_generator", "dlstrat_test_plugin:TinyGenerator", group),
+        importlib.metadata.EntryPoint("test_missing_module", "dlstrat_no_such_module:Net", group),
+        importlib.metadata.EntryPoint("test_not_a_network", "dlstrat_test_plugin:NotANetwork", group),
+        importlib.metadata.EntryPoint("dlstrat_mlp", "dlstrat_test_plugin:TinyGenerator", group),  # a built-in name: ignored
+    ]
+
+    def entry_points(group=None, name=None):
+        return [ep for ep in declared if ep.group == group and (name is None or ep.name == name)]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    folder = tmp_path / "plugin-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"library_name": "lightning-dlstrat", "architecture": "test_tiny_generator", "model_args": {"out_dim": 3}}))
+    weights = {"lin.weight": torch.randn(3, 2), "lin.bias": torch.randn(3)}
+    safetensors.torch.save_file(weights, folder / "model.safetensors")
+    try:
+        net = hub.load_model(folder)  # imports the plugin's module through its entry point
+        assert type(net).__name__ == "TinyGenerator" and type(net).__module__ == "dlstrat_test_plugin"
+        assert torch.equal(net.lin.weight, weights["lin.weight"]) and not net.training
+        assert hub.ARCHITECTURES["dlstrat_mlp"] is MLP  # no plugin takes a built-in name
+        with pytest.warns(UserWarning) as caught:
+            listed = hub.architectures("generator")
+        assert "test_tiny_generator" in listed and not {"test_missing_module", "test_not_a_network"} & set(listed)
+        messages = " ".join(str(w.message) for w in caught)
+        assert "'dlstrat_no_such_module:Net'" in messages and "failed to import: ModuleNotFoundError" in messages
+        assert "must subclass nn.Module and HubMixin with architecture='test_not_a_network'" in messages
+        with pytest.raises(HubError, match="the architecture 'test_missing_module' comes from the entry point 'dlstrat_no_such_module:Net'"):
+            hub.architecture_class("test_missing_module")
+    finally:
+        if "test_tiny_generator" in hub.ARCHITECTURES._classes:
+            del hub.ARCHITECTURES["test_tiny_generator"]
+        sys.modules.pop("dlstrat_test_plugin", None)
 
 
 def test_darts_net_genotype_travels_in_config_and_timm_builds_it(tmp_path):
@@ -137,7 +299,7 @@ def test_darts_net_genotype_travels_in_config_and_timm_builds_it(tmp_path):
 # --- through the Hub ----------------------------------------------------------------------------
 def test_push_then_download_is_byte_identical_with_etags(hub, tmp_path):
     net = mlp(0)
-    net.save_pretrained(tmp_path / "local")
+    net.save_pretrained(tmp_path / "local", model_card_kwargs={"repo_id": "org/mlp"})  # push_to_hub's card names the repo
     url = net.push_to_hub("org/mlp")
     api = HfApi()
     sha = api.model_info("org/mlp").sha

@@ -1,8 +1,8 @@
 """What a recipe is: the LightningModule a ``dlstrat fit --model NAME`` trains, its presets and hooks.
 
 A :class:`Recipe` names its module class, reads its per-dataset presets from
-``recipes/presets/NAME.yaml`` (data, shipped in the wheel), and may add four hooks, plain
-callables:
+``recipes/presets/NAME.yaml`` (data, shipped in the wheel), and may add hooks, plain callables,
+through which the layers below learn what is particular to it (they never name a recipe):
 
 - ``prepare(model_args, flags) -> made_from``: normalise module arguments while the configuration
   is resolved (darts-net turns a genotype file into its text) and say what the run is made from;
@@ -19,7 +19,15 @@ callables:
   has other settings), from the module arguments and options the user gave; None, or a name
   without a table, keeps the top-level presets. A variant may also train another module
   (``variant_modules``: random-nas trains ``nb201-net``'s for ``--model.space=nb201``), which
-  :meth:`Recipe.for_variant` swaps in.
+  :meth:`Recipe.for_variant` swaps in;
+- ``resumable_without_checkpoint(run_dir) -> bool``: whether ``--resume RUN`` continues a run
+  directory that has no ``checkpoints/last.ckpt`` (random-nas: a study's, which holds
+  ``study.json``; its ``run`` hook then continues the study in it). Without the hook such a
+  directory has nothing to resume from (:func:`lightning_dlstrat.run.find_resume`);
+- ``network_from_checkpoint(checkpoint, path) -> nn.Module``: the network a ``dlstrat fit``
+  checkpoint deploys, from the checkpoint already read (``weights_only=True``); gan: its EMA
+  generator. Without it, :mod:`lightning_dlstrat.inference` loads the module and takes its
+  ``export_network()``.
 
 :func:`lightning_dlstrat.run.fit` runs a recipe; :func:`lightning_dlstrat.config.resolve` merges
 its preset with ``--config`` and flags.
@@ -30,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
+from pathlib import Path
 from typing import Any, Callable
 
 import yaml
@@ -52,6 +61,8 @@ class Recipe:
     variant: Callable[[dict[str, Any]], str | None] | None = None
     method_preset: Callable[..., dict[str, Any]] | None = None
     variant_modules: dict[str, type] = field(default_factory=dict)  # variant -> the module it trains instead
+    resumable_without_checkpoint: Callable[[Path], bool] | None = None
+    network_from_checkpoint: Callable[[dict, Path], Any] | None = None
 
     def for_variant(self, variant: str | None) -> Recipe:
         """This recipe with the module of ``variant`` (itself when the variant keeps the module)."""

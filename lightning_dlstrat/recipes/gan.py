@@ -108,6 +108,11 @@ def generator_from_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, str, s
     """The EMA generator of a GAN checkpoint (read with ``weights_only=True``), its dataset and a note on its training."""
     checkpoint = Path(checkpoint)
     ckpt = read_checkpoint(checkpoint)
+    return generator_of(ckpt, checkpoint), checkpoint_info(ckpt, checkpoint)["data"], f"EMA generator after {ckpt.get('global_step', '?')} generator steps"
+
+
+def generator_of(ckpt: dict[str, Any], checkpoint: Path) -> nn.Module:
+    """The EMA generator in a GAN checkpoint already read (the recipe's ``network_from_checkpoint`` hook), in eval mode."""
     state = ckpt.get("state_dict", {})
     if not any(k.startswith("generator_ema.") for k in state) or "hyper_parameters" not in ckpt:
         raise DlstratError(f"{checkpoint} is not a GAN checkpoint (no EMA generator in it); sample from one written by `dlstrat fit --model gan`")
@@ -116,7 +121,7 @@ def generator_from_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, str, s
         module.load_state_dict(state)
     except (TypeError, ValueError, RuntimeError) as e:
         raise DlstratError(f"{checkpoint}: its GAN does not rebuild from its hyperparameters and weights ({str(e)[:300]})") from None
-    return module.generator_ema, checkpoint_info(ckpt, checkpoint)["data"], f"EMA generator after {ckpt.get('global_step', '?')} generator steps"
+    return module.generator_ema.eval()
 
 
 @torch.no_grad()
@@ -155,4 +160,5 @@ def draw_samples(net: nn.Module, n: int, out: str | Path, seed: int = 0, label: 
     return what
 
 
-GAN_RECIPE = Recipe("gan", GAN, test=False, after_fit=after_fit)  # no test loop: the metrics come from after_fit
+# no test loop: the metrics come from after_fit; a checkpoint deploys its EMA generator
+GAN_RECIPE = Recipe("gan", GAN, test=False, after_fit=after_fit, network_from_checkpoint=generator_of)

@@ -46,9 +46,9 @@ import optuna
 
 from ..config import RunConfig
 from ..core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
-from ..run import STUDY_INFO, RunInterrupted, fit_once
+from ..run import RunInterrupted, fit_once
 from ..study import (
-    METRIC, STUDY_FILE, WorkerLock, budget_used, check_options, fail_stale, fingerprint, format_table, is_url, make_pruner,
+    METRIC, STUDY_FILE, STUDY_INFO, WorkerLock, budget_used, check_options, fail_stale, fingerprint, format_table, is_url, make_pruner,
     genotype_of, masked, open_storage, open_study, retry, suggest_genotype, winner, write_plots, write_tables,
 )
 from ..spaces import SPACES, get_space
@@ -100,6 +100,11 @@ def check(cfg: RunConfig) -> None:
         )
     if t.get("limit_val_batches") in (0, 0.0):
         raise DlstratError("random-nas chooses trials by validation accuracy; do not disable validation (--trainer.limit_val_batches=0)")
+
+
+def is_study_dir(run_dir: Path) -> bool:
+    """``--resume RUN`` of a study's directory (it holds study.json) continues the study, with or without a checkpoint."""
+    return (Path(run_dir) / STUDY_INFO).is_file()
 
 
 def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -253,4 +258,5 @@ def free_accelerator_memory() -> None:
 RANDOM_NAS = Recipe(
     "random-nas", DARTS_NET.module, prepare=prepare, check=check, run=run, variant=space_of,
     variant_modules={name: TRIAL_RECIPES[cls.retrain_recipe].module for name, cls in SPACES.items()},
+    resumable_without_checkpoint=is_study_dir,
 )

@@ -55,7 +55,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..diffaugment import diff_augment, parse_policy
-from ..gan_losses import LOSSES, discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty
+from ..gan_losses import discriminator_loss, ema_update, generator_loss, get_loss, gradient_penalty, r1_penalty
 from ..models.gan import build_gan_networks, resolve_arch
 from ..models.gan_conditional import build_conditional_gan_networks, class_rows
 from ..viz import render_samples
@@ -94,7 +94,7 @@ class GAN(L.LightningModule):
         arch: str = "auto",  # "auto" (mlp for vectors, dense under 16x16, dcgan for larger images), "dense", "dcgan" or "mlp"
         latent_dim: int = 100,  # 2 suits 2-D points (the ring8 / grid25 presets)
         width: int = 32,  # MLP hidden width / DCGAN base channels (dense nets: fixed classic widths); 32 trained 4x faster than 64 to the same quality
-        loss: str = "ns",  # "ns" (non-saturating), "hinge", "wgan-gp" or "lsgan"
+        loss: str = "ns",  # a name in gan_losses.LOSSES: "ns" (non-saturating), "hinge", "wgan-gp" or "lsgan"
         gp_weight: float = 10.0,  # lambda of the WGAN-GP penalty (loss="wgan-gp" only)
         r1_weight: float = 0.0,  # gamma of the R1 penalty on real data, 0: off (the digits and 2-D presets use 1)
         lr_g: float = 5e-4,  # generator learning rate (TTUR: set it apart from lr_d)
@@ -114,8 +114,7 @@ class GAN(L.LightningModule):
         diffaugment: str = "",  # DiffAugment policy on every image D sees, e.g. "translation" or "color,translation,cutout"; "": off
     ):
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+        objective = get_loss(loss)  # ValueError for an unknown loss, listing gan_losses.LOSSES
         if fid not in FID_CHOICES:
             raise ValueError(f"unknown fid {fid!r}; choose one of: {', '.join(FID_CHOICES)}")
         if noise_seed is None:
@@ -123,8 +122,8 @@ class GAN(L.LightningModule):
         arch = resolve_arch(arch, tuple(in_shape))  # ValueError before training for a bad arch / size
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
-        betas = tuple(betas) if betas is not None else ((0.0, 0.9) if loss == "wgan-gp" else (0.5, 0.999))
-        n_critic = (5 if loss == "wgan-gp" else 1) if n_critic is None else n_critic
+        betas = tuple(betas) if betas is not None else objective.betas
+        n_critic = objective.n_critic if n_critic is None else n_critic
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, not {n_critic}")
         if conditional and num_classes < 2:
@@ -381,6 +380,7 @@ class GAN(L.LightningModule):
         y_real = batch[1] if self.num_classes else None  # (B,) labels, used only by a conditional GAN
         opt_g, opt_d = self.optimizers()
         loss, n = self.hparams.loss, len(real)
+        objective = get_loss(loss)
 
         # Discriminator step: the fakes are made without a graph, so only D gets gradients.
         with self._only(self.discriminator):
@@ -390,7 +390,7 @@ class GAN(L.LightningModule):
             d_real, d_fake = self._call_d(real, y_real), self._call_d(fake, y_fake)  # (B,), (B,)
             d_loss = discriminator_loss(loss, d_real, d_fake)
             critic = partial(self._call_d, y=y_real)  # x -> D(T(x), y_real): the penalties hold the labels fixed
-            if loss == "wgan-gp":
+            if objective.gradient_penalty:
                 eps = torch.rand((n,) + (1,) * (real.dim() - 1), generator=self._noise).to(self.device)  # (B, 1, ...)
                 d_loss = d_loss + self.hparams.gp_weight * gradient_penalty(critic, real, fake, eps)
             if self.hparams.r1_weight > 0:
@@ -399,7 +399,7 @@ class GAN(L.LightningModule):
             self._update(opt_d, d_loss, self.discriminator, generator_step=False)
         self.d_steps += 1
         self.log("train/d_loss", d_loss.detach(), prog_bar=True)
-        if loss in ("wgan-gp", "hinge"):
+        if objective.unbounded_scores:
             self.log("train/d_gap", (d_real.float().mean() - d_fake.float().mean()).detach())
 
         if self.d_steps % self.hparams.n_critic:
