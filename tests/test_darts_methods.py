@@ -371,5 +371,5 @@ def test_config_yaml_holds_the_method_settings_and_replays_without_the_name(meth
     replayed = yaml.safe_load(resolve(recipe, file_cfg=written).to_yaml())
     assert replayed["model"].pop("method") == "darts"  # no name given: plain DARTS's name, and the method's settings
     assert replayed == written
-    explicit = resolve(recipe, flags={"model": {"method": method, **{k: None for k in METHODS[method].preset if k != "partial_channels"}}})
+    explicit = resolve(recipe, flags={"model": {"method": method, **{k: None for k in METHODS[method].preset if k != "partial_channels" and k not in scaled}}})
     assert explicit.model_args == cfg.model_args  # None means "not given": the method fills it
