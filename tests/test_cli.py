@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from lightning_dlstrat import __version__
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.core import atomic_write_bytes
-from conftest import run_dir_of
+from _helpers import run_dir_of
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

@@ -142,12 +142,13 @@ def test_unconditional_discriminator_use():
 import json  # noqa: E402
 
 import lightning as L  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
-from conftest import ROOT, assert_clean_failure, dlstrat, run_dir_of  # noqa: E402
+from _helpers import RankDigests, StopAfter, assert_clean_failure, checkpoint_weights, dlstrat, run_dir_of, tiny_gan  # noqa: E402
+from lightning_dlstrat.cli import app  # noqa: E402
 from lightning_dlstrat.data import DigitsDataModule  # noqa: E402
 from lightning_dlstrat.recipes import fit  # noqa: E402
 from lightning_dlstrat.trainers.gan import GAN  # noqa: E402
-from test_gan import _RankDigests, _StopAfterEpoch, _weights, tiny  # noqa: E402
 
 COND = {"conditional": True, "diffaugment": "translation,cutout", "r1_weight": 1.0}
 
@@ -222,11 +223,11 @@ def test_discriminator_sees_augmented_images_and_the_batch_labels(tmp_path):
 
 
 def test_conditional_diffaugment_resume_is_the_run_that_never_stopped(tmp_path):
-    whole = fit(**tiny(tmp_path / "whole", data="digits", epochs=3), model=COND)
-    first = fit(**tiny(tmp_path / "part", data="digits", epochs=3, callbacks=[_StopAfterEpoch()]), model=COND)
-    resumed = fit(**tiny(tmp_path / "part", data="digits", epochs=3), model=COND, resume=first["last_checkpoint"])
+    whole = fit(**tiny_gan(tmp_path / "whole", data="digits", epochs=3), model=COND)
+    first = fit(**tiny_gan(tmp_path / "part", data="digits", epochs=3, callbacks=[StopAfter(1)]), model=COND)
+    resumed = fit(**tiny_gan(tmp_path / "part", data="digits", epochs=3), model=COND, resume=first["last_checkpoint"])
     assert resumed["run_dir"] == first["run_dir"]
-    a, b = _weights(whole["last_checkpoint"]), _weights(resumed["last_checkpoint"])
+    a, b = checkpoint_weights(whole["last_checkpoint"]), checkpoint_weights(resumed["last_checkpoint"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["gan_metrics"] == whole["gan_metrics"]
 
@@ -236,7 +237,7 @@ def test_conditional_ddp_two_cpu_processes_keep_networks_identical(tmp_path):
     gan = GAN(in_shape=dm.dims, noise_seed=0, num_classes=dm.num_classes, **COND)
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=4, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[_RankDigests(str(tmp_path))],
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[RankDigests(str(tmp_path))],
     )
     trainer.fit(gan, datamodule=dm)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

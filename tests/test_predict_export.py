@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ROOT, assert_clean_failure, run_dir_of
+from _helpers import ROOT, assert_clean_failure, run_dir_of
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.data import DigitsDataModule
 from lightning_dlstrat.export_formats import read_metadata

@@ -28,7 +28,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import ROOT, assert_clean_failure, dlstrat, run_dir_of
+from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.hub import HubError, build_from_config
 from lightning_dlstrat.spaces.darts.genotype import DARTS_V2, Genotype, resolve_genotype

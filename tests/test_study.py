@@ -17,7 +17,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import ROOT, assert_clean_failure, run_dir_of
+from _helpers import ROOT, assert_clean_failure, run_dir_of
 from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
