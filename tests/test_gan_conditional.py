@@ -153,6 +153,7 @@ from lightning_dlstrat.trainers.gan import GAN  # noqa: E402
 COND = {"conditional": True, "diffaugment": "translation,cutout", "r1_weight": 1.0}
 
 
+@pytest.mark.slow
 def test_cli_conditional_gan_draws_the_class_asked_for_and_samples_by_class(tmp_path):
     # 300 generator steps of the default conditional recipe: measured 96.0% of the samples labelled
     # as the class they were drawn for (a generator that ignores y scores ~10%)
@@ -188,14 +189,17 @@ def test_cli_conditional_gan_draws_the_class_asked_for_and_samples_by_class(tmp_
 
 
 def test_conditional_needs_labels_and_unconditional_takes_no_class(tmp_path):
+    def cli(*args):  # in this process: each check is an error before training (a subprocess each took ~6 s to import)
+        return CliRunner().invoke(app, list(args))
+
     out = tmp_path / "runs"
-    assert_clean_failure(dlstrat("fit", "--model", "gan", "--data", "ring8", "--model.conditional=true", "--out", str(out)), "needs labelled data", out)
-    assert_clean_failure(dlstrat("fit", "--model", "gan", "--data", "ring8", "--model.diffaugment=translation", "--out", str(out)), "DiffAugment augments images", out)
-    assert_clean_failure(dlstrat("fit", "--model", "gan", "--model.diffaugment=blur", "--out", str(out)), "unknown DiffAugment policy 'blur'", out)
+    assert_clean_failure(cli("fit", "--model", "gan", "--data", "ring8", "--model.conditional=true", "--out", str(out)), "needs labelled data", out)
+    assert_clean_failure(cli("fit", "--model", "gan", "--data", "ring8", "--model.diffaugment=translation", "--out", str(out)), "DiffAugment augments images", out)
+    assert_clean_failure(cli("fit", "--model", "gan", "--model.diffaugment=blur", "--out", str(out)), "unknown DiffAugment policy 'blur'", out)
     assert_clean_failure(
-        dlstrat("fit", "--model", "gan", "--data.train_fraction=0.1", "--out", str(out)), "every epoch ends in a batch of one", out
+        cli("fit", "--model", "gan", "--data.train_fraction=0.1", "--out", str(out)), "every epoch ends in a batch of one", out
     )
-    assert_clean_failure(dlstrat("sample", "--zoo", "gan-digits", "--class", "3", "--out", str(tmp_path / "x.png")), "this generator is unconditional")
+    assert_clean_failure(cli("sample", "--zoo", "gan-digits", "--class", "3", "--out", str(tmp_path / "x.png")), "this generator is unconditional")
 
 
 def test_discriminator_sees_augmented_images_and_the_batch_labels(tmp_path):
@@ -222,6 +226,7 @@ def test_discriminator_sees_augmented_images_and_the_batch_labels(tmp_path):
     assert fake_labels.shape == y.shape and not torch.equal(fake_labels, y)  # fakes get their own uniform draws
 
 
+@pytest.mark.slow
 def test_conditional_diffaugment_resume_is_the_run_that_never_stopped(tmp_path):
     whole = fit(**tiny_gan(tmp_path / "whole", data="digits", epochs=3), model=COND)
     first = fit(**tiny_gan(tmp_path / "part", data="digits", epochs=3, callbacks=[StopAfter(1)]), model=COND)
