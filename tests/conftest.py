@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from _helpers import SPACE_CASES, SpaceCase
+# Only for tests/test_darts_methods.py, which still does `from conftest import assert_clean_failure`
+# (owned elsewhere): delete this line once it imports from _helpers. No other file may use it.
+from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of  # noqa: F401
 from lightning_dlstrat.spaces import SPACES, SearchSpace, get_space
 
 logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -24,6 +27,17 @@ def _quiet_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         yield
+
+
+# --- slow tests ------------------------------------------------------------------------------------
+# `pytest -m "not slow"` is the quick subset. Tests that start several processes (DDP, torchrun:
+# "ddp" or "torchrun" in the test's name) take 12-50 s each on 2 cores and are slow by this rule,
+# wherever they are; other long tests carry @pytest.mark.slow themselves.
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if "ddp" in name or "torchrun" in name:
+            item.add_marker(pytest.mark.slow)
 
 
 # --- threads ---------------------------------------------------------------------------------------

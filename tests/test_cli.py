@@ -132,6 +132,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+@pytest.mark.slow
 def test_real_subprocess_run_prints_plain_progress(tmp_path):
     """The installed-style entry point in a real process, without a TTY (as in CI)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

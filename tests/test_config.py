@@ -112,6 +112,7 @@ def test_bad_values_are_refused_before_anything_runs():
 
 
 # --- config.yaml: written by every run, replayed by --config ----------------------------------------
+@pytest.mark.slow
 def test_config_yaml_replays_the_run(tmp_path):
     args = ["fit", "--model", "darts", "--max-epochs", "1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2", "--seed", "3"]
     first = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])

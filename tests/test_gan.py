@@ -190,6 +190,7 @@ def test_cli_fit_ring8_writes_samples_metrics_and_sample_command(tmp_path):
     assert bad.exit_code == 2 and "at least 1" in bad.output
 
 
+@pytest.mark.slow
 def test_cli_fit_digits_default_recipe_learns_digits(tmp_path):
     # The digits recipe (dense nets, R1) for 1,000 of its 6,300 generator steps: measured 74.9%
     # confident samples, classes 7.4-12.0%, Frechet distance 5.94 (real vs real 6.28). The DCGAN

@@ -182,6 +182,7 @@ def random_inception_weights(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Metric .* will save all extracted features")
 @pytest.mark.filterwarnings("ignore:.*degrees of freedom")
 def test_inception_path_matches_torchmetrics_own_wiring(random_inception_weights):
@@ -226,6 +227,7 @@ def test_inception_takes_grey_images_and_caches_the_network(random_inception_wei
         extract_features(torch.rand(2, 4, 8, 8), "inception", random_inception_weights)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Metric .* will save all extracted features")
 def test_gan_evaluation_reports_inception_fid_kid_is(random_inception_weights):
     """The GAN recipe's Inception path end to end (random weights: the wiring, not the values)."""
