@@ -1,9 +1,20 @@
-"""Shared test settings: quiet Lightning, CPU only, runs written under tmp_path."""
+"""Shared test settings: quiet Lightning, one intra-op thread, the search spaces to parametrise over.
+
+Helpers that test files import (functions, callbacks, small settings) are in ``_helpers.py``; a
+test file never imports from this file or from another test file.
+"""
 
 import logging
 import warnings
 
 import pytest
+import torch
+
+from _helpers import SPACE_CASES, SpaceCase
+# Only for tests/test_darts_methods.py, which still does `from conftest import assert_clean_failure`
+# (owned elsewhere): delete this line once it imports from _helpers. No other file may use it.
+from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of  # noqa: F401
+from lightning_dlstrat.spaces import SPACES, SearchSpace, get_space
 
 logging.getLogger("lightning").setLevel(logging.ERROR)
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -18,40 +29,49 @@ def _quiet_warnings():
         yield
 
 
-# --- helpers shared by the test files (import them: `from conftest import ...`) --------------------
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_dir_of(output: str) -> Path:
-    """The run directory a `dlstrat fit` printed."""
-    line = [l for l in output.splitlines() if l.startswith("run directory: ")][-1]
-    return Path(line.removeprefix("run directory: "))
+# --- slow tests ------------------------------------------------------------------------------------
+# `pytest -m "not slow"` is the quick subset. Tests that start several processes (DDP, torchrun:
+# "ddp" or "torchrun" in the test's name) take 12-50 s each on 2 cores and are slow by this rule,
+# wherever they are; other long tests carry @pytest.mark.slow themselves.
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if "ddp" in name or "torchrun" in name:
+            item.add_marker(pytest.mark.slow)
 
 
-def dlstrat(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """The CLI in a real process (`python -m lightning_dlstrat`), as a user's shell runs it.
+# --- threads ---------------------------------------------------------------------------------------
+# The networks under test are small: a second intra-op thread gains nothing on them, and on a busy
+# 2-core machine the threads' synchronisation made tests 5-100x slower (test_config's replayed run:
+# 116 s with torch's default threads, 19 s with one). So every test, and every module- or
+# session-scoped fixture (they are set up after this one), runs on one thread; a test that is
+# about the thread count is marked ``@pytest.mark.threads`` and gets torch's default instead.
+# Subprocesses get OMP_NUM_THREADS=1 from _helpers.dlstrat; ddp_spawn workers from Lightning.
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_session():
+    default = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield default
+    torch.set_num_threads(default)
 
-    One OpenMP thread per process: with several processes on a small machine (DDP ranks, or other
-    tests), spinning OpenMP threads made a 10-second run take minutes (docs/gan.md, Threads).
-    """
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_dlstrat", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **kwargs,
-    )
+
+@pytest.fixture(autouse=True)
+def _one_thread(request, _one_thread_session):
+    torch.set_num_threads(_one_thread_session if request.node.get_closest_marker("threads") else 1)
+    yield
+    torch.set_num_threads(1)  # whatever the test set
 
 
-def assert_clean_failure(result, message: str, out: Path | None = None) -> None:
-    """Bad input: exit 2, the message in one paragraph, no traceback, and no run directory left behind."""
-    output = result.output if hasattr(result, "output") else result.stdout + result.stderr
-    code = result.exit_code if hasattr(result, "exit_code") else result.returncode
-    assert code == 2, output
-    assert message in " ".join(output.split()), output
-    assert "Traceback" not in output
-    assert len([l for l in output.strip().splitlines() if l.startswith("Error: ")]) == 1
-    if out is not None and out.exists():
-        assert not [p for p in out.rglob("*") if p.is_dir() and "-" in p.name], list(out.rglob("*"))
+# --- search spaces: tests that take `space` run once per registered space ----------------------------
+@pytest.fixture(params=list(SPACES))
+def space(request) -> SearchSpace:
+    """Each space of ``lightning_dlstrat.spaces.SPACES`` in turn: a new space is tested without editing the tests."""
+    return get_space(request.param)
+
+
+@pytest.fixture
+def space_case(space) -> SpaceCase:
+    """The small settings of ``space`` (``_helpers.SPACE_CASES``)."""
+    if space.name not in SPACE_CASES:
+        pytest.fail(f"the search space {space.name!r} is registered but has no small test settings: add a SpaceCase for it to SPACE_CASES in tests/_helpers.py")
+    return SPACE_CASES[space.name]

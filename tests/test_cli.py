@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from lightning_dlstrat import __version__
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.core import atomic_write_bytes
-from conftest import run_dir_of
+from _helpers import run_dir_of
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +132,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+@pytest.mark.slow
 def test_real_subprocess_run_prints_plain_progress(tmp_path):
     """The installed-style entry point in a real process, without a TTY (as in CI)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

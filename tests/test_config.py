@@ -19,7 +19,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from conftest import ROOT, run_dir_of
+from _helpers import ROOT, SMALL, run_dir_of
 from lightning_dlstrat import hub
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.config import read_config_file, resolve
@@ -112,6 +112,7 @@ def test_bad_values_are_refused_before_anything_runs():
 
 
 # --- config.yaml: written by every run, replayed by --config ----------------------------------------
+@pytest.mark.slow
 def test_config_yaml_replays_the_run(tmp_path):
     args = ["fit", "--model", "darts", "--max-epochs", "1", "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2", "--seed", "3"]
     first = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
@@ -227,19 +228,7 @@ def test_import_is_light_and_timm_finds_the_models_either_way():
         assert out.stdout.strip() == "DARTSNetwork ['dlstrat_mlp']"
 
 
-# --- one registry of deployable architectures ---------------------------------------------------------
-SMALL = {  # small constructor arguments per registered architecture; a new one must be added here
-    "dlstrat_mlp": dict(in_shape=(1, 8, 8), hidden=(16,)),
-    "darts_net": dict(genotype="DARTS_V2", C=4, layers=3, in_chans=1, auxiliary=True),
-    "dense_generator": dict(latent_dim=8, out_shape=(1, 8, 8), hidden=(16, 32)),
-    "dcgan_generator": dict(latent_dim=8, out_shape=(1, 16, 16), width=8),
-    "mlp_generator": dict(latent_dim=2, out_dim=2, hidden=(8, 8)),
-    "conditional_dense_generator": dict(latent_dim=8, out_shape=(1, 8, 8), num_classes=3, hidden=(16, 32)),
-    "conditional_dcgan_generator": dict(latent_dim=8, out_shape=(1, 16, 16), num_classes=3, width=8),
-    "nb201_net": dict(genotype="|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", C=4, N=1, in_chans=1),
-}
-
-
+# --- one registry of deployable architectures (SMALL: their small settings, in _helpers.py) ----------------
 def test_every_architecture_has_a_round_trip_case():
     import lightning_dlstrat.models  # noqa: F401  (registers them all)
     import lightning_dlstrat.spaces  # noqa: F401

@@ -11,20 +11,10 @@ from lightning_dlstrat.cli import app
 from lightning_dlstrat.spaces.darts.network import Cell, DARTSNetwork
 from lightning_dlstrat.spaces.darts.genotype import DARTS_V1, DARTS_V2, PC_DARTS, Genotype, sample_genotype
 from lightning_dlstrat.trainers.darts_net import DARTSNetClassifier, cutout
-from conftest import run_dir_of
+from _helpers import run_dir_of
 from lightning_dlstrat.data import DigitsDataModule
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These networks are many tiny ops; on a busy 2-core machine two intra-op threads wait on
-    # each other and run them up to 100x slower than one thread does.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- parameter parity with the reference, counted from first principles ------------------------

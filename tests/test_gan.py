@@ -1,9 +1,7 @@
 """The GAN: losses, penalties, EMA, metrics, resuming, DDP, precision, divergence and the CLI."""
 
-import hashlib
 import json
 import math
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -19,21 +17,9 @@ from lightning_dlstrat.models.gan import DCGANDiscriminator, DCGANGenerator, dcg
 from lightning_dlstrat.gan_losses import LOSSES, GANLoss, discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty, register_loss
 from lightning_dlstrat.recipes import fit
 from lightning_dlstrat.trainers.gan import GAN, GANDivergedError
-from conftest import run_dir_of
+from _helpers import RankDigests, StopAfter, checkpoint_weights, run_dir_of, tiny_gan
 
 runner = CliRunner()
-
-
-
-def tiny(tmp_path, data="ring8", epochs=2, batches=5, **trainer) -> dict:
-    """Settings of a short gan run (recipes.fit keywords)."""
-    return dict(
-        recipe="gan",
-        data=data,
-        seed=0,
-        out=str(tmp_path),
-        trainer={"max_epochs": epochs, "limit_train_batches": batches, "enable_progress_bar": False, **trainer},
-    )
 
 
 # --- losses --------------------------------------------------------------------------------------
@@ -259,6 +245,7 @@ def test_cli_fit_ring8_writes_samples_metrics_and_sample_command(tmp_path):
     assert bad.exit_code == 2 and "at least 1" in bad.output
 
 
+@pytest.mark.slow
 def test_cli_fit_digits_default_recipe_learns_digits(tmp_path):
     # The digits recipe (dense nets, R1) for 1,000 of its 6,300 generator steps: measured 74.9%
     # confident samples, classes 7.4-12.0%, Frechet distance 5.94 (real vs real 6.28). The DCGAN
@@ -274,25 +261,14 @@ def test_cli_fit_digits_default_recipe_learns_digits(tmp_path):
     assert "confidently labelled (p >= 0.9)" in result.output
 
 
-def _weights(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-class _StopAfterEpoch(L.Callback):
-    """Ends a run after its first epoch, like a job killed right after saving its checkpoint."""
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        trainer.should_stop = True
-
-
 def test_resume_continues_the_same_run(tmp_path):
-    whole = fit(**tiny(tmp_path / "whole", epochs=3))
-    first = fit(**tiny(tmp_path / "part", epochs=3, callbacks=[_StopAfterEpoch()]))
+    whole = fit(**tiny_gan(tmp_path / "whole", epochs=3))
+    first = fit(**tiny_gan(tmp_path / "part", epochs=3, callbacks=[StopAfter(1)]))
     ckpt = torch.load(first["last_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["gan"]["noise_states"].shape[0] == 1 and ckpt["gan"]["d_steps"] == 5
-    resumed = fit(**tiny(tmp_path / "part", epochs=3), resume=first["last_checkpoint"])
+    resumed = fit(**tiny_gan(tmp_path / "part", epochs=3), resume=first["last_checkpoint"])
     assert resumed["run_dir"] == first["run_dir"]  # the same run, continued in its own directory
-    a, b = _weights(whole["last_checkpoint"]), _weights(resumed["last_checkpoint"])
+    a, b = checkpoint_weights(whole["last_checkpoint"]), checkpoint_weights(resumed["last_checkpoint"])
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -313,7 +289,7 @@ class _PoisonAtEpoch(L.Callback):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(GANDivergedError) as e:
-        fit(**tiny(tmp_path, epochs=3, callbacks=[_PoisonAtEpoch(1)]))
+        fit(**tiny_gan(tmp_path, epochs=3, callbacks=[_PoisonAtEpoch(1)]))
     message = str(e.value)
     assert "training diverged: d_loss became nan" in message and "epoch 2" in message
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -326,35 +302,12 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 
 # --- devices and precision -----------------------------------------------------------------------
-def _digest(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-class _RankDigests(L.Callback):
-    def __init__(self, folder: str):
-        self.folder = folder
-
-    def on_train_end(self, trainer, pl_module):
-        info = {
-            "g": _digest(pl_module.generator),
-            "d": _digest(pl_module.discriminator),
-            "ema": _digest(pl_module.generator_ema),
-            "step": trainer.global_step,
-            "d_steps": pl_module.d_steps,
-            "noise": pl_module._noise.initial_seed(),
-        }
-        Path(self.folder, f"rank{trainer.global_rank}.json").write_text(json.dumps(info))
-
-
 def test_ddp_two_cpu_processes_keep_networks_identical(tmp_path):
     dm = Ring8DataModule(seed=0, batch_size=64)
     gan = GAN(in_shape=dm.dims, noise_seed=0)
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=6, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[_RankDigests(str(tmp_path))],
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[RankDigests(str(tmp_path))],
     )
     trainer.fit(gan, datamodule=dm)  # strategy "ddp_spawn" leaves find_unused_parameters False
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

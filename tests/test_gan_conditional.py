@@ -142,16 +142,18 @@ def test_unconditional_discriminator_use():
 import json  # noqa: E402
 
 import lightning as L  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
-from conftest import ROOT, assert_clean_failure, dlstrat, run_dir_of  # noqa: E402
+from _helpers import RankDigests, StopAfter, assert_clean_failure, checkpoint_weights, dlstrat, run_dir_of, tiny_gan  # noqa: E402
+from lightning_dlstrat.cli import app  # noqa: E402
 from lightning_dlstrat.data import DigitsDataModule  # noqa: E402
 from lightning_dlstrat.recipes import fit  # noqa: E402
 from lightning_dlstrat.trainers.gan import GAN  # noqa: E402
-from test_gan import _RankDigests, _StopAfterEpoch, _weights, tiny  # noqa: E402
 
 COND = {"conditional": True, "diffaugment": "translation,cutout", "r1_weight": 1.0}
 
 
+@pytest.mark.slow
 def test_cli_conditional_gan_draws_the_class_asked_for_and_samples_by_class(tmp_path):
     # 300 generator steps of the default conditional recipe: measured 96.0% of the samples labelled
     # as the class they were drawn for (a generator that ignores y scores ~10%)
@@ -187,14 +189,17 @@ def test_cli_conditional_gan_draws_the_class_asked_for_and_samples_by_class(tmp_
 
 
 def test_conditional_needs_labels_and_unconditional_takes_no_class(tmp_path):
+    def cli(*args):  # in this process: each check is an error before training (a subprocess each took ~6 s to import)
+        return CliRunner().invoke(app, list(args))
+
     out = tmp_path / "runs"
-    assert_clean_failure(dlstrat("fit", "--model", "gan", "--data", "ring8", "--model.conditional=true", "--out", str(out)), "needs labelled data", out)
-    assert_clean_failure(dlstrat("fit", "--model", "gan", "--data", "ring8", "--model.diffaugment=translation", "--out", str(out)), "DiffAugment augments images", out)
-    assert_clean_failure(dlstrat("fit", "--model", "gan", "--model.diffaugment=blur", "--out", str(out)), "unknown DiffAugment policy 'blur'", out)
+    assert_clean_failure(cli("fit", "--model", "gan", "--data", "ring8", "--model.conditional=true", "--out", str(out)), "needs labelled data", out)
+    assert_clean_failure(cli("fit", "--model", "gan", "--data", "ring8", "--model.diffaugment=translation", "--out", str(out)), "DiffAugment augments images", out)
+    assert_clean_failure(cli("fit", "--model", "gan", "--model.diffaugment=blur", "--out", str(out)), "unknown DiffAugment policy 'blur'", out)
     assert_clean_failure(
-        dlstrat("fit", "--model", "gan", "--data.train_fraction=0.1", "--out", str(out)), "every epoch ends in a batch of one", out
+        cli("fit", "--model", "gan", "--data.train_fraction=0.1", "--out", str(out)), "every epoch ends in a batch of one", out
     )
-    assert_clean_failure(dlstrat("sample", "--zoo", "gan-digits", "--class", "3", "--out", str(tmp_path / "x.png")), "this generator is unconditional")
+    assert_clean_failure(cli("sample", "--zoo", "gan-digits", "--class", "3", "--out", str(tmp_path / "x.png")), "this generator is unconditional")
 
 
 def test_discriminator_sees_augmented_images_and_the_batch_labels(tmp_path):
@@ -221,12 +226,13 @@ def test_discriminator_sees_augmented_images_and_the_batch_labels(tmp_path):
     assert fake_labels.shape == y.shape and not torch.equal(fake_labels, y)  # fakes get their own uniform draws
 
 
+@pytest.mark.slow
 def test_conditional_diffaugment_resume_is_the_run_that_never_stopped(tmp_path):
-    whole = fit(**tiny(tmp_path / "whole", data="digits", epochs=3), model=COND)
-    first = fit(**tiny(tmp_path / "part", data="digits", epochs=3, callbacks=[_StopAfterEpoch()]), model=COND)
-    resumed = fit(**tiny(tmp_path / "part", data="digits", epochs=3), model=COND, resume=first["last_checkpoint"])
+    whole = fit(**tiny_gan(tmp_path / "whole", data="digits", epochs=3), model=COND)
+    first = fit(**tiny_gan(tmp_path / "part", data="digits", epochs=3, callbacks=[StopAfter(1)]), model=COND)
+    resumed = fit(**tiny_gan(tmp_path / "part", data="digits", epochs=3), model=COND, resume=first["last_checkpoint"])
     assert resumed["run_dir"] == first["run_dir"]
-    a, b = _weights(whole["last_checkpoint"]), _weights(resumed["last_checkpoint"])
+    a, b = checkpoint_weights(whole["last_checkpoint"]), checkpoint_weights(resumed["last_checkpoint"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["gan_metrics"] == whole["gan_metrics"]
 
@@ -236,7 +242,7 @@ def test_conditional_ddp_two_cpu_processes_keep_networks_identical(tmp_path):
     gan = GAN(in_shape=dm.dims, noise_seed=0, num_classes=dm.num_classes, **COND)
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=4, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[_RankDigests(str(tmp_path))],
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path), callbacks=[RankDigests(str(tmp_path))],
     )
     trainer.fit(gan, datamodule=dm)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

@@ -14,7 +14,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from conftest import assert_clean_failure, run_dir_of
+from _helpers import assert_clean_failure, run_dir_of
 from lightning_dlstrat.cli import app
 
 runner = CliRunner()

@@ -156,15 +156,6 @@ def test_missing_inception_weights_name_the_file_and_where_to_put_it(tmp_path, m
         inception_weights(None)
 
 
-@pytest.fixture
-def one_thread():
-    """InceptionV3 on a few images: on a shared 2-core machine two threads spin against other processes (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def random_inception_weights(tmp_path_factory):
     """A weights file of the real InceptionV3 architecture with random weights (none can be downloaded here).
@@ -191,9 +182,10 @@ def random_inception_weights(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Metric .* will save all extracted features")
 @pytest.mark.filterwarnings("ignore:.*degrees of freedom")
-def test_inception_path_matches_torchmetrics_own_wiring(random_inception_weights, one_thread):
+def test_inception_path_matches_torchmetrics_own_wiring(random_inception_weights):
     from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
     from torchmetrics.image.inception import InceptionScore
     from torchmetrics.image.kid import KernelInceptionDistance
@@ -223,7 +215,7 @@ def test_inception_path_matches_torchmetrics_own_wiring(random_inception_weights
     assert ours["is"] == pytest.approx(float(score.compute()[0]), rel=1e-4)
 
 
-def test_inception_takes_grey_images_and_caches_the_network(random_inception_weights, one_thread):
+def test_inception_takes_grey_images_and_caches_the_network(random_inception_weights):
     grey = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     a = extract_features(grey, "inception", random_inception_weights)
     b = extract_features(grey.expand(-1, 3, -1, -1), "inception", random_inception_weights)
@@ -235,8 +227,9 @@ def test_inception_takes_grey_images_and_caches_the_network(random_inception_wei
         extract_features(torch.rand(2, 4, 8, 8), "inception", random_inception_weights)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Metric .* will save all extracted features")
-def test_gan_evaluation_reports_inception_fid_kid_is(random_inception_weights, one_thread):
+def test_gan_evaluation_reports_inception_fid_kid_is(random_inception_weights):
     """The GAN recipe's Inception path end to end (random weights: the wiring, not the values)."""
     from lightning_dlstrat.recipes.gan import evaluate, report_lines
     from lightning_dlstrat.trainers.gan import GAN

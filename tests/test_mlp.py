@@ -69,6 +69,7 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
     assert not torch.equal(w0["model.head.weight"], init["model.head.weight"])
 
 
+@pytest.mark.slow
 def test_modules_destroy_their_gloo_group_at_exit(tmp_path):
     # A gloo group alive at interpreter shutdown can abort the process (SIGABRT), which once failed
     # a 2-process DDP test in CI; Lightning destroys only NCCL groups at exit, so the modules do it.

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import ROOT, assert_clean_failure, run_dir_of
+from _helpers import ROOT, assert_clean_failure, run_dir_of
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.data import DigitsDataModule
 from lightning_dlstrat.export_formats import read_metadata
@@ -212,6 +212,7 @@ def test_exported_zoo_models_match_the_eager_network(name, fmt, tmp_path):
     assert torch.allclose(got, expected, atol=ATOL), float((got - expected).abs().max())
 
 
+@pytest.mark.slow
 def test_exported_nb201_network_and_checkpoint_classifier(mlp_run, tmp_path):
     """The NAS-Bench-201 network (a tiny one, built here) in all three formats, and a checkpoint's MLP."""
     from lightning_dlstrat.export_formats import export

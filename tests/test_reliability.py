@@ -28,7 +28,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import ROOT, assert_clean_failure, dlstrat, run_dir_of
+from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.hub import HubError, build_from_config
 from lightning_dlstrat.spaces.darts.genotype import DARTS_V2, Genotype, resolve_genotype
@@ -55,6 +55,7 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 def test_resume_never_runs_code_planted_in_a_checkpoint(mlp_run, tmp_path):
     marker = tmp_path / "pwned"
     ckpt = torch.load(mlp_run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -180,6 +181,7 @@ def uninterrupted(tmp_path_factory):
     return run_dir_of(proc.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_resume_after_a_kill_continues_the_same_run(tmp_path, sig, uninterrupted):
     killed, run_dir = _interrupt(tmp_path, sig)
@@ -352,6 +354,7 @@ def test_unexpected_errors_are_one_line_with_debug_for_the_traceback(tmp_path, m
 
 
 # --- output that tells the truth --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_darts_progress_line_and_metric_steps_are_the_current_epochs(tmp_path):
     proc = dlstrat("fit", "--model", "darts", "--max-epochs", "2", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -369,6 +372,7 @@ def test_darts_progress_line_and_metric_steps_are_the_current_epochs(tmp_path):
     assert edge_steps == val_steps == [2, 5]  # Lightning's step axis (batches), for every metric
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux `script` to give the run a terminal")
 def test_progress_bar_can_be_turned_off_in_a_terminal(tmp_path):
     """In a TTY the Rich bar is the default; --trainer.enable_progress_bar=false must not clash with it."""

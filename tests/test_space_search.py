@@ -1,10 +1,13 @@
-"""The search module with a pluggable space: a DARTS search in the NAS-Bench-201 space (``--model.space=nb201``).
+"""The search module with a pluggable space: every registered space, and the NAS-Bench-201 space (``--model.space=nb201``).
 
-Covers: the hypergradients (order 2 against exact double backward, as for DARTS), alpha identical
-on two DDP ranks, bf16 on CPU, resume, the CLI from search to retraining and export, the Python
-API, the per-space presets, bad spaces and arguments of the other space (exit 2), and the
-space interface a sampler uses (``choices`` / ``from_choices`` / ``to_choices``) and the genotype
-files. Tiny supernets (C=4, N=1) keep the file to a few seconds of work per test.
+Tests that take the ``space`` fixture (conftest.py) run once per space of
+``lightning_dlstrat.spaces.SPACES`` with its small settings (``_helpers.SPACE_CASES``): alpha
+identical on two DDP ranks, bf16 on CPU, resume, the per-space presets, and the space interface a
+sampler and the search module use (``choices`` / ``from_choices`` / ``to_choices``, cell weights,
+genotype files). The rest is nb201's: the hypergradients (order 2 against exact double backward, as
+for DARTS in tests/test_darts_search.py), the CLI from search to retraining and export, the Python
+API, bad spaces and arguments of the other space (exit 2). Tiny supernets (C=4, N=1 / 3 cells) keep
+the file to a few seconds of work per test.
 """
 
 from __future__ import annotations
@@ -18,28 +21,32 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from typer.testing import CliRunner
 
-from conftest import assert_clean_failure, run_dir_of
-from test_darts_search import RecordRank, StopAfter, exact_unrolled_gradient, make_trainer, same, smooth_, snapshot, tiny_batches
+from _helpers import (
+    RecordRank,
+    StopAfter,
+    assert_clean_failure,
+    exact_unrolled_gradient,
+    make_trainer,
+    run_dir_of,
+    same,
+    search_args,
+    smooth_,
+    snapshot,
+    tiny_batches,
+)
 from lightning_dlstrat import export
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.config import resolve
 from lightning_dlstrat.data import DigitsDataModule
 from lightning_dlstrat.hub import HubError
 from lightning_dlstrat.recipes import fit, get_recipe
-from lightning_dlstrat.spaces import DartsSpace, NB201Space, get_space
+from lightning_dlstrat.spaces import SPACES, NB201Space, get_space
 from lightning_dlstrat.spaces.nb201 import ALL_SKIP, BEST_CIFAR100, FastNB201SearchNetwork, NB201Genotype, NB201GenotypeError, NB201SearchNetwork
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
-TINY = dict(in_shape=(1, 8, 8), num_classes=10, space="nb201", C=4, N=1)
+TINY = search_args("nb201")  # in_shape=(1, 8, 8), num_classes=10, space="nb201", C=4, N=1
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+KNOWN = ", ".join(SPACES)  # what an unknown space's error lists
 
 
 # --- the module -----------------------------------------------------------------------------------
@@ -59,7 +66,7 @@ def test_nb201_module_builds_the_benchmark_supernet():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"space": "nb101"}, "unknown search space 'nb101'; choose from: darts, nb201"),
+        ({"space": "nb101"}, f"unknown search space 'nb101'; choose from: {KNOWN}"),
         ({"partial_channels": 4}, "partial_channels=4 is an argument of the darts space's supernet (partial channels, PC-DARTS"),
         ({"layers": 5}, "layers=5 is an argument of the darts space's supernet; the nb201 supernet reads C, N, primitives"),
         ({"in_shape": (1, 3, 3)}, "a 3x3 input is too small"),
@@ -102,10 +109,10 @@ def test_second_order_matches_double_backward_in_nb201():
     torch.testing.assert_close(first, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_alpha_identical_across_ddp_ranks(tmp_path):
+def test_alpha_identical_across_ddp_ranks(tmp_path, space):
     L.seed_everything(0)
     dm = DigitsDataModule(bilevel=True, batch_size=16)
-    module = DARTSSearch(**TINY, order=2)
+    module = DARTSSearch(**search_args(space.name), order=2)
     make_trainer(tmp_path, devices=2, strategy="ddp_spawn", limit_val_batches=0, callbacks=[RecordRank(str(tmp_path))]).fit(module, datamodule=dm)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert not torch.equal(r0["first"], r1["first"])  # the ranks trained on different data ...
@@ -114,50 +121,58 @@ def test_alpha_identical_across_ddp_ranks(tmp_path):
     assert same(r0["end"], r1["end"])  # ... identically on both
 
 
-def test_bf16_mixed_on_cpu(tmp_path):
+def test_bf16_mixed_on_cpu(tmp_path, space):
     L.seed_everything(0)
     dm = DigitsDataModule(bilevel=True, batch_size=16)
-    module = DARTSSearch(**TINY, order=2)
+    module = DARTSSearch(**search_args(space.name), order=2)
     a0 = snapshot(module.net.arch_parameters())
     trainer = make_trainer(tmp_path, precision="bf16-mixed", limit_train_batches=2)
     trainer.fit(module, datamodule=dm)
-    (alpha,) = module.net.arch_parameters()
-    assert alpha.dtype == torch.float32 and torch.isfinite(alpha).all() and not same([alpha], a0)
+    alphas = module.net.arch_parameters()
+    assert len(alphas) == len(space.cell_types) and not same(alphas, a0)
+    assert all(a.dtype == torch.float32 and torch.isfinite(a).all() for a in alphas)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
-    assert isinstance(module.genotype(), NB201Genotype)
+    assert isinstance(module.genotype(), space.genotype_class)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 loss scaling needs CUDA")
-def test_fp16_mixed_on_gpu(tmp_path):
+def test_fp16_mixed_on_gpu(tmp_path, space):
     L.seed_everything(0)
     dm = DigitsDataModule(bilevel=True, batch_size=16)
-    module = DARTSSearch(**TINY, order=2)
+    module = DARTSSearch(**search_args(space.name), order=2)
     a0 = snapshot(module.net.arch_parameters())
     trainer = make_trainer(tmp_path, accelerator="gpu", precision="16-mixed", limit_train_batches=4)
     trainer.fit(module, datamodule=dm)
     assert trainer.precision_plugin.scaler is not None
-    alpha = module.net.alpha.detach().cpu()
-    assert alpha.dtype == torch.float32 and torch.isfinite(alpha).all() and not same([alpha], a0)
+    alphas = [a.detach().cpu() for a in module.net.arch_parameters()]
+    assert all(a.dtype == torch.float32 and torch.isfinite(a).all() for a in alphas) and not same(alphas, a0)
 
 
-def search(tmp_path, stop_after: int | None = None, ckpt_path=None) -> DARTSSearch:
+def search(tmp_path, space: str, stop_after: int | None = None, ckpt_path=None) -> DARTSSearch:
+    """A 3-epoch second-order search in ``space`` (the cosine schedule spans 3 epochs; epoch 0 is warm-up), optionally interrupted."""
     L.seed_everything(0)
     dm = DigitsDataModule(bilevel=True, batch_size=16)
-    module = DARTSSearch(**TINY, order=2, nesterov=True, warmup_epochs=1)
+    module = DARTSSearch(**search_args(space), order=2, nesterov=True, warmup_epochs=1)
     callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True)] + ([StopAfter(stop_after)] if stop_after else [])
     make_trainer(tmp_path, max_epochs=3, enable_checkpointing=True, callbacks=callbacks).fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return module
 
 
-def test_resume_gives_the_same_search(tmp_path):
-    straight = search(tmp_path / "straight")
-    search(tmp_path / "resumed", stop_after=2)
-    resumed = search(tmp_path / "resumed", ckpt_path=tmp_path / "resumed" / "last.ckpt")
+def test_resume_gives_the_same_search(tmp_path, space):
+    straight = search(tmp_path / "straight", space.name)
+    search(tmp_path / "resumed", space.name, stop_after=2)
+    resumed = search(tmp_path / "resumed", space.name, ckpt_path=tmp_path / "resumed" / "last.ckpt")
+    assert str(resumed.genotype()) == str(straight.genotype())
     assert same(resumed.net.arch_parameters(), straight.net.arch_parameters())
     assert same(resumed.net.weight_parameters(), straight.net.weight_parameters())
+    # the history travels in the checkpoint; epoch 0 was warm-up, so alpha stayed at its start
     assert [r["genotype"] for r in resumed.history] == [r["genotype"] for r in straight.history] and len(straight.history) == 3
-    assert straight.history[0]["alpha_cell"] != straight.history[1]["alpha_cell"]  # epoch 0 was warm-up
+    first = f"alpha_{space.cell_types[0]}"
+    assert straight.history[0][first] != straight.history[1][first]
+    # the checkpoint loads without unpickling arbitrary objects, with both optimisers and the schedule
+    ckpt = torch.load(tmp_path / "resumed" / "last.ckpt", weights_only=True)
+    assert set(ckpt["optimizer_states"][0]["state"]) and len(ckpt["optimizer_states"]) == 2 and ckpt["lr_schedulers"]
 
 
 # --- the CLI: search, retrain, export -------------------------------------------------------------
@@ -199,7 +214,7 @@ def test_cli_nb201_search_retrains_with_nb201_net_and_exports(tmp_path):
 def test_bad_space_exits_2_and_leaves_nothing(tmp_path):
     out = tmp_path / "runs"
     result = runner.invoke(app, ["fit", "--model", "darts", "--model.space=nb101", "--out", str(out)])
-    assert_clean_failure(result, "--model.space: unknown search space 'nb101'; choose from: darts, nb201", out)
+    assert_clean_failure(result, f"--model.space: unknown search space 'nb101'; choose from: {KNOWN}", out)
     result = runner.invoke(app, ["fit", "--model", "darts", "--model.space=nb201", "--model.partial_channels=4", "--out", str(out)])
     assert_clean_failure(result, "partial channels, PC-DARTS, are built into the DARTS supernet only", out)
 
@@ -225,26 +240,24 @@ def test_presets_follow_the_space():
     assert (plain.model_args["space"], plain.model_args["layers"], plain.model_args["weight_decay"], plain.model_args["nesterov"]) == ("darts", 5, 3e-4, False)
 
 
-@pytest.mark.parametrize("space", ["darts", "nb201"])
 def test_digits_hard_presets_are_digits_with_beta_darts(space):
     """What docs/darts.md's digits-hard comparison supports: beta-DARTS there, plain DARTS on digits;
     everything else as digits. An explicit --model.method wins."""
     darts = get_recipe("darts")
-    hard = resolve(darts, flags={"model": {"space": space}, "data": {"name": "digits-hard"}})
-    digits = resolve(darts, flags={"model": {"space": space}})
+    hard = resolve(darts, flags={"model": {"space": space.name}, "data": {"name": "digits-hard"}})
+    digits = resolve(darts, flags={"model": {"space": space.name}})
     assert hard.model_args["method"] == "beta-darts" and digits.model_args["method"] in (None, "darts")
     assert hard.model_args["beta_decay"] == 0.5  # the method's setting, resolved into the configuration
     same_keys = lambda args: {k: v for k, v in args.items() if k not in ("method", "beta_decay", "in_shape")}  # noqa: E731
     assert same_keys(hard.model_args) == same_keys(digits.model_args)
     assert hard.model_args["in_shape"] == [1, 16, 16] and hard.trainer == digits.trainer
     assert {k: v for k, v in hard.data_args.items()} == digits.data_args
-    assert resolve(darts, flags={"model": {"space": space, "method": "darts"}, "data": {"name": "digits-hard"}}).model_args["method"] == "darts"
+    assert resolve(darts, flags={"model": {"space": space.name, "method": "darts"}, "data": {"name": "digits-hard"}}).model_args["method"] == "darts"
     assert DARTSSearch(**hard.model_args).hparams.beta_decay == 0.5  # the method's key, as the module resolves it
 
 
 # --- the interface a sampler uses, and genotype files ----------------------------------------------
-@pytest.mark.parametrize("space", [DartsSpace(), NB201Space()], ids=["darts", "nb201"])
-def test_choices_describe_the_space_for_a_sampler(space):
+def test_choices_describe_the_space_for_a_sampler(space, space_case):
     options = space.choices()
     assert all(isinstance(v, str) for opts in options.values() for v in opts)  # what Optuna's suggest_categorical takes
     rng = random.Random(0)
@@ -256,7 +269,7 @@ def test_choices_describe_the_space_for_a_sampler(space):
     size = 1
     for opts in options.values():
         size *= len(opts)
-    assert size == (5**6 if space.name == "nb201" else (1 * 3 * 6 * 10 * 7**8) ** 2)  # 15,625 cells; DARTS: inputs x ops per node, two cells
+    assert size == space_case.size
     with pytest.raises(ValueError, match="missing"):
         space.from_choices({})
     bad = dict(picked)
@@ -265,9 +278,8 @@ def test_choices_describe_the_space_for_a_sampler(space):
         space.from_choices(bad)
 
 
-@pytest.mark.parametrize("space,config", [(DartsSpace(), dict(C=4, layers=3)), (NB201Space(), dict(C=4, N=1))], ids=["darts", "nb201"])
-def test_what_a_search_logs_and_draws_comes_from_the_space(space, config, tmp_path):
-    net = space.search_supernet("fast", (1, 8, 8), 10, **config)
+def test_what_a_search_logs_and_draws_comes_from_the_space(space, space_case, tmp_path):
+    net = space.search_supernet("fast", (1, 8, 8), 10, **space_case.search)
     weights = space.cell_weights(net)
     assert list(weights) == list(space.cell_types) and all(w.shape == (space.topology.num_edges, len(net.operations)) for w in weights.values())
     kept = space.chosen_ops(net.genotype())

@@ -1,4 +1,7 @@
-"""The search-space interface (DARTS and NAS-Bench-201) and the NAS-Bench-201 space itself.
+"""The search-space interface (every space of ``lightning_dlstrat.spaces.SPACES``) and the NAS-Bench-201 space itself.
+
+Tests that take the ``space`` fixture (conftest.py) run once per registered space, with its small
+settings from ``_helpers.SPACE_CASES``; a space registered without settings fails them until it has some.
 
 Published numbers and where they come from:
 
@@ -24,13 +27,15 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from lightning_dlstrat.core import DlstratError
-from lightning_dlstrat.spaces import DartsSpace, NB201Space, SearchSpace, get_space
+from _helpers import SPACE_CASES, run_dir_of
+from lightning_dlstrat.spaces import SPACES, DartsSpace, NB201Space, SearchSpace, get_space
 from lightning_dlstrat.spaces.nb201 import (
     ALL_CONV3X3,
     ALL_SKIP,
@@ -287,18 +292,16 @@ def test_supernet_conventions_and_weight_round_trip():
     assert sum(p.numel() for p in fast.parameters()) == sum(p.numel() for p in ref.parameters())
 
 
-# --- both spaces through the interface --------------------------------------------------------------
-SPACE_CASES = {
-    "darts": (DartsSpace(), dict(C=4, layers=5, in_shape=(1, 8, 8)), dict(C=4, layers=5, in_chans=1)),
-    "nb201": (NB201Space(), dict(C=4, N=1, in_chans=1), dict(C=4, N=1, in_chans=1)),
-}
+# --- every registered space through the interface ----------------------------------------------------
+def test_every_registered_space_has_small_test_settings():
+    assert set(SPACES) == set(SPACE_CASES)  # a new space: add its SpaceCase to tests/_helpers.py
+    assert set(SPACES) >= {"darts", "nb201"}
 
 
-@pytest.mark.parametrize("name", list(SPACE_CASES))
-def test_space_interface(name, tmp_path):
-    space, super_cfg, net_cfg = SPACE_CASES[name]
-    assert isinstance(space, SearchSpace) and space.name == name
-    assert type(get_space(name)) is type(space)
+def test_space_interface(space, space_case, tmp_path):
+    super_cfg, net_cfg = space_case.supernet, space_case.network
+    assert isinstance(space, SearchSpace) and SPACES[space.name] is type(space)
+    assert type(get_space(space.name)) is type(space)
     ops, topo = space.operations, space.topology
     assert "none" in ops and "skip_connect" in ops
     x = torch.randn(2, 1, 8, 8)
@@ -333,8 +336,8 @@ def test_space_interface(name, tmp_path):
 
 
 def test_get_space_names():
-    assert isinstance(get_space("NAS-Bench-201"), NB201Space)
-    with pytest.raises(ValueError, match="darts, nb201"):
+    assert isinstance(get_space("NAS-Bench-201"), NB201Space) and isinstance(get_space("DARTS"), DartsSpace)
+    with pytest.raises(ValueError, match=re.escape(f"unknown search space 'nb101'; choose from: {', '.join(SPACES)}")):
         get_space("nb101")
 
 
@@ -393,7 +396,6 @@ def test_cli_nb201_net_trains_exports_and_loads(tmp_path):
     import timm
     from typer.testing import CliRunner
 
-    from conftest import run_dir_of
     from lightning_dlstrat import export
     from lightning_dlstrat.cli import app
     from lightning_dlstrat.trainers.nb201_net import NB201NetClassifier

@@ -17,7 +17,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import ROOT, assert_clean_failure, run_dir_of
+from _helpers import ROOT, assert_clean_failure, run_dir_of
 from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
@@ -123,6 +123,7 @@ def test_every_sampler_draws_nb201_cells_and_reads_them_back(sampler):
 
 
 # --- the plain loop, its outputs, and resuming it -------------------------------------------------
+@pytest.mark.slow
 def test_cli_random_nas_study_outputs_show_and_resume(tmp_path):
     result = runner.invoke(app, ["fit", "--model", "random-nas", "--trials", "2", "--max-epochs", "1", "--seed", "3", "--out", str(tmp_path), *TINY])
     assert result.exit_code == 0, result.output
@@ -170,6 +171,7 @@ def test_cli_random_nas_study_outputs_show_and_resume(tmp_path):
     assert_clean_failure(result, "holds trials made with other settings (trainer.max_epochs: the study has 1, this command 2)", tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_cli_random_nas_in_the_nb201_space_trains_nb201_net_trials(tmp_path):
     """--model.space=nb201: cells drawn from NAS-Bench-201's space, each trained as nb201-net (its
     module, presets and checkpoints), the winner written for `nb201-net --genotype RUN` and exported
@@ -254,6 +256,7 @@ class FailSecondTrial(L.Callback):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
+@pytest.mark.slow
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path):
     summary = fit(
         "random-nas", out=str(tmp_path), options={"trials": 3}, model={"C": 4, "layers": 3},
@@ -285,6 +288,7 @@ def test_median_pruner_stops_a_trial_below_the_earlier_ones(tmp_path):
     assert row["state"] == "pruned" and row["note"] == "pruned after epoch 2" and row["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_nsga2_writes_the_pareto_front_of_accuracy_and_size(tmp_path):
     result = runner.invoke(app, ["fit", "--model", "random-nas", "--model.sampler=nsga2", "--trials", "3", "--max-epochs", "1", "--out", str(tmp_path), *TINY])
     assert result.exit_code == 0, result.output
@@ -306,6 +310,7 @@ def test_nsga2_writes_the_pareto_front_of_accuracy_and_size(tmp_path):
 
 
 # --- several workers on one storage; killed workers --------------------------------------------------
+@pytest.mark.slow
 def test_two_workers_on_one_journal_complete_the_trials_once_each(tmp_path):
     journal = tmp_path / "shared.journal"
     args = ["--trials", "4", "--max-epochs", "1", f"--model.storage={journal}", "--model.study=shared"]
@@ -320,6 +325,7 @@ def test_two_workers_on_one_journal_complete_the_trials_once_each(tmp_path):
     assert all(t.user_attrs.get("surplus") for t in study.trials if t.number not in done)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["journal", "sqlite"])
 def test_a_killed_worker_s_trial_is_failed_and_retried(tmp_path, storage):
     spec = str(tmp_path / "s.journal") if storage == "journal" else f"sqlite:///{tmp_path / 's.db'}"
@@ -344,6 +350,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried(tmp_path, storage):
     assert rows[1]["note"] == "retry of trial 0"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("DLSTRAT_TEST_POSTGRES_URL" not in os.environ, reason="needs the PostgreSQL server .ci/run starts (source .ci/postgres.sh)")
 def test_two_workers_share_a_study_in_postgresql(tmp_path):
     url = os.environ["DLSTRAT_TEST_POSTGRES_URL"]

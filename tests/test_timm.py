@@ -12,7 +12,7 @@ import torch
 import lightning_dlstrat  # noqa: F401  (registers the timm entry points)
 from lightning_dlstrat.hub import HubError, architectures
 from lightning_dlstrat.timm_models import TAGS
-from test_config import SMALL
+from _helpers import SMALL
 
 CLASSIFIERS = sorted(architectures("classifier"))
 CONV = [n for n in CLASSIFIERS if hasattr(architectures()[n], "forward_intermediates")]
