@@ -3,7 +3,6 @@ DDP / bf16 / resume with them. Tiny supernets (C=4, 3 cells, 2 nodes), as tests/
 
 from __future__ import annotations
 
-import math
 
 import lightning as L
 import pytest
@@ -14,7 +13,9 @@ from lightning_dlstrat.data import DigitsDataModule
 from lightning_dlstrat.methods import METHODS, selectable
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
-from test_darts_search import TINY, RecordRank, make_trainer, one_thread, same, snapshot, tiny_batches  # noqa: F401
+from _helpers import RecordRank, StopAfter, assert_clean_failure, make_trainer, same, tiny_batches
+
+TINY = dict(in_shape=(1, 8, 8), num_classes=10, C=4, layers=3, steps=2, multiplier=2)
 
 NB201 = dict(in_shape=(1, 8, 8), num_classes=10, C=4, N=1, space="nb201")
 
@@ -251,7 +252,6 @@ def test_alpha_identical_across_ddp_ranks_with_methods(tmp_path, kw):
 def test_gdas_resume_gives_the_same_search(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from test_darts_search import StopAfter
 
     def run(out, stop=None, ckpt=None):
         L.seed_everything(0)
@@ -310,7 +310,6 @@ def test_cli_searches_with_each_method_in_each_space(tmp_path, space, method):
     ],
 )
 def test_cli_bad_methods_exit_2_without_a_run_directory(tmp_path, args, message):
-    from conftest import assert_clean_failure
     from typer.testing import CliRunner
 
     from lightning_dlstrat.cli import app

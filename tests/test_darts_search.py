@@ -11,8 +11,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch import nn
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.func import functional_call
 from typer.testing import CliRunner
 
@@ -22,79 +21,9 @@ from lightning_dlstrat.spaces.darts.search import SearchNetwork
 from lightning_dlstrat.spaces.darts.genotype import Genotype
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
+from _helpers import RecordRank, StopAfter, exact_unrolled_gradient, make_trainer, same, smooth_, snapshot, tiny_batches
+
 TINY = dict(in_shape=(1, 8, 8), num_classes=10, C=4, layers=3, steps=2, multiplier=2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # kernels this small gain nothing from a second intra-op thread, and on a busy 2-core
-    # machine the threads' synchronisation made these tests 10-25x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_batches(n: int = 8, size: int = 8, classes: int = 10, dtype=torch.float32):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2 * n, 1, size, size, generator=g, dtype=dtype)  # (2n, 1, size, size)
-    y = torch.randint(0, classes, (2 * n,), generator=g)
-    return (x[:n], y[:n]), (x[n:], y[n:])
-
-
-def make_trainer(tmp_path, **kw) -> L.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=3,
-        limit_val_batches=1,
-        default_root_dir=str(tmp_path),
-    )
-    args.update(kw)
-    return L.Trainer(**args)
-
-
-def snapshot(tensors) -> list[torch.Tensor]:
-    return [t.detach().clone() for t in tensors]
-
-
-def same(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-
-
-# --- hypergradients ----------------------------------------------------------------------------------
-def exact_unrolled_gradient(module: DARTSSearch, train, val, w_opt):
-    """(total, first-order part) of d/dalpha L_val(w'(alpha), alpha), by double backward through
-    the virtual SGD step w' = w - xi (mu * momentum + grad_w L_train + wd * w)."""
-    net = module.net
-    group = w_opt.param_groups[0]
-    xi, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-    weights, alphas = net.weight_parameters(), net.arch_parameters()
-    names = {id(p): n for n, p in net.named_parameters()}
-    grads = torch.autograd.grad(module.loss(net(train[0]), train[1]), weights, create_graph=True)
-    unrolled = {names[id(p)]: p - xi * (g + wd * p + mu * w_opt.state[p]["momentum_buffer"]) for p, g in zip(weights, grads)}
-    params = dict(net.named_parameters())
-    total = torch.autograd.grad(module.loss(functional_call(net, {**params, **unrolled}, (val[0],)), val[1]), alphas)
-    frozen = {k: v.detach() for k, v in unrolled.items()}
-    direct = torch.autograd.grad(module.loss(functional_call(net, {**params, **frozen}, (val[0],)), val[1]), alphas)
-    return total, direct
-
-
-def smooth_(module: nn.Module) -> None:
-    """Make the network smooth in its weights: Softplus for ReLU, average- for max-pooling, in place."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.ReLU):
-            setattr(module, name, nn.Softplus())
-        elif isinstance(child, nn.MaxPool2d):
-            setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode))
-        else:
-            smooth_(child)
 
 
 @pytest.mark.parametrize("partial_channels", [1, 2])
@@ -238,25 +167,6 @@ def test_too_small_input_is_rejected():
 
 
 # --- Lightning: DDP, mixed precision, resume, CLI ---------------------------------------------------
-class RecordRank(Callback):
-    """Each rank saves its alpha (at the start and the end) and the first batch it trained on."""
-
-    def __init__(self, out: str):
-        self.out = out
-
-    def on_train_start(self, trainer, pl_module):
-        self.start = snapshot(pl_module.net.arch_parameters())
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == 0:
-            self.first = batch["train"][0].detach().clone()
-
-    def on_train_end(self, trainer, pl_module):
-        end = snapshot(pl_module.net.arch_parameters())
-        eigen = [r.get("eigenvalue") for r in pl_module.history]
-        torch.save({"start": self.start, "end": end, "first": self.first, "eigen": eigen}, f"{self.out}/rank{trainer.global_rank}.pt")
-
-
 @pytest.mark.parametrize("hessian", ["fd", "exact"])
 def test_alpha_identical_across_ddp_ranks(tmp_path, hessian):
     L.seed_everything(0)
@@ -302,17 +212,6 @@ def test_fp16_mixed_on_gpu(tmp_path, hessian):
     alphas = [a.cpu() for a in module.net.arch_parameters()]
     assert all(a.dtype == torch.float32 and torch.isfinite(a).all() for a in alphas)
     assert not same(alphas, a0)
-
-
-class StopAfter(Callback):
-    """Interrupt the run after ``epochs`` epochs (as a killed job would, minus the kill)."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
 
 
 def search(tmp_path, stop_after: int | None = None, ckpt_path=None) -> DARTSSearch:

@@ -15,7 +15,6 @@ from lightning_dlstrat.metrics import (
     image_metrics,
     inception_weights,
     digits_label_agreement,
-    load_digits_classifier,
 )
 
 

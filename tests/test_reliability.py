@@ -13,7 +13,6 @@ Each failure found by the reliability review has its regression test here:
 import csv
 import json
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -21,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import pytest

@@ -42,7 +42,6 @@ from lightning_dlstrat.spaces.nb201 import (
     BEST_CIFAR100,
     EDGES,
     MAX_TEXT,
-    NB201_OPS,
     FastNB201SearchNetwork,
     NB201Genotype,
     NB201GenotypeError,

@@ -9,8 +9,6 @@ import pytest
 import torch
 
 TESTS = Path(__file__).resolve().parent
-# Test files owned elsewhere that still import another test file or conftest: this set may only shrink.
-NOT_YET = {"test_darts_methods.py"}
 
 
 def test_tests_run_on_one_thread():
@@ -39,5 +37,5 @@ def test_no_test_file_imports_another_test_file_or_conftest():
         bad = {name for name in imported_modules(path) if name == "conftest" or name.startswith("test_")}
         if bad:
             offenders[path.name] = sorted(bad)
-    assert set(offenders) <= NOT_YET, offenders
+    assert not offenders, offenders
     assert "_helpers" in imported_modules(TESTS / "test_gan.py")  # the check sees imports at all

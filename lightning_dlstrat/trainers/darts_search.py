@@ -69,7 +69,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
-from ..methods import METHODS, Relaxation, SearchMethod, active_methods, expand, get_method
+from ..methods import Relaxation, SearchMethod, active_methods, expand, get_method
 from ..spaces import SPACES, SearchSpace, get_space
 from .classifier import EvaluatesClassification
 

@@ -6,7 +6,6 @@ GUI backend, no global figure state) and written atomically, like :mod:`lightnin
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
