@@ -184,6 +184,23 @@ class SearchSpace(abc.ABC):
         """What a user passes as ``--genotype``: a genotype, its text or JSON, a genotype file, or a
         search (or training) run directory holding one. Raises ValueError saying what was expected."""
 
+    def supernet_args(self, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments of ``given`` (the search module's) this space's supernet reads.
+
+        Any other registered space's supernet argument set away from its default (``defaults``)
+        is an error naming the space it belongs to, so a setting never silently does nothing.
+        """
+        owners = {arg: name for name, cls in SPACES.items() for arg in cls.search_args if arg not in self.search_args}
+        for arg, owner in owners.items():
+            if given[arg] != defaults[arg]:
+                note = SPACES[owner].search_arg_notes.get(arg)
+                why = f" ({note})" if note else ""
+                raise ValueError(
+                    f"{arg}={given[arg]!r} is an argument of the {owner} space's supernet{why}; the {self.name} supernet reads "
+                    f"{', '.join(self.search_args)}: leave {arg} at its default ({defaults[arg]!r}) or search with space={owner!r}"
+                )
+        return {arg: given[arg] for arg in self.search_args}
+
     # --- what a search logs ------------------------------------------------------------------------
     def cell_weights(self, net: nn.Module) -> dict[str, torch.Tensor]:
         """``{cell type: softmax(alpha) (E, O)}`` of a supernet, detached, on the CPU."""

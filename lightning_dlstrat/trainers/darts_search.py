@@ -70,7 +70,7 @@ from torch import nn
 
 from ..core import atomic_write_bytes, destroy_gloo_group_at_exit, mean_over_ranks, planned_epochs
 from ..methods import Relaxation, SearchMethod, active_methods, expand, get_method
-from ..spaces import SPACES, SearchSpace, get_space
+from ..spaces import SearchSpace, get_space
 from .classifier import EvaluatesClassification
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (x (B, C, H, W), y (B,))
@@ -185,7 +185,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             raise ValueError(f"relaxation must be softmax, sigmoid (Fair DARTS), gumbel (GDAS) or dirichlet (DrNAS), not {self.hparams.relaxation!r}")
         self.automatic_optimization = False
         # both compute the same function (tests/test_darts_fast.py, tests/test_spaces.py); the fast one batches the edges
-        self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self._space_args(self.hparams))
+        self.net = self.space.search_supernet(implementation, in_shape, num_classes, **self.space.supernet_args(self.hparams, defaults=_DEFAULTS))
         # the methods these settings turn on (each checks its own), and how alpha mixes the ops
         self.methods: list[SearchMethod] = active_methods(self.hparams, self.net.operations)
         for m in self.methods:
@@ -200,20 +200,6 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         self.configure_metrics(num_classes)
         self.history: list[dict[str, Any]] = []  # one record per epoch; kept in checkpoints
         self._monitor_batch: Batch | None = None  # the epoch's first validation batch (collapse monitor)
-
-    def _space_args(self, given: dict[str, Any]) -> dict[str, Any]:
-        """The arguments this space's supernet reads; any other space's argument set away from its default is an error."""
-        defaults = {name: p.default for name, p in inspect.signature(DARTSSearch.__init__).parameters.items()}
-        owners = {arg: name for name, cls in SPACES.items() for arg in cls.search_args if arg not in self.space.search_args}
-        for arg, owner in owners.items():
-            if given[arg] != defaults[arg]:
-                note = SPACES[owner].search_arg_notes.get(arg)
-                why = f" ({note})" if note else ""
-                raise ValueError(
-                    f"{arg}={given[arg]!r} is an argument of the {owner} space's supernet{why}; the {self.space.name} supernet reads "
-                    f"{', '.join(self.space.search_args)}: leave {arg} at its default ({defaults[arg]!r}) or search with space={owner!r}"
-                )
-        return {arg: given[arg] for arg in self.space.search_args}
 
     # --- the search methods' hooks ------------------------------------------------------------
     def method(self, name: str) -> SearchMethod | None:
@@ -670,3 +656,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         for m in self.methods:
             if m.name in checkpoint.get("search_methods", {}):
                 m.load_state_dict(checkpoint["search_methods"][m.name])
+
+
+# the module's defaults, against which a space tells whether another space's argument was set
+_DEFAULTS = {name: p.default for name, p in inspect.signature(DARTSSearch.__init__).parameters.items()}
