@@ -11,9 +11,6 @@ import pytest
 import torch
 
 from _helpers import SPACE_CASES, SpaceCase
-# Only for tests/test_darts_methods.py, which still does `from conftest import assert_clean_failure`
-# (owned elsewhere): delete this line once it imports from _helpers. No other file may use it.
-from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of  # noqa: F401
 from lightning_dlstrat.spaces import SPACES, SearchSpace, get_space
 
 logging.getLogger("lightning").setLevel(logging.ERROR)

@@ -242,18 +242,21 @@ def test_presets_follow_the_space():
 
 def test_digits_hard_presets_are_digits_with_beta_darts(space):
     """What docs/darts.md's digits-hard comparison supports: beta-DARTS there, plain DARTS on digits;
-    everything else as digits. An explicit --model.method wins."""
+    everything else as digits but for beta-DARTS's own recipe (darts.yaml's methods table). An
+    explicit --model.method wins."""
     darts = get_recipe("darts")
     hard = resolve(darts, flags={"model": {"space": space.name}, "data": {"name": "digits-hard"}})
     digits = resolve(darts, flags={"model": {"space": space.name}})
     assert hard.model_args["method"] == "beta-darts" and digits.model_args["method"] in (None, "darts")
-    assert hard.model_args["beta_decay"] == 0.5  # the method's setting, resolved into the configuration
-    same_keys = lambda args: {k: v for k, v in args.items() if k not in ("method", "beta_decay", "in_shape")}  # noqa: E731
+    assert hard.model_args["beta_decay"] == 3.54  # the method's setting, scaled to the 15-epoch digits search (darts.yaml)
+    recipe = darts.presets["methods"]["beta-darts"][space.name]["datasets"]["digits-hard"]["model"]  # e.g. nb201: weight decay 3e-4, no Nesterov
+    assert all(hard.model_args[k] == v for k, v in recipe.items())
+    same_keys = lambda args: {k: v for k, v in args.items() if k not in ("method", "in_shape", *recipe)}  # noqa: E731
     assert same_keys(hard.model_args) == same_keys(digits.model_args)
     assert hard.model_args["in_shape"] == [1, 16, 16] and hard.trainer == digits.trainer
     assert {k: v for k, v in hard.data_args.items()} == digits.data_args
     assert resolve(darts, flags={"model": {"space": space.name, "method": "darts"}, "data": {"name": "digits-hard"}}).model_args["method"] == "darts"
-    assert DARTSSearch(**hard.model_args).hparams.beta_decay == 0.5  # the method's key, as the module resolves it
+    assert DARTSSearch(**hard.model_args).hparams.beta_decay == 3.54  # what config.yaml holds is what the module runs
 
 
 # --- the interface a sampler uses, and genotype files ----------------------------------------------

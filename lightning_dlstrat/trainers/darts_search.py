@@ -622,7 +622,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         # few hundred tensors there blocked the worker and hung the run)
         if self.trainer.is_global_zero and self.trainer.loggers:
             per_edge = {f"alpha/{cell}/e{i}/{op}": float(w[i, o]) for cell, w in weights.items() for i in range(w.shape[0]) for o, op in enumerate(self.net.operations)}
-            step = self.trainer.fit_loop.epoch_loop._batches_that_stepped  # the step self.log uses
+            # the step Lightning logs epoch-end metrics at: its batch counter less one (fit_loop.on_advance_end)
+            step = max(self.trainer.fit_loop.epoch_loop._batches_that_stepped - 1, 0)
             for logger in self.trainer.loggers:
                 logger.log_metrics(per_edge, step=step)
         log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)  # a collective call under DDP
