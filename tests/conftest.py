@@ -28,7 +28,7 @@ def _quiet_warnings():
 
 # --- slow tests ------------------------------------------------------------------------------------
 # `pytest -m "not slow"` is the quick subset. Tests that start several processes (DDP, torchrun:
-# "ddp" or "torchrun" in the test's name) take 12-50 s each on 2 cores and are slow by this rule,
+# "ddp" or "torchrun" in the test's name) take 8-50 s each on 2 cores and are slow by this rule,
 # wherever they are; other long tests carry @pytest.mark.slow themselves.
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
 # --- threads ---------------------------------------------------------------------------------------
 # The networks under test are small: a second intra-op thread gains nothing on them, and on a busy
 # 2-core machine the threads' synchronisation made tests 5-100x slower (test_config's replayed run:
-# 116 s with torch's default threads, 19 s with one). So every test, and every module- or
+# reported at 116 s with torch's default threads; 6-7 s here with one). So every test, and every module- or
 # session-scoped fixture (they are set up after this one), runs on one thread; a test that is
 # about the thread count is marked ``@pytest.mark.threads`` and gets torch's default instead.
 # Subprocesses get OMP_NUM_THREADS=1 from _helpers.dlstrat; ddp_spawn workers from Lightning.
