@@ -272,3 +272,12 @@ def test_zoo_has_one_home(tmp_path):
     assert not (PACKAGE / "zoo_models").exists()
     assert sorted(zoo.entries()) == sorted(p.parent.name for p in (ROOT / "zoo").glob("*/config.json"))
     assert Path(zoo.entries()["mlp-digits"].folder, "config.json").is_file()
+
+
+def test_the_wheel_lists_every_package_folder():
+    """pyproject.toml names its packages one by one: a new folder (a new search space) must be listed, or the wheel lacks it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert folders <= listed, sorted(folders - listed)
