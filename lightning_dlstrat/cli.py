@@ -150,6 +150,7 @@ def fit(
     precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ...")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epochs to train; default: the recipe's preset for the dataset.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, splits and sampling; default 0.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op CPU threads for this run; wins over OMP_NUM_THREADS, which wins over the preset's (1 for the digits presets).")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Where downloadable datasets live; default data.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Parent folder of run directories; default runs.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file in the format of a run's config.yaml (sections model, data, trainer).")] = None,
@@ -180,7 +181,7 @@ def fit(
         "data": {"name": data, **extra["data"]},
         "trainer": extra["trainer"],
         **{k: v for k, v in dict(accelerator=accelerator, strategy=strategy, precision=precision, max_epochs=max_epochs,
-                                 seed=seed, data_dir=data_dir, out=out, genotype=genotype, trials=trials).items() if v is not None},
+                                 seed=seed, threads=threads, data_dir=data_dir, out=out, genotype=genotype, trials=trials).items() if v is not None},
     }
     if devices is not None:
         flags["devices"] = parse_value(devices)
