@@ -50,6 +50,8 @@ models_app = typer.Typer(help="Model recipes.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo on the Hugging Face Hub.", no_args_is_help=True)
 nb201_app = typer.Typer(help="The NAS-Bench-201 search space and its benchmark.", no_args_is_help=True)
 study_app = typer.Typer(help="Optuna studies of random-nas: their trials and plots.", no_args_is_help=True)
+hub_app = typer.Typer(help="A local, in-memory Hub to try push / zoo pull offline.", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
 app.add_typer(nb201_app, name="nb201")
 app.add_typer(study_app, name="study")
 app.add_typer(data_app, name="data")
@@ -397,6 +399,41 @@ def zoo_publish(
 
     url = zoo.publish(name, repo_id=repo_id, private=private, revision=revision)
     typer.echo(f"published {name}: {url}")
+
+
+@hub_app.command("serve")
+@command
+def hub_serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on; 0 picks a free one (printed).")] = 8765,
+    token: Annotated[str, typer.Option(help="The token to print for HF_TOKEN (the server takes any non-empty one for writes).")] = "dlstrat-local",
+):
+    """Serve the bundled Hub-compatible test server on 127.0.0.1 until Ctrl-C: push, zoo pull and from_pretrained work against it.
+
+    Repos live in memory and are gone when it stops. It speaks the part of the Hub's HTTP API that
+    huggingface_hub's upload and download use (docs/zoo.md, "Trying the Hub offline").
+    """
+    import signal
+
+    from .testing.hub_server import HubServer
+
+    if not 0 <= port <= 65535:
+        raise DlstratError(f"--port must be in 0..65535, not {port}")
+    try:
+        server = HubServer("127.0.0.1", port)
+    except OSError as e:
+        raise DlstratError(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}; choose another --port (0 picks a free one)") from None
+    cache = Path(os.environ.get("TMPDIR", "/tmp")) / f"dlstrat-hub-{server.server_address[1]}-cache"
+    typer.echo(f"Hub-compatible test server on {server.url} (in memory; Ctrl-C stops it). In another shell:")
+    typer.echo(f"  export HF_ENDPOINT={server.url} HF_TOKEN={token} HF_HUB_DISABLE_XET=1 HF_HUB_CACHE={cache}")
+    typer.echo("  dlstrat zoo publish mlp-digits --repo-id me/mlp-digits && dlstrat zoo pull me/mlp-digits")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops it as Ctrl-C does
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    typer.echo("Hub test server stopped; its repos are gone")
 
 
 @nb201_app.command("lookup")
