@@ -297,14 +297,50 @@ def export_model(
     typer.echo(f"wrote {result.path} ({result.format}; {check})" + (f"; {result.note}" if result.note else ""))
 
 
+def plain_text(doc: str) -> str:
+    """The first paragraph of a docstring as one line of plain text: reST markup (``x``, :func:`x`) taken off."""
+    import re
+
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    paragraph = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).split(".")[-1], paragraph)  # :func:`distort` -> distort
+    return paragraph.replace("``", "")
+
+
+def describe(name: str, doc: str, width: int = 100) -> str:
+    """``NAME  description``, the description wrapped under itself (not cut), without a leading repeat of the name."""
+    import textwrap
+
+    text = plain_text(doc)
+    text = text[len(name) + 1:].lstrip() if text.startswith(f"{name}:") else text  # "digits-hard: the digits ..." -> "the digits ..."
+    text = text[:1].upper() + text[1:]
+    return textwrap.fill(text, width=width, initial_indent=f"{name:15s} ", subsequent_indent=" " * 16, break_on_hyphens=False)
+
+
 @data_app.command("list")
 def data_list():
     """List the datasets."""
     from .data import DATAMODULES
 
     for name, cls in DATAMODULES.items():
-        doc = (vars(cls).get("__doc__") or "").strip().splitlines()
-        typer.echo(f"{name:15s} {doc[0] if doc else ''}")
+        typer.echo(describe(name, vars(cls).get("__doc__") or ""))
+
+
+@data_app.command("samples")
+@command
+def data_samples(
+    out: Annotated[Path, typer.Option(help="Folder to write the images to (created if missing).")],
+    data: Annotated[str, typer.Option(help="Dataset (see `dlstrat data list`): one of images.")] = "digits",
+    n: Annotated[int, typer.Option("-n", "--num", help="How many images.")] = 16,
+    split: Annotated[str, typer.Option(help="test, val or train: which split the images come from.")] = "test",
+    data_dir: Annotated[Optional[str], typer.Option(help="Where downloadable datasets live; default data.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the splits, as `dlstrat fit --seed` (the test split does not depend on it).")] = 0,
+):
+    """Write sample images of a dataset as PNG files (SPLIT-NNNN-class-K.png), e.g. to try `dlstrat predict` on."""
+    from .data.samples import write_samples
+
+    written = write_samples(data, out, n, split=split, data_dir=data_dir, seed=seed)
+    hint = f"; try: dlstrat predict --zoo mlp-digits {out} --out predictions.csv" if data == "digits" else ""
+    typer.echo(f"wrote {len(written)} {data} image{'s' if len(written) != 1 else ''} from the {split} split to {out} (the true class is in each name){hint}")
 
 
 @models_app.command("list")
