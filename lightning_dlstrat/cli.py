@@ -312,7 +312,6 @@ def describe(name: str, doc: str, width: int = 100) -> str:
 
     text = plain_text(doc)
     text = text[len(name) + 1:].lstrip() if text.startswith(f"{name}:") else text  # "digits-hard: the digits ..." -> "the digits ..."
-    text = text[:1].upper() + text[1:]
     return textwrap.fill(text, width=width, initial_indent=f"{name:15s} ", subsequent_indent=" " * 16, break_on_hyphens=False)
 
 
@@ -329,7 +328,7 @@ def data_list():
 @command
 def data_samples(
     out: Annotated[Path, typer.Option(help="Folder to write the images to (created if missing).")],
-    data: Annotated[str, typer.Option(help="Dataset (see `dlstrat data list`): one of images.")] = "digits",
+    data: Annotated[str, typer.Option(help="An image dataset (see `dlstrat data list`).")] = "digits",
     n: Annotated[int, typer.Option("-n", "--num", help="How many images.")] = 16,
     split: Annotated[str, typer.Option(help="test, val or train: which split the images come from.")] = "test",
     data_dir: Annotated[Optional[str], typer.Option(help="Where downloadable datasets live; default data.")] = None,

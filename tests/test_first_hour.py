@@ -157,6 +157,21 @@ def test_stop_reasons():
     assert "trainer.should_stop" in stop_reason(trainer(current_epoch=2, should_stop=True))
 
 
+def test_a_search_says_when_the_r_darts_early_stop_ended_it(tmp_path):
+    from _helpers import search_args
+    from lightning_dlstrat.recipes.darts import after_search
+    from lightning_dlstrat.trainers.darts_search import DARTSSearch
+
+    module = DARTSSearch(**search_args("nb201"))
+    module.history = [
+        {"epoch": 0, "eigenvalue": 0.1, "skips": {"cell": 0}},
+        {"epoch": 3, "eigenvalue": 0.5, "skips": {"cell": 1}, "early_stop": {"ratio": 1.5, "rolled_back_to_epoch": 1, "genotype": "x"}},
+    ]
+    result = after_search(module, SimpleNamespace(is_global_zero=True), None, tmp_path)
+    assert result["stopped"] == "R-DARTS early stop after epoch 4: the dominant eigenvalue grew 1.50x, alpha rolled back to epoch 2 (genotype_history.jsonl)"
+    assert (tmp_path / "collapse.png").is_file()
+
+
 def test_plain_progress_prints_an_early_estimate(capsys):
     progress = PlainProgress()
     trainer = SimpleNamespace(is_global_zero=True, num_training_batches=21, current_epoch=0, max_epochs=15, max_steps=-1)
@@ -233,6 +248,7 @@ def test_mlflow_logs_to_an_sqlite_store_in_the_run_directory(tmp_path, monkeypat
 
 
 # --- 8. the Hub, offline ---------------------------------------------------------------------------------
+@pytest.mark.slow  # four processes of the CLI: about 17 s on 2 cores
 def test_hub_serve_then_push_and_pull_a_run(tmp_path):
     """`dlstrat hub serve` in its own process prints what to export; a run is pushed to it and pulled back."""
     trained = runner.invoke(app, ["fit", "--model", "mlp", "--max-epochs", "1", *TINY, "--out", str(tmp_path / "runs")])
