@@ -50,6 +50,8 @@ models_app = typer.Typer(help="Model recipes.", no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo on the Hugging Face Hub.", no_args_is_help=True)
 nb201_app = typer.Typer(help="The NAS-Bench-201 search space and its benchmark.", no_args_is_help=True)
 study_app = typer.Typer(help="Optuna studies of random-nas: their trials and plots.", no_args_is_help=True)
+hub_app = typer.Typer(help="A local, in-memory Hub to try push / zoo pull offline.", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
 app.add_typer(nb201_app, name="nb201")
 app.add_typer(study_app, name="study")
 app.add_typer(data_app, name="data")
@@ -150,6 +152,7 @@ def fit(
     precision: Annotated[Optional[str], typer.Option(help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ...")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Epochs to train; default: the recipe's preset for the dataset.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights, splits and sampling; default 0.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op CPU threads for this run; wins over OMP_NUM_THREADS, which wins over the preset's (1 for the digits presets).")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Where downloadable datasets live; default data.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Parent folder of run directories; default runs.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file in the format of a run's config.yaml (sections model, data, trainer).")] = None,
@@ -180,7 +183,7 @@ def fit(
         "data": {"name": data, **extra["data"]},
         "trainer": extra["trainer"],
         **{k: v for k, v in dict(accelerator=accelerator, strategy=strategy, precision=precision, max_epochs=max_epochs,
-                                 seed=seed, data_dir=data_dir, out=out, genotype=genotype, trials=trials).items() if v is not None},
+                                 seed=seed, threads=threads, data_dir=data_dir, out=out, genotype=genotype, trials=trials).items() if v is not None},
     }
     if devices is not None:
         flags["devices"] = parse_value(devices)
@@ -294,14 +297,49 @@ def export_model(
     typer.echo(f"wrote {result.path} ({result.format}; {check})" + (f"; {result.note}" if result.note else ""))
 
 
+def plain_text(doc: str) -> str:
+    """The first paragraph of a docstring as one line of plain text: reST markup (``x``, :func:`x`) taken off."""
+    import re
+
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    paragraph = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).split(".")[-1], paragraph)  # :func:`distort` -> distort
+    return paragraph.replace("``", "")
+
+
+def describe(name: str, doc: str, width: int = 100) -> str:
+    """``NAME  description``, the description wrapped under itself (not cut), without a leading repeat of the name."""
+    import textwrap
+
+    text = plain_text(doc)
+    text = text[len(name) + 1:].lstrip() if text.startswith(f"{name}:") else text  # "digits-hard: the digits ..." -> "the digits ..."
+    return textwrap.fill(text, width=width, initial_indent=f"{name:15s} ", subsequent_indent=" " * 16, break_on_hyphens=False)
+
+
 @data_app.command("list")
 def data_list():
     """List the datasets."""
     from .data import DATAMODULES
 
     for name, cls in DATAMODULES.items():
-        doc = (vars(cls).get("__doc__") or "").strip().splitlines()
-        typer.echo(f"{name:15s} {doc[0] if doc else ''}")
+        typer.echo(describe(name, vars(cls).get("__doc__") or ""))
+
+
+@data_app.command("samples")
+@command
+def data_samples(
+    out: Annotated[Path, typer.Option(help="Folder to write the images to (created if missing).")],
+    data: Annotated[str, typer.Option(help="An image dataset (see `dlstrat data list`).")] = "digits",
+    n: Annotated[int, typer.Option("-n", "--num", help="How many images.")] = 16,
+    split: Annotated[str, typer.Option(help="test, val or train: which split the images come from.")] = "test",
+    data_dir: Annotated[Optional[str], typer.Option(help="Where downloadable datasets live; default data.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the splits, as `dlstrat fit --seed` (the test split does not depend on it).")] = 0,
+):
+    """Write sample images of a dataset as PNG files (SPLIT-NNNN-class-K.png), e.g. to try `dlstrat predict` on."""
+    from .data.samples import write_samples
+
+    written = write_samples(data, out, n, split=split, data_dir=data_dir, seed=seed)
+    hint = f"; try: dlstrat predict --zoo mlp-digits {out} --out predictions.csv" if data == "digits" else ""
+    typer.echo(f"wrote {len(written)} {data} image{'s' if len(written) != 1 else ''} from the {split} split to {out} (the true class is in each name){hint}")
 
 
 @models_app.command("list")
@@ -396,6 +434,41 @@ def zoo_publish(
 
     url = zoo.publish(name, repo_id=repo_id, private=private, revision=revision)
     typer.echo(f"published {name}: {url}")
+
+
+@hub_app.command("serve")
+@command
+def hub_serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on; 0 picks a free one (printed).")] = 8765,
+    token: Annotated[str, typer.Option(help="The token to print for HF_TOKEN (the server takes any non-empty one for writes).")] = "dlstrat-local",
+):
+    """Serve the bundled Hub-compatible test server on 127.0.0.1 until Ctrl-C: push, zoo pull and from_pretrained work against it.
+
+    Repos live in memory and are gone when it stops. It speaks the part of the Hub's HTTP API that
+    huggingface_hub's upload and download use (docs/zoo.md, "Trying the Hub offline").
+    """
+    import signal
+
+    from .testing.hub_server import HubServer
+
+    if not 0 <= port <= 65535:
+        raise DlstratError(f"--port must be in 0..65535, not {port}")
+    try:
+        server = HubServer("127.0.0.1", port)
+    except OSError as e:
+        raise DlstratError(f"cannot serve on 127.0.0.1:{port}: {e.strerror or e}; choose another --port (0 picks a free one)") from None
+    cache = Path(os.environ.get("TMPDIR", "/tmp")) / f"dlstrat-hub-{server.server_address[1]}-cache"
+    typer.echo(f"Hub-compatible test server on {server.url} (in memory; Ctrl-C stops it). In another shell:")
+    typer.echo(f"  export HF_ENDPOINT={server.url} HF_TOKEN={token} HF_HUB_DISABLE_XET=1 HF_HUB_CACHE={cache}")
+    typer.echo("  dlstrat zoo publish mlp-digits --repo-id me/mlp-digits && dlstrat zoo pull me/mlp-digits")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops it as Ctrl-C does
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    typer.echo("Hub test server stopped; its repos are gone")
 
 
 @nb201_app.command("lookup")

@@ -59,7 +59,10 @@ class RunConfig:
     data_args: dict[str, Any] = field(default_factory=dict)  # every __init__ argument of the datamodule
     trainer: dict[str, Any] = field(default_factory=dict)  # Trainer arguments from the preset, --config and flags
     seed: int = 0  # seeds weights, splits, noise and sampling
-    threads: int | None = None  # torch threads for the run; None: torch's default (OMP_NUM_THREADS always wins)
+    threads: int | None = None  # torch threads for the run (preset, --config or --threads); None: torch's default
+    # where `threads` came from: "--threads" (the flag, or the Python API's threads=), "--config" or
+    # "preset"; None when unset. --threads wins over OMP_NUM_THREADS, which wins over the others (run.choose_threads)
+    threads_from: str | None = field(default=None, repr=False, compare=False)
     options: dict[str, Any] = field(default_factory=dict)  # the recipe's own settings (random-nas: trials, sampler, storage, ...)
     out: str = "runs"  # parent folder of run directories
     made_from: dict[str, Any] = field(default_factory=dict)  # what the run was made from (a genotype's source, ...)
@@ -246,7 +249,10 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     seed = next((u["seed"] for u in reversed(user) if "seed" in u), 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise DlstratError(f"seed must be an integer in 0..2**32-1, not {shorten(seed, 80)}")
-    threads = next((u["threads"] for u in reversed(user) if "threads" in u), preset.get("threads"))
+    threads, threads_from = preset.get("threads"), "preset" if preset.get("threads") is not None else None
+    for where, u in zip(("--config", "--threads"), user):
+        if u.get("threads") is not None:
+            threads, threads_from = u["threads"], where
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise DlstratError(f"threads must be a positive integer, not {shorten(threads, 80)}")
 
@@ -288,7 +294,7 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     check_keys(f"{recipe.name} option", options, recipe_options)
 
     cfg = RunConfig(
-        model=recipe.name, data=data, model_args=model_args, data_args=data_args, trainer=trainer, seed=seed, threads=threads,
+        model=recipe.name, data=data, model_args=model_args, data_args=data_args, trainer=trainer, seed=seed, threads=threads, threads_from=threads_from,
         options=options, out=str(next((u["out"] for u in reversed(user) if "out" in u), "runs")), made_from=made_from,
         resume=next((str(u["resume"]) for u in reversed(user) if "resume" in u), None),
     )

@@ -55,6 +55,7 @@ import inspect
 import json
 import os
 import re
+import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from importlib import import_module
@@ -282,7 +283,8 @@ class HubMixin(
         return super().save_pretrained(save_directory, config=config if config is not None else self.hub_config(), **kwargs)
 
     def push_to_hub(self, repo_id: str, *, model_card_kwargs: dict | None = None, **kwargs) -> str:
-        """huggingface_hub's ``push_to_hub``; the model card's snippet loads ``repo_id``."""
+        """huggingface_hub's ``push_to_hub``; the model card's snippet loads ``repo_id``. An unreachable Hub fails at once."""
+        check_hub_reachable(f"pushing {repo_id}")
         return super().push_to_hub(repo_id, model_card_kwargs={"repo_id": repo_id, **(model_card_kwargs or {})}, **kwargs)
 
     @classmethod
@@ -333,6 +335,55 @@ def timm_fields(model: torch.nn.Module) -> dict[str, Any]:
     return {"num_classes": model.num_classes, "num_features": model.num_features, "pretrained_cfg": pretrained_cfg}
 
 
+# --- reaching the Hub ------------------------------------------------------------------------------
+REACH_TIMEOUT_S = 5.0  # one connection attempt to the endpoint before a Hub operation, at most this long
+
+
+def unreachable_hub(timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why the Hub endpoint (``HF_ENDPOINT``, as huggingface_hub read it) cannot be reached, or None when it can.
+
+    One TCP connection attempt, so an endpoint that is down fails once, at once, instead of
+    through huggingface_hub's retries (5 of them, 1-8 s apart: 30 s and more). Through a proxy
+    the proxy decides, so the check is left to the client (None); offline mode is the caller's.
+    """
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return f"HF_ENDPOINT {constants.ENDPOINT!r} is not a URL"
+    if url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host):
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except socket.gaierror:
+        return f"the host name {host} does not resolve"
+    except TimeoutError:
+        return f"no answer from {host}:{port} within {timeout:.0f} s"
+    except OSError as e:
+        return (e.strerror or str(e)).lower()
+    return None
+
+
+def unreachable_error(why: str, what: str, not_cached: bool = False) -> HubError:
+    """The one message of an unreachable Hub."""
+    local = " (`dlstrat hub serve` started the local test Hub? Then HF_ENDPOINT must be the URL it printed)" if "127.0.0.1" in constants.ENDPOINT or "localhost" in constants.ENDPOINT else ""
+    return HubError(
+        f"cannot reach the Hub at {constants.ENDPOINT} ({why}) for {what}" + (", and it is not in the local cache" if not_cached else "")
+        + f"; check the network, or HF_ENDPOINT{local}, and retry"
+    )
+
+
+def check_hub_reachable(what: str) -> None:
+    """Raise the one clear :class:`HubError` when the Hub cannot be reached (not in offline mode: that has its own message)."""
+    if constants.is_offline_mode():
+        return
+    why = unreachable_hub()
+    if why is not None:
+        raise unreachable_error(why, what)
+
+
 # --- finding files -------------------------------------------------------------------------------
 def fetch(
     source: str | Path,
@@ -359,6 +410,12 @@ def fetch(
     if not _REPO_ID.match(repo_id):
         raise HubError(f"{repo_id!r} is neither an existing folder nor a Hub repo id of the form ORG/NAME")
     where = f"{repo_id}" + (f"@{revision}" if revision else "")
+    down = None if local_files_only or constants.is_offline_mode() else unreachable_hub()
+    if down is not None:  # what the cache holds still loads, without the client's retries first
+        try:
+            return fetch(source, filenames, revision=revision, cache_dir=cache_dir, local_files_only=True, token=token)
+        except HubError:
+            raise unreachable_error(down, f"{' and '.join(filenames)} from {where}", not_cached=True) from None
     out: dict[str, Path] = {}
     for filename in filenames:
         try:

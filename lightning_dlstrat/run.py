@@ -6,7 +6,8 @@ A run directory holds everything one ``dlstrat fit`` produced::
         config.yaml                        # the resolved configuration: `dlstrat fit --config` replays it
         checkpoints/best.ckpt, last.ckpt   # written atomically (temp file + rename)
         hparams.yaml, metrics.csv          # Lightning's CSVLogger (continued on resume)
-        tensorboard/, mlruns/, wandb/      # the other loggers --trainer.logger names, if any
+        tensorboard/, mlflow.db, wandb/    # the other loggers --trainer.logger names, if any
+        learning_curves.png                # loss and accuracy per epoch, from metrics.csv
         summary.json                       # final metrics, what it was made from, the command, versions
 
 :func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
@@ -35,6 +36,7 @@ import csv
 import inspect
 import io
 import json
+import logging
 import os
 import random
 import shutil
@@ -46,7 +48,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -55,6 +57,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from . import __version__
 from .config import RunConfig, build, read_config_file
 from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shorten
+from .viz import plot_learning_curves
 from .data import DATAMODULES, BaseDataModule
 from .trainer_specs import Spec, callback_specs, logger_specs
 
@@ -64,6 +67,25 @@ RUN_DIR_ENV = "DLSTRAT_RUN_DIR"  # rank 0's run directory, inherited by the rank
 
 class RunInterrupted(DlstratError):
     """Ctrl-C (SIGINT) during a run; the message says where the partial run is and how to resume it."""
+
+
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger / litmodels" lines: advice about cloud
+    products, printed by every Trainer, that says nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).lstrip().startswith("💡 Tip")
+
+
+def quiet_lightning_tips() -> None:
+    """Install :class:`_NoAdvertisements` on the loggers Lightning's ``rank_zero_info`` writes to (once)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisements) for f in log.filters):
+            log.addFilter(_NoAdvertisements())
+
+
+quiet_lightning_tips()
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -231,6 +253,21 @@ class RunInfo(Callback):
             torch.cuda.set_rng_state_all(rng["cuda"])
 
 
+class FinishAtMaxSteps(Callback):
+    """A run that ``max_steps`` ends inside an epoch validates and checkpoints its last step.
+
+    Lightning stops at ``max_steps`` exactly, but validation and ModelCheckpoint run at epoch ends,
+    so the last partial epoch's steps were trained and then lost: ``--trainer.max_steps=700`` on
+    21 batches an epoch left best.ckpt and last.ckpt at step 693, and the test scored those. Asking
+    to stop (``should_stop``) at the last step makes Lightning validate there (as it does for
+    EarlyStopping), and the checkpoints follow.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
 # --- logs ----------------------------------------------------------------------------------------
 class _ContinuedWriter(ExperimentWriter):
     """Lightning's CSV writer, but an existing ``metrics.csv`` is continued instead of deleted.
@@ -278,30 +315,71 @@ class RunLogger(CSVLogger):
         return super().experiment
 
 
+def epoch_label(trainer, epoch: int) -> str:
+    """``epoch 3/15`` (counted from 1, as people count) or, for a run ended by ``max_steps`` alone, ``epoch 3``.
+
+    The one wording of the Rich bar (:class:`RunProgressBar`) and the plain lines
+    (:class:`PlainProgress`), so a terminal and a log file say the same.
+    """
+    of = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
+    return f"epoch {epoch + 1}{of}"
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's Rich bar, its epochs counted as :func:`epoch_label` counts them (Lightning's own bar
+    reads "Epoch 2/2" in the last of 3 epochs, and "Epoch 4/-2" in a max_steps run)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = epoch_label(self.trainer, current_epoch).capitalize()
+        if len(self.validation_description) > len(description):  # as Lightning pads it, against flicker
+            description = f"{description:{len(self.validation_description)}}"
+        return description
+
+
 class PlainProgress(Callback):
     """One line per epoch, for logs and CI where there is no terminal for a progress bar.
 
     An epoch's line is printed when the next epoch starts (or training ends): by then the
     module's own epoch-end logs (DARTS's alpha, lr) and the epoch averages are in. Names of more
-    than two parts (the per-edge alpha weights) go to metrics.csv only.
+    than two parts (the per-edge alpha weights) go to metrics.csv only. Early in the first epoch
+    one line says how long a step takes, so a slow machine is visible before an epoch ends; a
+    ``max_steps`` run shows its steps (``step 120/700``).
     """
+
+    ESTIMATE_AFTER = 5  # batches of the first epoch before the time per step is printed
 
     def __init__(self):
         self._start = time.time()
         self._epoch: int | None = None
+        self._first_batches: float | None = None  # when the first training batch started
+        self._estimated = False
 
     def _print(self, trainer) -> None:
         if self._epoch is None or not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and k.count("/") < 2}
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-        of = f"/{trainer.max_epochs}" if trainer.max_epochs not in (None, -1) else ""
-        print(f"epoch {self._epoch + 1}{of}  {shown}  [{time.time() - self._start:.0f}s]", flush=True)
+        steps = f" step {trainer.global_step}/{trainer.max_steps}" if trainer.max_steps not in (None, -1) else ""
+        print(f"{epoch_label(trainer, self._epoch)}{steps}  {shown}  [{time.time() - self._start:.0f}s]", flush=True)
         self._epoch = None
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._print(trainer)
         self._epoch = trainer.current_epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._first_batches is None:
+            self._first_batches = time.time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._estimated or not trainer.is_global_zero or batch_idx + 1 < self.ESTIMATE_AFTER:
+            return
+        self._estimated = True
+        per_step = (time.time() - self._first_batches) / (batch_idx + 1)
+        batches = trainer.num_training_batches
+        left = f"; this epoch ends in about {per_step * (batches - batch_idx - 1):.0f} s" if batches not in (None, float("inf")) else ""
+        total = f" of {batches}" if batches not in (None, float("inf")) else ""
+        print(f"{epoch_label(trainer, trainer.current_epoch)}: {batch_idx + 1}{total} batches in, {per_step:.2f} s a batch{left}", flush=True)
 
     def on_train_end(self, trainer, pl_module):
         self._print(trainer)
@@ -323,16 +401,21 @@ def make_run_dir(out: str | Path, name: str) -> Path:
     raise DlstratError(f"could not create a run directory under {out}: 10,000 names taken")
 
 
-def open_run_dir(cfg: RunConfig) -> tuple[Path, bool]:
-    """``(run_dir, created)``: rank 0 creates it (or reuses a resumed one); other ranks only learn the path."""
+def open_run_dir(cfg: RunConfig, name: str | None = None) -> tuple[Path, bool]:
+    """``(run_dir, created)``: rank 0 creates it (or reuses a resumed one); other ranks only learn the path.
+
+    ``name``: what the directory is named after, before its time stamp (the recipe's
+    ``name_of_run``: ``darts-nb201-digits``); default ``MODEL-DATA``.
+    """
     if cfg.run_dir:
         return Path(cfg.run_dir), False
+    name = name or f"{cfg.model}-{cfg.data}"
     if launch_rank() != 0:
         # ranks 1..N-1 of Lightning's ddp launcher inherit rank 0's path; under torchrun / SLURM a
         # placeholder that is never created: everything written goes through rank 0
-        return Path(os.environ.get(RUN_DIR_ENV) or Path(cfg.out) / f".rank{launch_rank()}-of-{cfg.model}"), False
+        return Path(os.environ.get(RUN_DIR_ENV) or Path(cfg.out) / f".rank{launch_rank()}-of-{name}"), False
     try:
-        run_dir = make_run_dir(cfg.out, f"{cfg.model}-{cfg.data}")
+        run_dir = make_run_dir(cfg.out, name)
     except OSError as e:
         raise DlstratError(f"cannot create a run directory under --out {cfg.out}: {e.strerror or e}") from None
     os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -372,8 +455,8 @@ def build_loggers(value: Any, cfg: RunConfig, run_dir: Path, keep_until_step: in
     The CSV log is ``run_dir/metrics.csv`` (:class:`RunLogger`, first whenever any logger is on).
     The others get the run directory unless their ``init_args`` say otherwise: TensorBoard writes
     ``RUN/tensorboard/`` (a resumed run adds an event file there, on the same step axis), MLflow a
-    file store in ``RUN/mlruns/`` (unless ``MLFLOW_TRACKING_URI`` or ``tracking_uri`` points
-    elsewhere), Weights & Biases ``RUN/wandb/`` with the run directory's name as the run's name
+    SQLite store ``RUN/mlflow.db`` with artifacts in ``RUN/mlartifacts/`` (unless ``MLFLOW_TRACKING_URI``,
+    ``tracking_uri`` or ``save_dir`` says otherwise), Weights & Biases ``RUN/wandb/`` with the run directory's name as the run's name
     and id, so a resumed run continues the same W&B run. Lightning's loggers write on global rank 0 only.
     """
     loggers: list[Logger] = []
@@ -388,7 +471,14 @@ def build_loggers(value: Any, cfg: RunConfig, run_dir: Path, keep_until_step: in
             # no hp_metric: Lightning logs a placeholder -1 there unless told otherwise
             defaults: dict[str, Any] = dict(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
         elif spec.is_a("MLFlowLogger"):
-            defaults = dict(save_dir=str(run_dir / "mlruns"), experiment_name=LIBRARY, run_name=run_dir.name)
+            defaults = dict(experiment_name=LIBRARY, run_name=run_dir.name)
+            if os.environ.get("MLFLOW_TRACKING_URI"):
+                # read now: Lightning's default is os.getenv at its import, which misses a later setting
+                defaults.update(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+            elif not {"tracking_uri", "save_dir"} & set(spec.init_args):
+                # MLflow 3 keeps its ./mlruns file store only in maintenance mode (and refuses it by
+                # default): an SQLite store in the run directory, its artifacts beside it
+                defaults.update(tracking_uri=mlflow_sqlite_uri(run_dir), artifact_location=str((run_dir / "mlartifacts").resolve()))
         elif spec.is_a("WandbLogger"):
             defaults = dict(save_dir=str(run_dir), name=run_dir.name, id=run_dir.name)
         else:
@@ -400,12 +490,17 @@ def build_loggers(value: Any, cfg: RunConfig, run_dir: Path, keep_until_step: in
     return loggers
 
 
+def mlflow_sqlite_uri(run_dir: Path) -> str:
+    """The tracking URI of an MLflow SQLite store in ``run_dir`` (``RUN/mlflow.db``): ``mlflow ui --backend-store-uri`` takes it."""
+    return f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+
+
 def construct(spec, args: dict[str, Any], flag: str):
     """``spec.cls(**args)``, with what its constructor refuses as one clear message."""
     try:
         return spec.cls(**args)
     except Exception as e:  # TypeError, ValueError, MisconfigurationException, a missing package, ...
-        raise DlstratError(f"{flag}: {spec.cls.__name__}({shorten(args, 200)}) failed: {type(e).__name__}: {shorten(str(e), 300)}") from None
+        raise DlstratError(f"{flag}: {spec.cls.__name__}({shorten(args, 200)}) failed: {type(e).__name__}: {shorten(str(e), 1000)}") from None
 
 
 def build_trainer(
@@ -438,6 +533,7 @@ def build_trainer(
             extra_callbacks.append(construct(spec, spec.init_args, "--trainer.callbacks"))
     callbacks: list[Callback] = [
         RunInfo(cfg.model, cfg.data),
+        FinishAtMaxSteps(),
         construct(
             Spec(ModelCheckpoint), dict(
                 dirpath=run_dir / "checkpoints", save_last=True, **checkpoint_args,
@@ -451,7 +547,7 @@ def build_trainer(
     else:
         interactive_bar = bool(progress_bar and interactive)
         if progress_bar:
-            callbacks.append(RichProgressBar() if interactive else PlainProgress())
+            callbacks.append(RunProgressBar() if interactive else PlainProgress())
     kwargs: dict[str, Any] = dict(
         default_root_dir=str(run_dir),
         logger=loggers or False,
@@ -489,23 +585,27 @@ def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
     if resume is not None:  # continue in the run's own directory
         cfg.resume, cfg.run_dir = resume.target, str(resume.run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    threads = torch.get_num_threads()
-    if cfg.threads and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(cfg.threads)
-    run_dir, created = open_run_dir(cfg)
+    threads, threads_from = choose_threads(cfg)
+    run_dir, created = open_run_dir(cfg, recipe.name_of_run(cfg))
     rank0 = launch_rank() == 0
     started = time.time()
+    if rank0:
+        print(starting_line(cfg, run_dir, threads, threads_from, resumed=resume is not None), flush=True)
     try:
-        if rank0:
-            atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
-        result = recipe.run(recipe, cfg, run_dir) if recipe.run is not None else fit_once(recipe, cfg, run_dir, resume=resume)
+        with run_threads(threads):
+            if rank0:
+                atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
+            result = recipe.run(recipe, cfg, run_dir) if recipe.run is not None else fit_once(recipe, cfg, run_dir, resume=resume)
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind
         if created and rank0 and not any(run_dir.rglob("*.ckpt")):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    finally:
-        torch.set_num_threads(threads)
+    if rank0:
+        result["pictures"] = pictures_of(run_dir)
+        shown = picture_summary(result["pictures"])
+        if shown:
+            result["report"] = [*result.get("report", []), f"pictures: {shown}"]
     summary = {
         "model": cfg.model,
         "data": cfg.data,
@@ -514,12 +614,111 @@ def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "made_from": {"recipe": cfg.model, **cfg.made_from},
         "wall_time_s": round(time.time() - started, 2),
+        "threads": {"count": threads, "from": threads_from},
         "versions": versions(),
         **result,
     }
     if rank0:
         atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+# --- threads ---------------------------------------------------------------------------------------
+def choose_threads(cfg: RunConfig) -> tuple[int, str]:
+    """The intra-op threads a run uses and where that number came from, in this order:
+
+    1. ``--threads N`` (or the Python API's ``threads=N``): the user said so for this run;
+    2. ``OMP_NUM_THREADS`` in the environment: the user (or a launcher, a batch system) said so for this machine;
+    3. the configuration's ``threads`` (the recipe's preset for the dataset, or a ``--config`` file);
+    4. torch's default (one per core).
+
+    The presets choose from measurements (docs/benchmarks.md, "Threads"): the digits networks are
+    small, a second thread gains nothing on them and costs up to 10x on a busy machine.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cfg.threads and cfg.threads_from == "--threads":
+        return cfg.threads, "--threads"
+    if env.isdigit() and int(env) >= 1:
+        return int(env), "OMP_NUM_THREADS"
+    if cfg.threads:
+        return cfg.threads, cfg.threads_from or "preset"
+    return torch.get_num_threads(), "torch's default"
+
+
+class run_threads:
+    """Within: torch uses ``n`` intra-op threads, and processes the run starts (DDP ranks, ddp_spawn
+    workers, data-loader workers) inherit ``OMP_NUM_THREADS=n``; after: both as before."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+        torch.set_num_threads(self.n)
+        os.environ["OMP_NUM_THREADS"] = str(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        threads, env = self.saved
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+def device_words(trainer: dict[str, Any]) -> str:
+    """What the run will train on, in words, before a Trainer exists: ``cpu``, ``cuda x 2``, ``gpu (auto)``."""
+    accelerator = str(trainer.get("accelerator") or "auto")
+    devices = trainer.get("devices", "auto")
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else ("mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    count = "" if devices in ("auto", 1, "1", None) else f" x {devices}"
+    strategy = trainer.get("strategy")
+    return f"{accelerator}{count}" + (f", {strategy}" if strategy not in (None, "auto") else "")
+
+
+def starting_line(cfg: RunConfig, run_dir: Path, threads: int, threads_from: str, resumed: bool = False) -> str:
+    """The first line a run prints, before anything is trained: what runs, on what, where it writes."""
+    t = cfg.trainer
+    length = " and ".join(f"{t[k]} {k.removeprefix('max_').removesuffix('s' if t[k] == 1 else '')}" for k in ("max_epochs", "max_steps") if t.get(k) not in (None, -1))
+    how = {"--threads": "--threads", "OMP_NUM_THREADS": "OMP_NUM_THREADS", "preset": "the preset", "--config": "--config"}.get(threads_from, threads_from)
+    return (
+        f"{'resuming' if resumed else 'starting'} {cfg.model} on {cfg.data}" + (f" ({length})" if length else "")
+        + f": {device_words(t)}, {threads} thread{'s' if threads != 1 else ''} ({how}), run directory {run_dir}"
+    )
+
+
+# --- pictures ----------------------------------------------------------------------------------------
+def pictures_of(run_dir: Path) -> list[str]:
+    """Every PNG a run wrote, relative to its directory, sorted (summary.json's ``pictures``)."""
+    return sorted(p.relative_to(run_dir).as_posix() for p in Path(run_dir).rglob("*.png"))
+
+
+def picture_summary(pictures: list[str]) -> str:
+    """The pictures in one line: those at the top level by name, each folder as ``FOLDER/ (N)``."""
+    top = [p for p in pictures if "/" not in p]
+    folders: dict[str, int] = {}
+    for p in pictures:
+        if "/" in p:
+            folders[p.split("/")[0]] = folders.get(p.split("/")[0], 0) + 1
+    return ", ".join(top + [f"{name}/ ({n})" for name, n in folders.items()])
+
+
+def stop_reason(trainer) -> str:
+    """Why ``trainer.fit`` returned, in words: an EarlyStopping callback, ``max_steps``, ``max_epochs``,
+    or the module's own ``trainer.should_stop`` (a recipe's ``after_fit`` may name it better)."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStopping) and cb.stopped_epoch:
+            why = " ".join(str(cb.stopping_reason_message or "").split()) or f"{cb.monitor} stopped improving"
+            return f"EarlyStopping after epoch {cb.stopped_epoch + 1}: {why}"
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        return f"max_steps={trainer.max_steps} reached (global step {trainer.global_step}, in epoch {trainer.current_epoch})"
+    if trainer.max_epochs not in (None, -1) and trainer.current_epoch >= trainer.max_epochs:
+        return f"max_epochs={trainer.max_epochs} reached (global step {trainer.global_step})"
+    if trainer.should_stop:
+        return f"the module stopped the run in epoch {trainer.current_epoch} (trainer.should_stop)"
+    return f"after epoch {trainer.current_epoch}, global step {trainer.global_step}"
 
 
 def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = None, **module_overrides) -> dict[str, Any]:
@@ -544,7 +743,7 @@ def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = N
         where = f"The partial run is in {run_dir}" + (" (checkpoints/last.ckpt from the last finished epoch)" if last.is_file() else "")
         how = f"resume it with: dlstrat fit --resume {run_dir}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
         raise RunInterrupted(f"interrupted. {where}; {how}") from None
-    result: dict[str, Any] = {"fit_metrics": scalar_metrics(trainer.callback_metrics)}
+    result: dict[str, Any] = {"fit_metrics": scalar_metrics(trainer.callback_metrics), "stopped": stop_reason(trainer)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path or ckpt_cb.last_model_path
     result["best_checkpoint"] = best
@@ -554,6 +753,9 @@ def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = N
         result["test_metrics"] = scalar_metrics(tested[0]) if tested else {}
     if recipe.after_fit is not None:
         result.update(recipe.after_fit(module, trainer, dm, run_dir) or {})
+    if trainer.is_global_zero and (run_dir / "metrics.csv").is_file():
+        plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title=run_dir.name)
+    result["report"] = [f"stopped: {result['stopped']}", *result.get("report", [])]
     return result
 
 

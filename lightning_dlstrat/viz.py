@@ -7,17 +7,22 @@ written atomically (:func:`lightning_dlstrat.core.save_figure`).
 - :func:`render_samples`: GAN samples, an image grid for (N, C, H, W) or a scatter plot over the
   true modes for 2-D points.
 - :func:`plot_collapse`: the R-DARTS eigenvalue and the skip connections kept, per epoch.
+- :func:`plot_learning_curves`: every run's loss and accuracy per epoch (train, val, test), from its
+  ``metrics.csv``.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .core import atomic_write_bytes, save_figure
 
@@ -75,6 +80,73 @@ def plot_collapse(history: Sequence[dict], path: str | Path = "collapse.png", ti
     ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+SPLITS = ("train", "val", "test")  # the prefixes of the metrics a learning curve draws, in this order
+_STYLE = {"train": dict(color="tab:blue"), "val": dict(color="tab:orange"), "test": dict(color="tab:green", marker="o", linestyle="none")}
+
+
+def epoch_curves(metrics_csv: str | Path) -> dict[str, dict[int, float]]:
+    """Per-epoch values of the ``SPLIT/NAME`` columns of a Lightning ``metrics.csv`` (SPLIT: train, val, test).
+
+    A value logged per step (``train/loss``) is averaged over its epoch; one logged per epoch is
+    taken as it is. Names of three parts or more (DARTS's per-edge alpha) are left out.
+    """
+    sums: dict[str, dict[int, list[float]]] = {}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                epoch = int(float(row.get("epoch") or "nan"))
+            except ValueError:
+                continue
+            for name, value in row.items():
+                if not name or name.count("/") != 1 or name.split("/")[0] not in SPLITS or value in (None, ""):
+                    continue
+                try:
+                    number = float(value)
+                except ValueError:
+                    continue
+                if math.isfinite(number):
+                    sums.setdefault(name, {}).setdefault(epoch, []).append(number)
+    return {name: {e: sum(v) / len(v) for e, v in sorted(per.items())} for name, per in sums.items()}
+
+
+def plot_learning_curves(metrics_csv: str | Path, path: str | Path = "learning_curves.png", title: str | None = None) -> bool:
+    """The run's learning curves from its ``metrics.csv``: one panel for the losses, one for the
+    accuracies (train and val per epoch, test as a point after the last epoch); written atomically.
+
+    Metrics named ``SPLIT/...loss`` go to the loss panel (a GAN's ``train/d_loss`` and
+    ``train/g_loss`` too), ``SPLIT/...acc`` to the accuracy panel. False (and no file) when the
+    log holds neither (a run stopped before its first logged step).
+    """
+    curves = epoch_curves(metrics_csv)
+    panels = [(kind, sorted((n for n in curves if n.split("/")[1].endswith(kind)), key=lambda n: (SPLITS.index(n.split("/")[0]), n)))
+              for kind in ("loss", "acc")]
+    panels = [(kind, names) for kind, names in panels if names]
+    if not panels:
+        return False
+    fig = Figure(figsize=(4.2 * len(panels), 3.2))
+    for i, (kind, names) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for name in names:
+            split = name.split("/")[0]
+            epochs, values = zip(*curves[name].items())
+            style = dict(_STYLE[split])
+            if len(epochs) <= 30 and "marker" not in style:
+                style.update(marker="o", markersize=3)
+            if len({n.split("/")[0] for n in names}) < len(names):  # several losses of one split (a GAN's d and g)
+                style.pop("color", None)
+            label = f"{name} (after training)" if split == "test" else name
+            ax.plot([e + 1 for e in epochs], values, label=label, **style)  # epochs counted from 1, as the progress lines
+        ax.set(xlabel="epoch", ylabel="accuracy" if kind == "acc" else "loss", title="accuracy" if kind == "acc" else "loss")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     return True

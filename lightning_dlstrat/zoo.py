@@ -25,10 +25,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, constants, snapshot_download
 
 from . import hub
-from .hub import CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, HubError, check_cached_blob, fetch, hub_error, read_config
+from .hub import (
+    CONFIG_NAME, LIBRARY_NAME, WEIGHTS_NAME, HubError, check_cached_blob, check_hub_reachable, fetch, hub_error, read_config,
+    unreachable_error, unreachable_hub,
+)
 from .spaces.darts.genotype import Genotype
 
 SUMMARY_NAME = "training_summary.json"
@@ -142,9 +145,13 @@ def pull(name_or_repo: str, *, revision: str | None = None, cache_dir: str | Pat
     """
     repo_id = get_entry(name_or_repo).repo_id if "/" not in name_or_repo else name_or_repo
     where = repo_id + (f"@{revision}" if revision else "")
+    down = None if constants.is_offline_mode() else unreachable_hub()
     try:
-        path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token))
+        # an unreachable Hub: the cached snapshot, if any, at once (not after the client's retries)
+        path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=down is not None))
     except Exception as e:
+        if down is not None:
+            raise unreachable_error(down, where, not_cached=True) from None
         raise hub_error(e, where) from None
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         check_cached_blob(file, where, str(file.relative_to(path)))
@@ -159,6 +166,7 @@ def pull(name_or_repo: str, *, revision: str | None = None, cache_dir: str | Pat
 
 def upload(folder: Path, repo_id: str, *, private: bool = False, revision: str | None = None, token: str | bool | None = None, message: str | None = None) -> str:
     """Create ``repo_id`` if needed (and the branch ``revision``) and commit ``folder`` to it; returns the commit URL."""
+    check_hub_reachable(f"pushing to {repo_id}")
     api = HfApi(token=token, library_name=LIBRARY_NAME)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

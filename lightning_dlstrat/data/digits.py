@@ -93,8 +93,11 @@ class DigitsDataModule(BaseDataModule):
 
 
 class DigitsHardDataModule(DigitsDataModule):
-    """``digits-hard``: the digits upsampled to 1x16x16, each with a fixed random affine distortion,
-    background and noise (:func:`distort`); embedded, offline; the same splits as ``digits``."""
+    """The digits upsampled to 1x16x16, each with a fixed random affine distortion, background and
+    noise; embedded, offline; the same splits as ``digits``.
+
+    ``digits-hard``: the images are made by :func:`distort`, once, from a fixed seed.
+    """
 
     name = "digits-hard"
     dims = (1, 16, 16)

@@ -123,7 +123,7 @@ class CIFAR10DataModule(BaseDataModule):
 
 
 class FolderDataModule(BaseDataModule):
-    """An ``ImageFolder`` (one sub-folder per class) at ``data_dir``.
+    """An ``ImageFolder`` (one sub-folder per class) at ``data_dir`` (``--data-dir``).
 
     If ``data_dir`` has ``train/`` and ``test/`` sub-folders they are used as the splits;
     otherwise a seeded ``test_fraction`` of the images is held out. Images are resized to

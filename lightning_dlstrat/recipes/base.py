@@ -27,7 +27,10 @@ through which the layers below learn what is particular to it (they never name a
 - ``network_from_checkpoint(checkpoint, path) -> nn.Module``: the network a ``dlstrat fit``
   checkpoint deploys, from the checkpoint already read (``weights_only=True``); gan: its EMA
   generator. Without it, :mod:`lightning_dlstrat.inference` loads the module and takes its
-  ``export_network()``.
+  ``export_network()``;
+- ``run_name(config) -> str``: the first part of the run directory's name, before its time stamp,
+  saying what the run is (darts: ``darts-nb201-digits`` for an NB201 search, gan:
+  ``gan-cond-digits`` for a conditional GAN). Without it, ``NAME-DATA`` (:meth:`Recipe.name_of_run`).
 
 :func:`lightning_dlstrat.run.fit` runs a recipe; :func:`lightning_dlstrat.config.resolve` merges
 its preset with ``--config`` and flags.
@@ -63,6 +66,11 @@ class Recipe:
     variant_modules: dict[str, type] = field(default_factory=dict)  # variant -> the module it trains instead
     resumable_without_checkpoint: Callable[[Path], bool] | None = None
     network_from_checkpoint: Callable[[dict, Path], Any] | None = None
+    run_name: Callable[[Any], str] | None = None
+
+    def name_of_run(self, cfg: Any) -> str:
+        """What a run directory is named after (before its time stamp): the ``run_name`` hook's answer, or ``NAME-DATA``."""
+        return self.run_name(cfg) if self.run_name is not None else f"{self.name}-{cfg.data}"
 
     def for_variant(self, variant: str | None) -> Recipe:
         """This recipe with the module of ``variant`` (itself when the variant keeps the module)."""

@@ -60,6 +60,17 @@ def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
     model_args.update(expand(method_of(model_args, {}), model_args))
 
 
+def check(cfg) -> None:
+    """A search counts two optimiser steps a batch (architecture, weights), and Lightning checks
+    ``max_steps`` between batches: an odd budget would end one step past it, so it is refused."""
+    steps = cfg.trainer.get("max_steps")
+    if isinstance(steps, int) and steps > 0 and steps % 2 and not cfg.model_args.get("warmup_epochs"):
+        raise DlstratError(
+            f"--trainer.max_steps={steps}: a DARTS search takes two optimiser steps per batch (architecture, then weights), so it "
+            f"stops only at an even step count; give {steps - 1} or {steps + 1}"
+        )
+
+
 def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dict[str, Any]:
     """Write ``genotype.json``, the history and the pictures (through the space); say how to retrain the result."""
     space = module.space
@@ -72,11 +83,27 @@ def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dic
     space.plot_alpha(space.cell_weights(module.net), module.net.operations, run_dir / "alpha.png")
     space.plot(genotype, run_dir / "genotype.png")
     plot_collapse(module.history, run_dir / "collapse.png")  # with --model.eigen_every >= 1 only
-    return {
+    result = {
         "genotype": str(genotype),
         "space": space.name,
         "report": [f"genotype: {genotype}", f"retrain with: dlstrat fit --model {space.retrain_recipe} --genotype {run_dir / 'genotype.json'}"],
     }
+    stop = next((r["early_stop"] for r in reversed(module.history) if "early_stop" in r), None)
+    if stop is not None:  # the collapse monitor's early stop (--model.eigen_stop): run.stop_reason sees only should_stop
+        result["stopped"] = (
+            f"R-DARTS early stop after epoch {module.history[-1]['epoch'] + 1}: the dominant eigenvalue grew {stop['ratio']:.2f}x, "
+            f"alpha rolled back to epoch {stop['rolled_back_to_epoch'] + 1} (genotype_history.jsonl)"
+        )
+    return result
 
 
-DARTS = Recipe("darts", DARTSSearch, prepare=prepare, after_fit=after_search, variant=space_of, method_preset=method_preset)
+def run_name(cfg) -> str:
+    """``darts-DATA`` for a search of the DARTS space, ``darts-SPACE-DATA`` for another (``darts-nb201-digits``)."""
+    space = get_space(cfg.model_args.get("space") or "darts").name
+    return f"darts-{cfg.data}" if space == "darts" else f"darts-{space}-{cfg.data}"
+
+
+DARTS = Recipe(
+    "darts", DARTSSearch, prepare=prepare, check=check, after_fit=after_search, variant=space_of, method_preset=method_preset,
+    run_name=run_name,
+)

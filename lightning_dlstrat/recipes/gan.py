@@ -160,5 +160,10 @@ def draw_samples(net: nn.Module, n: int, out: str | Path, seed: int = 0, label: 
     return what
 
 
+def run_name(cfg) -> str:
+    """``gan-DATA``, or ``gan-cond-DATA`` for a class-conditional GAN."""
+    return f"gan-cond-{cfg.data}" if cfg.model_args.get("conditional") else f"gan-{cfg.data}"
+
+
 # no test loop: the metrics come from after_fit; a checkpoint deploys its EMA generator
-GAN_RECIPE = Recipe("gan", GAN, test=False, after_fit=after_fit, network_from_checkpoint=generator_of)
+GAN_RECIPE = Recipe("gan", GAN, test=False, after_fit=after_fit, network_from_checkpoint=generator_of, run_name=run_name)

@@ -253,10 +253,16 @@ def free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def run_name(cfg: RunConfig) -> str:
+    """``random-nas-DATA`` in the DARTS space, ``random-nas-SPACE-DATA`` in another (``random-nas-nb201-digits``)."""
+    space = cfg.options.get("space") or "darts"
+    return f"random-nas-{cfg.data}" if space == "darts" else f"random-nas-{space}-{cfg.data}"
+
+
 # --model.space=NAME trains (and checks its --model.KEY against) the module of the space's retrain
 # recipe, with the presets of random-nas.yaml's `variants.NAME` table
 RANDOM_NAS = Recipe(
     "random-nas", DARTS_NET.module, prepare=prepare, check=check, run=run, variant=space_of,
     variant_modules={name: TRIAL_RECIPES[cls.retrain_recipe].module for name, cls in SPACES.items()},
-    resumable_without_checkpoint=is_study_dir,
+    resumable_without_checkpoint=is_study_dir, run_name=run_name,
 )

@@ -579,8 +579,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         if self.trainer.is_global_zero:
             self.write_history(log_dir)
         rank_zero_info(
-            f"R-DARTS early stop at epoch {self.current_epoch}: the eigenvalue's local average grew {stop['ratio']:.2f}x "
-            f"over {self.hparams.eigen_stop_delta} evaluations; alpha rolled back to epoch {back['epoch']}: {self.genotype()}"
+            f"R-DARTS early stop after epoch {self.current_epoch + 1}: the eigenvalue's local average grew {stop['ratio']:.2f}x "
+            f"over {self.hparams.eigen_stop_delta} evaluations; alpha rolled back to epoch {back['epoch'] + 1} (genotype_history.jsonl)"
         )
 
     def _record_architecture(self, eigen: float | None = None) -> None:
@@ -630,7 +630,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         if not self.trainer.is_global_zero:
             return
         self.write_history(log_dir)
-        rank_zero_info(f"epoch {self.current_epoch} genotype: {genotype}")
+        rank_zero_info(f"epoch {self.current_epoch + 1} cell ops: " + "; ".join(f"{cell} " + " ".join(op.replace("_conv_", "").replace("_pool_", "").replace("_connect", "") for op in ops) for cell, ops in kept.items()) + " (genotype_history.jsonl)")
 
     def write_history(self, directory: Path) -> Path:
         """Write every epoch's record as one JSON line to ``directory/genotype_history.jsonl``."""
