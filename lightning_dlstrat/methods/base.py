@@ -81,6 +81,11 @@ class SearchMethod:
     def check(cls, hp: Mapping[str, Any], operations: Sequence[str]) -> None:
         """Refuse settings of this method that cannot work (ValueError saying what to change)."""
 
+    @classmethod
+    def fill(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``method=NAME`` sets, given the arguments as they stand: the preset's keys not given (:func:`unset`)."""
+        return {k: v for k, v in cls.preset.items() if unset(k, given.get(k))}
+
     # --- hooks the bilevel step calls ---------------------------------------------------------------
     def mix(self, alpha: torch.Tensor, sample: bool, seed: int) -> torch.Tensor:
         """alpha (E, O) -> mixing weights (E, O); ``sample``: a training forward (draw, if the method
@@ -147,8 +152,7 @@ def expand(method: str, given: Mapping[str, Any]) -> dict[str, Any]:
     ``given``: the DARTSSearch arguments as they stand. Returns only the keys to change, so
     ``{**given, **expand(method, given)}`` is what runs; expanding twice changes nothing more.
     """
-    cls = get_method(method)
-    return {k: v for k, v in cls.preset.items() if unset(k, given.get(k))}
+    return get_method(method).fill(given)
 
 
 def active_methods(hp: Mapping[str, Any], operations: Sequence[str]) -> list[SearchMethod]:

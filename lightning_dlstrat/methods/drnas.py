@@ -49,6 +49,13 @@ class DrNAS(SearchMethod):
                 "for the KL term (then alpha's weight decay is 0), or leave dirichlet_kl unset for l2 (alpha's weight decay)"
             )
 
+    @classmethod
+    def fill(cls, given) -> dict:
+        filled = super().fill(given)
+        if given.get("dirichlet_kl") and given.get("dirichlet_reg") is None:
+            filled["dirichlet_reg"] = "kl"  # a KL weight given (as runs before reg_type existed did): the kl variant
+        return filled
+
     def __init__(self, hp, operations=()):
         super().__init__(hp, operations)
         kl = hp.get("dirichlet_kl")
