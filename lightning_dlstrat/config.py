@@ -38,7 +38,7 @@ import yaml
 
 from .core import MAX_PARAMETERS, MAX_TEXT_BYTES, DlstratError, TooLarge, gib, load_yaml, memory_limit, meta_build, rng_states, seeded_rngs, shorten
 from .data import DATAMODULES
-from .trainer_specs import callback_specs, logger_specs, replayable
+from .trainer_specs import callback_specs, logger_specs, replayable, trust_command_line
 
 SECTIONS = ("model", "data", "trainer")
 # keys of --config besides the sections; the flat ones are the CLI's flags, kept for old files
@@ -244,6 +244,8 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
         trainer.pop("max_epochs", None), trainer.pop("max_steps", None)
     for u in user:
         trainer.update(u["trainer"])
+    for key in ("callbacks", "logger"):  # the modules of the user's own classes are imported only from flags, never from a file
+        trust_command_line(flag_layer["trainer"].get(key))
     check_trainer(trainer)
 
     seed = next((u["seed"] for u in reversed(user) if "seed" in u), 0)
