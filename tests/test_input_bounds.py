@@ -165,3 +165,39 @@ def test_a_hub_config_that_nests_deep_or_carries_a_bomb_exits_2(tmp_path, config
     result = runner.invoke(app, ["predict", "--zoo", str(folder), str(tmp_path / "x.npy"), "--out", str(tmp_path / "p.csv")])
     assert time.time() - start < 60
     assert_clean_failure(result, message)
+
+
+# --- compressed tensors: what they decompress to is bounded, not the file (item 10) ---------------------
+def test_a_compressed_pt_file_is_bounded_by_what_it_decompresses_to(tmp_path, monkeypatch):
+    """A real zip: torch.save's archive with its records deflated, 50 MB of zeros in a 50 kB file (as a
+    1 MB file of 1.9 GB). With the bound lowered to 10 MB it is refused from the archive's directory,
+    before torch reads a byte of it."""
+    import zipfile
+
+    import torch
+
+    import lightning_dlstrat.inference as inference
+
+    plain, bomb = tmp_path / "plain.pt", tmp_path / "bomb.pt"
+    torch.save(torch.zeros(12_500_000), plain)  # (12.5M,) float32: 50 MB
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert bomb.stat().st_size < 100_000 and torch.load(bomb, weights_only=True).numel() == 12_500_000  # torch reads such files
+    monkeypatch.setattr(inference, "MAX_TENSOR_BYTES", 10_000_000)
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("torch.load must not be reached")))
+    out = str(tmp_path / "p.csv")
+    result = runner.invoke(app, ["predict", "--zoo", "mlp-digits", str(bomb), "--out", out])
+    with zipfile.ZipFile(bomb) as archive:
+        inflated = sum(i.file_size for i in archive.infolist())
+    assert inflated > 50_000_000
+    assert_clean_failure(result, f"bomb.pt decompresses to {inflated:,} bytes (0.0 GiB, from a file of {bomb.stat().st_size:,} bytes), more than the 10,000,000 bytes")
+    legacy = tmp_path / "legacy.pt"
+    monkeypatch.setattr(torch, "load", real_load)
+    torch.save(torch.zeros(1, 8, 8), legacy, _use_new_zipfile_serialization=False)
+    assert_clean_failure(runner.invoke(app, ["predict", "--zoo", "mlp-digits", str(legacy), "--out", out]), "is not a zip-format .pt file")
+    small = tmp_path / "small.pt"
+    torch.save(torch.rand(2, 1, 8, 8), small)
+    result = runner.invoke(app, ["predict", "--zoo", "mlp-digits", str(small), "--out", out])
+    assert result.exit_code == 0, result.output
