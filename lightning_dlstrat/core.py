@@ -341,6 +341,32 @@ def launch_rank() -> int:
     return env("NODE_RANK") + env("LOCAL_RANK")  # 0 only for the first process of the first node
 
 
+def replan_cosine(checkpoint: dict[str, Any] | None, scheduler: Any, index: int = 0, optimizer_index: int = 0) -> None:
+    """Let a resumed cosine schedule continue over the run's new length instead of the old one.
+
+    Lightning restores a ``CosineAnnealingLR``'s saved state over the one ``configure_optimizers``
+    just planned: resumed with a larger ``max_epochs``, ``T_max`` stays the old run's length, and
+    the learning rate its end value (0, or ``eta_min``), which the schedule's multiplicative update
+    keeps there, so every resumed epoch trains at learning rate 0. Called from
+    ``configure_optimizers`` with the checkpoint the module's ``on_load_checkpoint`` kept (Lightning
+    restores optimisers and schedules after both), this rewrites the saved state before it is
+    restored: ``T_max`` is the new plan, and the learning rate is the new schedule's at the saved
+    epoch (its closed form), so the run goes on as if it had been planned that long from the start.
+    ``index``: the scheduler's place in ``lr_schedulers``; ``optimizer_index``: its optimiser's.
+    """
+    if not checkpoint or type(scheduler).__name__ != "CosineAnnealingLR":
+        return
+    states, optimizers = checkpoint.get("lr_schedulers") or [], checkpoint.get("optimizer_states") or []
+    if index >= len(states) or optimizer_index >= len(optimizers) or states[index].get("T_max") in (None, scheduler.T_max):
+        return
+    state, t_max = states[index], scheduler.T_max
+    epoch, eta_min = min(state["last_epoch"], t_max), state.get("eta_min", 0.0)
+    lrs = [eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2 for base in state["base_lrs"]]
+    state["T_max"], state["_last_lr"] = t_max, lrs
+    for group, lr in zip(optimizers[optimizer_index]["param_groups"], lrs):
+        group["lr"] = lr
+
+
 def planned_epochs(trainer: Any, steps_per_batch: float = 1.0) -> int:
     """How many epochs ``trainer`` will really run: ``max_epochs``, or fewer when ``max_steps`` stops it first.
 
