@@ -511,6 +511,29 @@ def fail_stale(study: optuna.Study, lock_folder: Path | None) -> None:
             optuna.storages.fail_stale_trials(study)
 
 
+def awaited_trials(study: optuna.Study, lock_folder: Path | None) -> list[FrozenTrial]:
+    """Running trials of other workers whose death this worker would notice, so it waits for them before it quits.
+
+    A worker that quits once the budget is used leaves a trial running elsewhere to its worker; if
+    that worker is then killed, nobody trains the trial again. So a worker waits for the trials it
+    can watch: every one in a database (Optuna's heartbeat), and in a journal file those of this
+    host (their worker's lock; a journal shared between hosts cannot tell whether another host's
+    worker is alive). A trial whose worker has not yet written down its host and lock (the first
+    milliseconds of a trial) is waited for a minute at most.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not isinstance(study._storage, JournalStorage):
+        return running
+    if lock_folder is None:
+        return []
+    host, now = socket.gethostname(), time.time()
+    return [
+        t for t in running
+        if (t.user_attrs.get("host") == host and t.user_attrs.get("lock"))
+        or ("host" not in t.user_attrs and t.datetime_start is not None and now - t.datetime_start.timestamp() < 60)
+    ]
+
+
 # --- the budget -------------------------------------------------------------------------------------
 def counted(trial: FrozenTrial) -> bool:
     """Whether a trial uses one of the ``--trials`` (see the module docstring)."""

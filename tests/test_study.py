@@ -453,3 +453,33 @@ def test_study_show_on_a_garbage_journal_exits_2(tmp_path, content):
     result = runner.invoke(app, ["study", "show", "--storage", str(journal), "--study", "s", "--out", str(tmp_path / "shown")])
     assert_clean_failure(result, "is not an Optuna journal, or is damaged")
     assert not (tmp_path / "shown").exists()
+
+
+# --- a worker killed while the others run (issue 23, item 4) --------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_trial_killed_while_other_workers_run_is_trained_again_before_they_quit(tmp_path, storage):
+    """Before: the surviving worker counted the dead worker's RUNNING trial toward the budget and
+    exited 0 with one trial short, the dead one RUNNING forever. Now it fails the stale trial (its
+    worker's lock; the database's heartbeat), trains it again, and only then quits."""
+    spec = str(tmp_path / "s.journal") if storage == "journal" else f"sqlite:///{tmp_path / 's.db'}"
+    # 60 epochs (about 12 s): trial 0 is still running when the second worker has started and taken trial 1
+    args = ["--trials", "2", "--max-epochs", "60", f"--model.storage={spec}", "--model.study=s", "--model.heartbeat=1"]
+    doomed = worker(*args, "--out", str(tmp_path / "a"))
+    for line in doomed.stdout:  # trial 0's first epoch has ended: the worker is mid-trial
+        if line.startswith("epoch 1/60"):
+            break
+    survivor = worker(*args, "--out", str(tmp_path / "b"))
+    for line in survivor.stdout:  # the survivor has taken trial 1, the budget's last
+        if line.startswith("random-nas trial-001"):
+            break
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+    out = finish(survivor)
+    study = load(spec, "s")
+    states = {t.number: t.state for t in study.trials if not t.user_attrs.get("surplus")}
+    assert states[0] == optuna.trial.TrialState.FAIL and "error" not in study.trials[0].user_attrs  # abandoned, not its own failure
+    assert len(complete(study)) == 2, (states, out[-3000:])
+    retried = [t for t in complete(study) if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].params == study.trials[0].params  # the killed trial's architecture, trained again
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))

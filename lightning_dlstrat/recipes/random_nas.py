@@ -48,7 +48,7 @@ from ..config import RunConfig
 from ..core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
 from ..run import RunInterrupted, fit_once
 from ..study import (
-    METRIC, STUDY_FILE, STUDY_INFO, WorkerLock, budget_used, check_options, disk_error, fail_stale, fingerprint, format_table, is_url, make_pruner,
+    METRIC, STUDY_FILE, STUDY_INFO, WorkerLock, awaited_trials, budget_used, check_options, disk_error, fail_stale, fingerprint, format_table, is_url, make_pruner,
     genotype_of, masked, open_storage, open_study, retry, suggest_genotype, winner, write_plots, write_tables,
 )
 from ..spaces import SPACES, get_space
@@ -205,21 +205,43 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             study.stop()
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
+    poll = 1.0 if lock_folder is not None else float(min(max(opts["heartbeat"], 1), 10))
     with WorkerLock(lock_folder) if lock_folder is not None else nullcontext() as lock:
-        fail_stale(study, lock_folder)
-        all_trials = study.get_trials(deepcopy=False)
-        if budget_used(all_trials) < trials or any(t.state.name == "WAITING" for t in all_trials):
+        announced: set[int] = set()
+        while True:
+            # trials of dead workers are failed and queued again before the budget is counted
+            fail_stale(study, lock_folder)
+            all_trials = study.get_trials(deepcopy=False)
+            if budget_used(all_trials) < trials or any(t.state.name == "WAITING" for t in all_trials):
+                try:
+                    study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed, Surplus), gc_after_trial=True)
+                except Exception as e:
+                    disk = disk_error(e)
+                    if disk is None:
+                        raise
+                    resumable = not embedded or any(run_dir.rglob("*.ckpt"))  # a run that trained nothing is removed (run.fit)
+                    how = f"dlstrat fit --resume {run_dir}" if embedded and resumable else "the same command again"
+                    raise DlstratError(
+                        f"cannot write {disk.filename or 'the study'}: {disk.strerror or disk} (the study stopped; its journal holds "
+                        f"only whole records). Free some space, then continue the study with: {how} (the interrupted trial is trained again)"
+                    ) from None
+                continue
+            # the budget is used: quit only once the trials other workers run are done, or train them
+            # again if their worker dies (a killed worker's trial would otherwise stay RUNNING forever)
+            waiting = awaited_trials(study, lock_folder)
+            if not waiting:
+                break
+            numbers = sorted(t.number for t in waiting)
+            if set(numbers) - announced:
+                print(f"random-nas: all {trials} trials are taken; waiting for trial(s) {', '.join(map(str, numbers))} on other workers, "
+                      "to train them again if their worker dies", flush=True)
+                announced |= set(numbers)
             try:
-                study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed, Surplus), gc_after_trial=True)
-            except Exception as e:
-                disk = disk_error(e)
-                if disk is None:
-                    raise
-                resumable = not embedded or any(run_dir.rglob("*.ckpt"))  # a run that trained nothing is removed (run.fit)
-                how = f"dlstrat fit --resume {run_dir}" if embedded and resumable else "the same command again"
-                raise DlstratError(
-                    f"cannot write {disk.filename or 'the study'}: {disk.strerror or disk} (the study stopped; its journal holds "
-                    f"only whole records). Free some space, then continue the study with: {how} (the interrupted trial is trained again)"
+                time.sleep(poll)
+            except KeyboardInterrupt:
+                raise RunInterrupted(
+                    f"interrupted while waiting for trial(s) {', '.join(map(str, numbers))} of study {name!r} on other workers; "
+                    "every trial this worker ran is recorded in the study"
                 ) from None
 
     table = write_tables(study, run_dir, run_dir) if launch_rank() == 0 else []
