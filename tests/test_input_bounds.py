@@ -83,8 +83,9 @@ def test_numbers_are_read_as_a_user_means_them(tmp_path):
         (["--model", "darts-net", "--model.layers=1000000"], "has more than 10,000 weight tensors"),
         (["--model", "darts", "--model.C=100000"], "has more than 500,000,000 parameters"),
         (["--model.hidden=[1000000, 1000000]"], "has more than 500,000,000 parameters"),
+        (["--model", "gan", "--model.latent_dim=100000000"], "has more than 500,000,000 parameters (at least 12,800,000,001"),
     ],
-    ids=["darts-net-C", "darts-net-layers", "darts-C", "mlp-hidden"],
+    ids=["darts-net-C", "darts-net-layers", "darts-C", "mlp-hidden", "gan-latent"],
 )
 def test_sizes_are_refused_before_anything_is_allocated(tmp_path, args, message):
     start = time.time()
