@@ -244,8 +244,8 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
         trainer.pop("max_epochs", None), trainer.pop("max_steps", None)
     for u in user:
         trainer.update(u["trainer"])
-    for key in ("callbacks", "logger"):  # the modules of the user's own classes are imported only from flags, never from a file
-        trust_command_line(flag_layer["trainer"].get(key))
+    # the modules of the user's own classes are imported only from flags, never from a file
+    trust_command_line(flag_layer["trainer"].get("callbacks"), flag_layer["trainer"].get("logger"))
     check_trainer(trainer)
 
     seed = next((u["seed"] for u in reversed(user) if "seed" in u), 0)

@@ -71,13 +71,16 @@ ALLOWED_MODULES = ("lightning.pytorch.callbacks", "lightning.pytorch.loggers")
 _COMMAND_LINE_MODULES: set[str] = set()
 
 
-def trust_command_line(value: Any) -> None:
-    """Record the modules a ``--trainer.callbacks`` / ``--trainer.logger`` flag names: the user chose them,
-    so they may be imported (:func:`config.resolve` calls this with the flags' values, never a file's)."""
-    for item in value if isinstance(value, (list, tuple)) else [value]:
-        path = item.get("class_path") if isinstance(item, dict) else item
-        if isinstance(path, str) and _CLASS_PATH.match(path) and "." in path:
-            _COMMAND_LINE_MODULES.add(path.rpartition(".")[0])
+def trust_command_line(*values: Any) -> None:
+    """The modules the ``--trainer.callbacks`` / ``--trainer.logger`` flags name: the user chose them, so they may be
+    imported. :func:`config.resolve` calls this with the flags' values (never a file's) for each run it resolves;
+    what an earlier run's flags named is forgotten."""
+    _COMMAND_LINE_MODULES.clear()
+    for value in values:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            path = item.get("class_path") if isinstance(item, dict) else item
+            if isinstance(path, str) and _CLASS_PATH.match(path) and "." in path:
+                _COMMAND_LINE_MODULES.add(path.rpartition(".")[0])
 
 
 def check_importable(module_name: str, path: str, base: type, short_module: str, flag: str) -> None:
