@@ -109,7 +109,7 @@ def parse_value(text: str, what: str = "a flag's value") -> Any:
         return load_yaml(text, what)
     except TooLarge:
         raise
-    except (DlstratError, ValueError):  # not YAML (ValueError: an integer of more digits than Python converts)
+    except DlstratError:  # not YAML: the text itself
         return text
 
 

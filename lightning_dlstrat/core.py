@@ -120,7 +120,7 @@ def load_yaml(text: str, what: str) -> Any:
         if expanded(node, set()) > MAX_NODES:
             raise TooLarge(f"{what} expands to more than {MAX_NODES:,} values (through its aliases); a configuration never needs that")
         return loader(text).get_single_data()
-    except (yaml.YAMLError, RecursionError, MemoryError) as e:
+    except (yaml.YAMLError, ValueError, RecursionError, MemoryError) as e:  # ValueError: an integer of more digits than Python converts
         raise DlstratError(f"{what} is not valid YAML: {shorten(' '.join(str(e).split()), 300)}") from None
 
 
