@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
-import yaml
 
 from . import __version__
 from .core import DlstratError, shorten
@@ -98,11 +97,21 @@ def command(fn: Callable) -> Callable:
     return wrapper
 
 
-def parse_value(text: str) -> Any:
-    """``--x.k=VALUE`` values are YAML scalars or lists (3, 0.1, true, null, [1, 2]); else strings."""
+def parse_value(text: str, what: str = "a flag's value") -> Any:
+    """``--x.k=VALUE`` values are YAML scalars or lists (3, 0.1, 1e-3, true, null, [1, 2]); else strings.
+
+    Numbers read as a user means them (``1e-3`` is a number, as in YAML 1.2), and a value that
+    would nest or expand without bound (an alias bomb) is refused (:func:`lightning_dlstrat.core.load_yaml`).
+    """
+    from .core import MAX_TEXT_BYTES, TooLarge, load_yaml
+
+    if len(text) > MAX_TEXT_BYTES:
+        return text  # not parsed; the checks of the setting it is given to name it
     try:
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError):  # ValueError: an integer of more digits than Python converts
+        return load_yaml(text, what)
+    except TooLarge:
+        raise
+    except DlstratError:  # not YAML: the text itself
         return text
 
 
@@ -120,7 +129,7 @@ def parse_pass_through(args: list[str]) -> dict[str, dict[str, Any]]:
             if i + 1 >= len(args):
                 fail(f"{shorten(arg, 80)} needs a value: {shorten(arg, 80)}=VALUE")
             value, i = args[i + 1], i + 1
-        out[group][key.replace("-", "_")] = parse_value(value)
+        out[group][key.replace("-", "_")] = parse_value(value, f"--{group}.{shorten(key, 80)}")
         i += 1
     return out
 

@@ -36,9 +36,9 @@ from typing import Any
 import lightning as L
 import yaml
 
-from .core import DlstratError, rng_states, seeded_rngs, shorten
+from .core import MAX_PARAMETERS, MAX_TEXT_BYTES, DlstratError, TooLarge, gib, load_yaml, memory_limit, meta_build, rng_states, seeded_rngs, shorten
 from .data import DATAMODULES
-from .trainer_specs import callback_specs, logger_specs, replayable
+from .trainer_specs import callback_specs, logger_specs, replayable, trust_command_line
 
 SECTIONS = ("model", "data", "trainer")
 # keys of --config besides the sections; the flat ones are the CLI's flags, kept for old files
@@ -138,10 +138,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DlstratError(f"config file {path} does not exist")
+    if path.stat().st_size > MAX_TEXT_BYTES:  # refused before it is read
+        raise TooLarge(f"config file {path} is {path.stat().st_size:,} bytes, more than the {MAX_TEXT_BYTES:,} a configuration may have")
     try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DlstratError(f"config file {path} is not valid YAML: {shorten(str(e), 300)}") from None
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise DlstratError(f"config file {path} is not valid YAML: it is not UTF-8 text ({shorten(str(e), 200)})") from None
+    cfg = load_yaml(text, f"config file {path}") or {}  # bounded: size, depth, aliases, expanded values
     if not isinstance(cfg, dict):
         raise DlstratError(f"config file {path} must hold a mapping of option names to values, not a {type(cfg).__name__}")
     cfg = {str(k).replace("-", "_"): v for k, v in cfg.items()}
@@ -244,6 +247,8 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
         trainer.pop("max_epochs", None), trainer.pop("max_steps", None)
     for u in user:
         trainer.update(u["trainer"])
+    # the modules of the user's own classes are imported only from flags, never from a file
+    trust_command_line(flag_layer["trainer"].get("callbacks"), flag_layer["trainer"].get("logger"))
     check_trainer(trainer)
 
     seed = next((u["seed"] for u in reversed(user) if "seed" in u), 0)
@@ -262,6 +267,7 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
         data_args.update(u["data"])
     check_args(f"--data.KEY option for {data}", data_args, init_params(dm_cls))
     dm = build(dm_cls, data_args, f"dataset {data}")
+    check_val_check_interval(trainer, dm)
 
     module_params = init_params(recipe.module)
     model_args = defaults(recipe.module)
@@ -281,9 +287,12 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
             u["options"][key] = u["model"].pop(key)
         model_args.update(u["model"])
     check_args(f"--model.KEY option for {recipe.name}", model_args, module_params)
+    check_bounds(model_args)
     made_from = dict(file_layer.get("made_from") or {})
     if recipe.prepare is not None:
         made_from.update(recipe.prepare(model_args, {**file_layer["model"], **flag_layer["model"]}) or {})
+    with seeded_rngs(seed):  # counted on the meta device first: sizes are refused before anything is allocated
+        check_size(recipe, model_args, dm, data_args, trainer)
     with seeded_rngs(seed):  # run.fit seeds the same way before it would build the module
         module = build(recipe.module, model_args, recipe.name)
         built = Built(dm, module, rng_states(), seed, copy.deepcopy(model_args), copy.deepcopy(data_args))
@@ -317,8 +326,9 @@ def check_trainer(trainer: dict[str, Any]) -> None:
     callback_specs(trainer.get("callbacks"))
     check_keys("trainer", trainer, params)
     counts = ("max_epochs", "max_steps", "min_epochs", "log_every_n_steps")
-    check_args("--trainer.KEY option", {k: v for k, v in trainer.items() if k in counts},
-               {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=0) for k in counts})
+    given = {k: v for k, v in trainer.items() if k in counts}
+    check_args("--trainer.KEY option", given, {k: inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=0) for k in counts})
+    trainer.update(given)  # counts written 1e4 are integers now
     epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
     if steps is None:
         steps = -1
@@ -331,6 +341,38 @@ def check_trainer(trainer: dict[str, Any]) -> None:
     devices = trainer.get("devices")
     if devices in (0, "0", []):
         raise DlstratError("devices=0 runs on nothing: give a count (1, 2, ...), a list of device indices (0,1) or auto")
+
+
+def check_val_check_interval(trainer: dict[str, Any], dm) -> None:
+    """``val_check_interval`` as a batch count must fit in an epoch, which Lightning checks only once training starts."""
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        return
+    if isinstance(interval, float):
+        if not 0 < interval <= 1:
+            raise DlstratError(f"--trainer.val_check_interval={shorten(interval, 40)} must be a fraction of an epoch in (0, 1] or a number of batches (an integer)")
+        return
+    if interval < 1:
+        raise DlstratError(f"--trainer.val_check_interval={interval} must be a positive number of batches, or a fraction of an epoch in (0, 1]")
+    if trainer.get("check_val_every_n_epoch", 1) is None:  # counted across epochs: any count is fine
+        return
+    try:
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        # a CombinedLoader (a DARTS search's two halves, "max_size_cycle") has the length of its longest loader
+        batches = max(len(x) for x in loader.flattened) if hasattr(loader, "flattened") else len(loader)
+    except Exception:  # a datamodule that cannot say its length here: Lightning checks it when training starts
+        return
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    if interval > batches:
+        raise DlstratError(
+            f"--trainer.val_check_interval={interval} is more batches than an epoch has ({batches}); give at most {batches}, a fraction of "
+            "an epoch (e.g. 0.5), or add --trainer.check_val_every_n_epoch=null to count the batches across epochs"
+        )
 
 
 def check_args(what: str, args: dict[str, Any], params: dict[str, inspect.Parameter]) -> None:
@@ -348,6 +390,8 @@ def check_args(what: str, args: dict[str, Any], params: dict[str, inspect.Parame
         if wanted is bool:
             ok = isinstance(value, bool)
         elif wanted is int:
+            if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+                args[name] = value = int(value)  # 1e3 written for a count: the user means 1000
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif wanted is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -360,9 +404,88 @@ def check_args(what: str, args: dict[str, Any], params: dict[str, inspect.Parame
             raise DlstratError(f"{flag} must be {kinds[wanted]} (its default is {shorten(default, 60)}), not {shorten(value, 80)}")
 
 
+# Bounds of module arguments, by name, that the modules would refuse only later (an optimiser when
+# training starts: exit 1 after the run directory exists) or not clearly (a negative size fails
+# deep inside torch). Values of the wrong type were refused by check_args already.
+POSITIVE = ("lr", "lr_g", "lr_d", "arch_lr", "C", "layers", "latent_dim", "width", "steps", "multiplier", "stem_multiplier",
+            "partial_channels", "eigen_iters", "num_eval_samples", "hidden")
+NONNEGATIVE = ("lr_min", "weight_decay", "arch_weight_decay", "momentum", "grad_clip", "fd_radius", "gp_weight", "r1_weight",
+               "auxiliary_weight", "warmup_epochs", "eigen_every", "N")
+FRACTIONS = ("dropout", "drop_path_prob", "label_smoothing", "ema_decay", "arch_betas")  # in [0, 1]
+
+
+def check_bounds(model_args: dict[str, Any]) -> None:
+    """Learning rates and sizes positive, weight decays and the like not negative, probabilities in [0, 1]."""
+    for name, value in model_args.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        if name in POSITIVE and not all(v > 0 for v in values):
+            what = "positive numbers" if isinstance(value, (list, tuple)) else "a positive number"
+        elif name in NONNEGATIVE and not all(v >= 0 for v in values):
+            what = "a number of at least 0"
+        elif name in FRACTIONS and not all(0 <= v <= 1 for v in values):
+            what = "numbers in [0, 1]" if isinstance(value, (list, tuple)) else "a number in [0, 1]"
+        else:
+            continue
+        raise DlstratError(f"--model.{name} must be {what}, not {shorten(value, 80)}")
+
+
+def check_size(recipe, model_args: dict[str, Any], dm, data_args: dict[str, Any], trainer: dict[str, Any]) -> None:
+    """The module built on the meta device first: too many parameters, or (on a CPU run) more memory
+    than the machine has for the weights, their gradients, Adam's two moments and one batch's
+    activations, is refused with the figures, before anything is allocated."""
+    import torch
+
+    what = f"--model {recipe.name} with these settings"
+    try:
+        module = meta_build(lambda: recipe.module(**model_args), what)
+    except TooLarge:
+        raise
+    except Exception:  # refused by the constructor (build() below says why), or a module that cannot be built on meta
+        return
+    params = sum(p.numel() for p in module.parameters())
+    if params > MAX_PARAMETERS:
+        raise TooLarge(f"{what} has {params:,} parameters (counted on the meta device, before anything was allocated), more than the {MAX_PARAMETERS:,} this package allows")
+    batch, dims = data_args.get("batch_size"), tuple(getattr(dm, "dims", ()) or ())
+    activations = 0
+    if isinstance(batch, int) and dims:
+        sizes: list[int] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel() if isinstance(out, torch.Tensor) else 0))
+                 for m in module.modules() if not list(m.children())]
+        try:
+            with torch.no_grad():
+                module(torch.empty(batch, *dims, device="meta"))
+            activations = sum(sizes)
+        except Exception:  # a module whose forward does not take the data (a GAN's takes noise): its weights only
+            activations = 0
+        finally:
+            for h in hooks:
+                h.remove()
+    accelerator = str(trainer.get("accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    limit = memory_limit()
+    need = 4 * (4 * params + activations)  # float32 weights, gradients and two optimiser moments; one batch's layer outputs
+    if on_cpu and need > limit and activations:
+        try:  # a batch is never larger than the training set (the digits have 1,617 samples): measured only when it matters
+            dm.setup("fit")
+            samples = len(dm.train_set)
+        except Exception:
+            samples = batch
+        if samples < batch:
+            activations, batch = activations * samples // batch, samples
+            need = 4 * (4 * params + activations)
+    if on_cpu and need > limit:
+        raise TooLarge(
+            f"{what} needs at least {gib(need)} to train ({params:,} parameters, {activations:,} activation values for a batch "
+            f"of {batch}; counted on the meta device), more than this machine's {gib(limit)}; make the network or --data.batch_size smaller"
+        )
+
+
 def build(cls: type, args: dict[str, Any], what: str):
     """``cls(**args)``, with the constructor's own checks turned into one clear message."""
     try:
         return cls(**args)
-    except (ValueError, TypeError, KeyError) as e:
+    # RuntimeError: torch refusing a size ("Trying to create tensor with negative dimension")
+    except (ValueError, TypeError, KeyError, OverflowError, RuntimeError) as e:
         raise DlstratError(f"{what}: {shorten(str(e), 400)}") from None

@@ -22,11 +22,184 @@ class DlstratError(Exception):
     """Bad input: the CLI prints the message (no traceback) and exits with code 2."""
 
 
+class TooLarge(DlstratError):
+    """Input refused for its size (text, nesting, parameters, memory), before anything was built from it."""
+
+
 def shorten(value: Any, limit: int = 200) -> str:
     """``repr``-like text of a user's value, cut to ``limit`` characters (a 10 MB flag is not echoed back)."""
     text = value if isinstance(value, str) else repr(value)
     text = " ".join(text.split()) if len(text) < 10 * limit else text[: 10 * limit]
     return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
+
+
+# --- reading text that users and downloads give ----------------------------------------------------
+MAX_TEXT_BYTES = 4 << 20  # a --config file, a config.json (a run's config.yaml is a few kB)
+MAX_DEPTH = 64  # nesting of mappings and lists (a config nests 5 deep at most)
+MAX_ALIASES = 1_000  # YAML aliases (*name) in one document
+MAX_NODES = 200_000  # values in a document once its aliases are expanded
+
+
+def _yaml_loader() -> type:
+    """SafeLoader that reads numbers as YAML 1.2 and a user do: ``1e-3`` and ``1e308`` are floats.
+
+    YAML 1.1 (PyYAML's default) needs a dot and a signed exponent (``1.0e-3``), and reads ``1e-3``
+    as the text "1e-3".
+    """
+    global _LOADER
+    if _LOADER is None:
+        import re
+
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        Loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+            list("-+0123456789."),
+        )
+        _LOADER = Loader
+    return _LOADER
+
+
+_LOADER: type | None = None
+
+
+def load_yaml(text: str, what: str) -> Any:
+    """YAML text from a user or a file, bounded before anything is built from it.
+
+    Refused with a :class:`DlstratError` naming ``what``: more than :data:`MAX_TEXT_BYTES`, nesting
+    deeper than :data:`MAX_DEPTH`, more than :data:`MAX_ALIASES` aliases, more than
+    :data:`MAX_NODES` values once aliases are expanded (an "alias bomb" expands a few hundred bytes
+    into billions of values), or an alias that contains itself. The events are counted first
+    (PyYAML's parser keeps its own stack, so depth costs no recursion), then the nodes are composed,
+    which share aliased subtrees, and their expanded size is computed without expanding them.
+    """
+    import yaml
+
+    if len(text) > MAX_TEXT_BYTES:
+        raise TooLarge(f"{what} is longer than the {MAX_TEXT_BYTES:,} characters a configuration may have ({len(text):,} characters)")
+    loader = _yaml_loader()
+    try:
+        depth = aliases = 0
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise TooLarge(f"{what} nests lists and mappings more than {MAX_DEPTH} deep; a configuration never needs that")
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    raise TooLarge(f"{what} has more than {MAX_ALIASES:,} aliases (*name); a configuration never needs that")
+        node = yaml.compose(text, Loader=loader)
+        if node is None:
+            return None
+        size: dict[int, int] = {}
+
+        def expanded(n: Any, open_: set[int]) -> int:  # depth <= MAX_DEPTH, so the recursion is bounded
+            key = id(n)
+            if key in size:
+                return size[key]
+            if key in open_:
+                raise TooLarge(f"{what} has an alias that contains itself (a recursive &anchor); a configuration cannot be infinite")
+            open_.add(key)
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(expanded(c, open_) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(expanded(k, open_) + expanded(v, open_) for k, v in n.value)
+            else:
+                total = 1
+            open_.discard(key)
+            size[key] = min(total, MAX_NODES + 1)
+            return size[key]
+
+        if expanded(node, set()) > MAX_NODES:
+            raise TooLarge(f"{what} expands to more than {MAX_NODES:,} values (through its aliases); a configuration never needs that")
+        return loader(text).get_single_data()
+    except (yaml.YAMLError, ValueError, RecursionError, MemoryError) as e:  # ValueError: an integer of more digits than Python converts
+        raise DlstratError(f"{what} is not valid YAML: {shorten(' '.join(str(e).split()), 300)}") from None
+
+
+def load_json(text: str | bytes, what: str) -> Any:
+    """JSON from a file or a download, bounded like :func:`load_yaml` (size and nesting) before it is parsed."""
+    import re
+
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DlstratError(f"{what} is not UTF-8 text") from None
+    if len(text) > MAX_TEXT_BYTES:
+        raise TooLarge(f"{what} is longer than the {MAX_TEXT_BYTES:,} characters it may have ({len(text):,} characters)")
+    depth = deepest = 0
+    for bracket in re.findall(r"[][{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text)):  # outside strings: the brackets that nest
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise TooLarge(f"{what} nests lists and objects more than {MAX_DEPTH} deep; it is not a file this package wrote")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise DlstratError(f"{what} is not valid JSON ({shorten(str(e), 200)})") from None
+
+
+# --- sizes of networks, counted before anything is allocated ------------------------------------------
+MAX_PARAMETERS = 500_000_000  # parameters of one network (this package's networks have up to a few million)
+MAX_TENSORS = 10_000  # parameter and buffer tensors of one network (a 20-cell DARTS network has about 1,500)
+
+
+def meta_build(factory: Any, what: str) -> Any:
+    """``factory()`` built on the meta device (shapes only, no memory), refused early when it grows too large.
+
+    Every tensor the constructor creates is counted as it is created, so a network of a million
+    layers is refused after :data:`MAX_TENSORS` tensors (a few seconds) instead of being built for
+    hours, and one of 10^11 parameters after the first tensor that passes :data:`MAX_PARAMETERS`.
+    Raises :class:`TooLarge`; whatever the constructor itself raises passes through.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    factories = {
+        torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint, torch.tensor, torch.as_tensor,
+        torch.eye, torch.arange, torch.linspace, torch.empty_like, torch.zeros_like, torch.ones_like, torch.full_like,
+        torch.rand_like, torch.randn_like, torch.empty_strided,
+    }
+
+    class Budget(TorchFunctionMode):
+        tensors = elements = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in factories and isinstance(out, torch.Tensor):
+                self.tensors += 1
+                self.elements += out.numel()
+                if self.elements > MAX_PARAMETERS:
+                    raise TooLarge(f"{what} has more than {MAX_PARAMETERS:,} parameters (at least {self.elements:,} weights and buffers, counted on the meta device before anything was allocated)")
+                if self.tensors > MAX_TENSORS:
+                    raise TooLarge(f"{what} has more than {MAX_TENSORS:,} weight tensors (counted on the meta device before anything was allocated): far more layers than this package's networks have")
+            return out
+
+    with torch.device("meta"), Budget():
+        return factory()
+
+
+def memory_limit() -> int:
+    """Bytes of memory this machine has (the limit a CPU run's estimate is held to)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 1 << 40
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 # --- atomic files ------------------------------------------------------------------------------
@@ -166,6 +339,32 @@ def launch_rank() -> int:
     if env("SLURM_NTASKS") > 1 and "SLURM_PROCID" in os.environ:
         return env("SLURM_PROCID")
     return env("NODE_RANK") + env("LOCAL_RANK")  # 0 only for the first process of the first node
+
+
+def replan_cosine(checkpoint: dict[str, Any] | None, scheduler: Any, index: int = 0, optimizer_index: int = 0) -> None:
+    """Let a resumed cosine schedule continue over the run's new length instead of the old one.
+
+    Lightning restores a ``CosineAnnealingLR``'s saved state over the one ``configure_optimizers``
+    just planned: resumed with a larger ``max_epochs``, ``T_max`` stays the old run's length, and
+    the learning rate its end value (0, or ``eta_min``), which the schedule's multiplicative update
+    keeps there, so every resumed epoch trains at learning rate 0. Called from
+    ``configure_optimizers`` with the checkpoint the module's ``on_load_checkpoint`` kept (Lightning
+    restores optimisers and schedules after both), this rewrites the saved state before it is
+    restored: ``T_max`` is the new plan, and the learning rate is the new schedule's at the saved
+    epoch (its closed form), so the run goes on as if it had been planned that long from the start.
+    ``index``: the scheduler's place in ``lr_schedulers``; ``optimizer_index``: its optimiser's.
+    """
+    if not checkpoint or type(scheduler).__name__ != "CosineAnnealingLR":
+        return
+    states, optimizers = checkpoint.get("lr_schedulers") or [], checkpoint.get("optimizer_states") or []
+    if index >= len(states) or optimizer_index >= len(optimizers) or states[index].get("T_max") in (None, scheduler.T_max):
+        return
+    state, t_max = states[index], scheduler.T_max
+    epoch, eta_min = min(state["last_epoch"], t_max), state.get("eta_min", 0.0)
+    lrs = [eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / t_max)) / 2 for base in state["base_lrs"]]
+    state["T_max"], state["_last_lr"] = t_max, lrs
+    for group, lr in zip(optimizers[optimizer_index]["param_groups"], lrs):
+        group["lr"] = lr
 
 
 def planned_epochs(trainer: Any, steps_per_batch: float = 1.0) -> int:

@@ -66,7 +66,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
 
-from .core import DlstratError, shorten
+from .core import MAX_PARAMETERS, MAX_TEXT_BYTES, DlstratError, TooLarge, load_json, meta_build, shorten
 
 LIBRARY_NAME = "lightning-dlstrat"
 REPO_URL = "https://github.com/lightning-dlstrat/lightning-dlstrat"
@@ -88,9 +88,9 @@ BUILTIN_ARCHITECTURES: dict[str, str] = {
     "nb201_net": "lightning_dlstrat.spaces.nb201.network:NB201Network",
 }
 KINDS = ("classifier", "generator")
-# Networks a config.json may ask for are built on the meta device first and refused above this
-# many parameters, so a downloaded config cannot make the loader allocate without bound.
-MAX_PARAMETERS = 500_000_000
+# Networks a config.json may ask for are built on the meta device first and refused above
+# MAX_PARAMETERS parameters (core.meta_build), so a downloaded config cannot make the loader
+# allocate without bound.
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # ORG/NAME, as the Hub spells repo ids
 
@@ -517,11 +517,13 @@ def is_cached_path(path: Path) -> bool:
 def read_config(path: Path, where: str) -> dict[str, Any]:
     """config.json, checked to be one this package wrote."""
     try:
-        config = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if Path(path).stat().st_size > MAX_TEXT_BYTES:
+            raise TooLarge(f"{CONFIG_NAME} in {where} is {Path(path).stat().st_size:,} bytes, more than the {MAX_TEXT_BYTES:,} a config may have")
+        config = load_json(Path(path).read_bytes(), f"{CONFIG_NAME} in {where}")  # bounded: size and nesting
+    except (OSError, DlstratError) as e:
         if is_cached_path(path):
             purge_cached(path)
-        raise HubError(f"{CONFIG_NAME} in {where} is not valid JSON ({e})") from None
+        raise HubError(str(e) if isinstance(e, DlstratError) else f"{CONFIG_NAME} in {where} is not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.get("library_name") != LIBRARY_NAME or "architecture" not in config:
         raise HubError(
             f"{CONFIG_NAME} in {where} was not written by lightning-dlstrat (it needs \"library_name\": \"{LIBRARY_NAME}\" "
@@ -545,12 +547,14 @@ def build_from_config(config: dict[str, Any], where: str = CONFIG_NAME, **overri
     if unknown:
         raise HubError(f"{CONFIG_NAME} in {where}: {cls.__name__} takes no argument(s) {shorten(', '.join(unknown), 200)}")
     try:
-        with torch.device("meta"):
-            size = sum(p.numel() for p in cls(**args).parameters())
+        # counted as it is built, so a config of a million layers is refused in seconds, not built for hours
+        size = sum(p.numel() for p in meta_build(lambda: cls(**args), f"the {cls.__name__} {CONFIG_NAME} in {where} describes").parameters())
         if size > MAX_PARAMETERS:
             raise HubError(f"{CONFIG_NAME} in {where} describes a {cls.__name__} of {size:,} parameters, more than this loader allows ({MAX_PARAMETERS:,}); it is not a model of this package's sizes")
         return cls(**args)
-    except (TypeError, ValueError, KeyError, OverflowError) as e:
+    except TooLarge as e:
+        raise HubError(f"{e}, more than this loader allows; it is not a model of this package's sizes") from None
+    except (TypeError, ValueError, KeyError, OverflowError, RuntimeError, MemoryError, RecursionError) as e:
         raise HubError(f"{CONFIG_NAME} in {where} does not describe a valid {cls.__name__}: {shorten(str(e), 300)}") from None
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import build
-from .core import DlstratError, atomic_write_bytes, shorten
+from .core import DlstratError, atomic_write_bytes, gib, shorten
 from .data import DATAMODULES
 from .recipes import get_recipe
 from .run import checkpoint_info, read_checkpoint
@@ -34,7 +34,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TENSOR_SUFFIXES = (".npy", ".pt")
 MAX_INPUTS = 100_000  # images or tensor rows in one call
 MAX_IMAGE_PIXELS = 40_000_000  # per image, read from its header before decoding (PIL warns at 89M)
-MAX_TENSOR_BYTES = 2 << 30  # per .npy / .pt file
+MAX_TENSOR_BYTES = 2 << 30  # per .npy / .pt file, and what a .pt file's records decompress to
+MAX_PT_RECORDS = 10_000  # records in a .pt archive (torch.save writes one per storage, plus 6)
 BATCH = 256  # inputs per forward pass
 
 
@@ -216,6 +217,8 @@ def read_tensor(path: Path, input_size: tuple[int, ...]) -> torch.Tensor:
 
     if path.stat().st_size > MAX_TENSOR_BYTES:
         raise DlstratError(f"{path} is {path.stat().st_size / 2**30:.1f} GiB, more than the {MAX_TENSOR_BYTES / 2**30:.0f} GiB read in one file; split it")
+    if path.suffix.lower() == ".pt":
+        check_pt_archive(path)
     try:
         if path.suffix.lower() == ".npy":
             x = torch.from_numpy(np.array(np.load(path, allow_pickle=False)))  # never unpickles
@@ -236,6 +239,36 @@ def read_tensor(path: Path, input_size: tuple[int, ...]) -> torch.Tensor:
     if not x.is_floating_point():
         raise DlstratError(f"{path} holds {x.dtype} values; give pixels as floats in [0, 1] or uint8")
     return x.float()
+
+
+def check_pt_archive(path: Path) -> None:
+    """A ``.pt`` file is a zip archive whose records may be compressed: what they decompress to is bounded, not the file.
+
+    torch reads each record into a buffer of the size the archive's central directory declares
+    (and fails if the data inflates past it), so the declared sizes are what loading allocates;
+    they are summed here, before torch reads anything. The legacy (pre-1.6, not zip) format
+    declares its storages' sizes inside a pickle, and is not read.
+    """
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise DlstratError(
+            f"{path} is not a zip-format .pt file (the format torch.save writes since PyTorch 1.6); the legacy format is not "
+            "read, since it declares its sizes only inside its pickle: save the tensor again with torch.save, or as .npy"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DlstratError(f"{path} is not a readable tensor file ({type(e).__name__}: {shorten(str(e), 200)})") from None
+    if len(records) > MAX_PT_RECORDS:
+        raise DlstratError(f"{path} holds {len(records):,} records, more than the {MAX_PT_RECORDS:,} a tensor file needs")
+    inflated = sum(r.file_size for r in records)
+    if inflated > MAX_TENSOR_BYTES:
+        raise DlstratError(
+            f"{path} decompresses to {inflated:,} bytes ({gib(inflated)}, from a file of {path.stat().st_size:,} bytes), more than the "
+            f"{MAX_TENSOR_BYTES:,} bytes ({gib(MAX_TENSOR_BYTES)}) read in one file; split it"
+        )
 
 
 # --- dlstrat predict ------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ Optuna; the recipe trains the trials.
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -56,6 +57,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import get_lock_file
 from optuna.trial import FrozenTrial, TrialState
 
 from .core import DlstratError, atomic_write_bytes, atomic_write_json, shorten
@@ -185,6 +187,110 @@ def check_options(options: dict[str, Any]) -> None:
         raise DlstratError(f"--model.heartbeat must be a positive number of seconds, not {shorten(beat, 60)}")
 
 
+# --- the journal file ---------------------------------------------------------------------------------
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the disk, not the trial: the worker stops, the trial is queued again
+
+
+class JournalDamaged(DlstratError):
+    """A journal file with a record that is neither a whole record nor a torn one (garbage, a binary file)."""
+
+
+class SafeJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file, written so that a full disk cannot tear it and read so that a torn record cannot ruin it.
+
+    A record is appended with ``os.write`` under the journal's lock and ``fsync``ed; when writing
+    fails (no space left, a quota), the file is cut back to its length before the write, so it
+    never holds half a record, and the error names the file. A torn record already there (a worker
+    killed mid-write, or written by an older version, which left the half record and appended the
+    next one to it) is dropped when the journal is read: the last line without its newline is
+    skipped (Optuna's own rule: a write in progress) and cut before the next append, under the
+    lock; a line whose head is torn but whose tail is a whole record is read as that record.
+    Anything else that is not a journal record stops with :class:`JournalDamaged`.
+    """
+
+    RECORD = b'{"op_code":'  # how every record Optuna writes begins
+
+    def read_logs(self, log_number_from: int):
+        with open(self._file_path, "rb") as f:
+            remaining = os.fstat(f.fileno()).st_size  # what another worker appends meanwhile is read next time
+            start = 0
+            if log_number_from in self._log_number_offset:
+                f.seek(self._log_number_offset[log_number_from])
+                start = log_number_from
+                remaining -= self._log_number_offset[log_number_from]
+            for number, line in enumerate(f, start=start):
+                remaining -= len(line)
+                if remaining < 0 or not line.endswith(b"\n"):
+                    break  # the last line, being written, or torn: not a record (yet)
+                if number + 1 not in self._log_number_offset:
+                    self._log_number_offset[number + 1] = self._log_number_offset[number] + len(line)
+                if number < log_number_from:
+                    continue
+                yield self._record(line, number)
+
+    def _record(self, line: bytes, number: int) -> dict[str, Any]:
+        last = line.rfind(self.RECORD)
+        for begin in (0, last) if last > 0 else (0,):  # the whole line; else its tail after a torn head
+            try:
+                record = json.loads(line[begin:])
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                continue
+            if isinstance(record, dict) and isinstance(record.get("op_code"), int):
+                return record
+        raise JournalDamaged(
+            f"{self._file_path} is not an Optuna journal, or is damaged: line {number + 1} is not a journal record "
+            f"({shorten(line[:80].decode('utf-8', 'replace'), 60)}); a journal holds one JSON record a line"
+        )
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode()
+        with get_lock_file(self._lock):
+            fd = os.open(self._file_path, os.O_RDWR | os.O_APPEND)
+            try:
+                size = self._cut_torn_tail(fd)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError as e:
+                    try:  # never half a record: the journal as it was before this write
+                        os.ftruncate(fd, size)
+                        os.fsync(fd)
+                    except OSError:
+                        pass
+                    raise OSError(e.errno, e.strerror, self._file_path) from None
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _cut_torn_tail(fd: int) -> int:
+        """The file's length once a torn last record (no newline) is cut; only its writer could finish it, and it died."""
+        size = os.fstat(fd).st_size
+        end = size
+        while end > 0:
+            chunk = os.pread(fd, min(end, 1 << 16), end - min(end, 1 << 16))
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                end = end - len(chunk) + newline + 1
+                break
+            end -= len(chunk)
+        if end != size:
+            os.ftruncate(fd, end)
+        return end
+
+
+def disk_error(e: BaseException) -> OSError | None:
+    """The full or read-only disk behind ``e``, if any (Optuna reports a failed write as AssertionError("Should not reach."))."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 # --- storages and studies --------------------------------------------------------------------------
 def is_url(spec: str) -> bool:
     return "://" in spec
@@ -215,9 +321,13 @@ def open_storage(spec: str | Path, heartbeat: int | None = 60) -> optuna.storage
             raise DlstratError(f"--model.storage {spec} is a folder; give a journal file (e.g. {path / 'study.journal'}) or a database URL")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return JournalStorage(SafeJournalFileBackend(str(path)))
         except OSError as e:
             raise DlstratError(f"cannot open the journal file {spec}: {e.strerror or e}") from None
+        except DlstratError:
+            raise
+        except Exception as e:  # whole JSON records that Optuna cannot replay
+            raise JournalDamaged(f"{spec} is not an Optuna journal, or is damaged: replaying it failed ({type(e).__name__}: {shorten(str(e), 200)})") from None
     spec = with_driver(spec)
     engine_kwargs = {"connect_args": {"timeout": 60}} if spec.startswith("sqlite") else None  # wait for a writer instead of "database is locked"
     from sqlalchemy.exc import IntegrityError, ProgrammingError
@@ -399,6 +509,29 @@ def fail_stale(study: optuna.Study, lock_folder: Path | None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+
+
+def awaited_trials(study: optuna.Study, lock_folder: Path | None) -> list[FrozenTrial]:
+    """Running trials of other workers whose death this worker would notice, so it waits for them before it quits.
+
+    A worker that quits once the budget is used leaves a trial running elsewhere to its worker; if
+    that worker is then killed, nobody trains the trial again. So a worker waits for the trials it
+    can watch: every one in a database (Optuna's heartbeat), and in a journal file those of this
+    host (their worker's lock; a journal shared between hosts cannot tell whether another host's
+    worker is alive). A trial whose worker has not yet written down its host and lock (the first
+    milliseconds of a trial) is waited for a minute at most.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not isinstance(study._storage, JournalStorage):
+        return running
+    if lock_folder is None:
+        return []
+    host, now = socket.gethostname(), time.time()
+    return [
+        t for t in running
+        if (t.user_attrs.get("host") == host and t.user_attrs.get("lock"))
+        or ("host" not in t.user_attrs and t.datetime_start is not None and now - t.datetime_start.timestamp() < 60)
+    ]
 
 
 # --- the budget -------------------------------------------------------------------------------------

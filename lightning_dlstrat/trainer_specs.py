@@ -14,9 +14,16 @@ file on resume) is always the first logger while any logger is on: nothing in a 
 which other loggers log, and ``trainer.log_dir`` stays the run directory. The other loggers write
 into the run directory too (``RUN/tensorboard/``, ``RUN/mlruns/``, ``RUN/wandb/``; see
 :func:`lightning_dlstrat.run.build_loggers`), and need their package, an optional extra of this one
-(``pip install "lightning-dlstrat[tensorboard]"``). A class is imported only from the class path
-the settings spell out, and must be a Lightning ``Logger`` or ``Callback``: a class of the
-standalone ``pytorch_lightning`` package is refused, since Lightning would not recognise it.
+(``pip install "lightning-dlstrat[tensorboard]"``). A class must be a Lightning ``Logger`` or
+``Callback``: a class of the standalone ``pytorch_lightning`` package is refused, since Lightning
+would not recognise it.
+
+Importing a module runs it, so a class path is checked before anything is imported. Lightning's own
+callbacks and loggers (``lightning.pytorch.callbacks``, ``lightning.pytorch.loggers`` and their
+short names) may come from anywhere. A class of any other module only from the command line (a
+``--trainer.callbacks`` / ``--trainer.logger`` flag, or the Python API's arguments), never from a
+``--config`` file or a run's replayed ``config.yaml``, which may have been downloaded; and even
+there not from Python's standard library (``this``, ``unittest.__main__``) unless already imported.
 
 The checkpoints are the run's: the ``ModelCheckpoint`` that writes ``checkpoints/best.ckpt`` and
 ``last.ckpt`` is built by the run layer. A ``ModelCheckpoint`` entry in ``--trainer.callbacks``
@@ -58,6 +65,45 @@ OWNED_CSV_ARGS = ("save_dir", "name", "version")
 MAX_ENTRIES = 32  # loggers or callbacks in one setting
 
 _CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+# Lightning's callbacks and loggers: class paths from any settings may import these (and their submodules)
+ALLOWED_MODULES = ("lightning.pytorch.callbacks", "lightning.pytorch.loggers")
+# modules of class paths given on the command line (or to the Python API) in this process: the user's own
+_COMMAND_LINE_MODULES: set[str] = set()
+
+
+def trust_command_line(*values: Any) -> None:
+    """The modules the ``--trainer.callbacks`` / ``--trainer.logger`` flags name: the user chose them, so they may be
+    imported. :func:`config.resolve` calls this with the flags' values (never a file's) for each run it resolves;
+    what an earlier run's flags named is forgotten."""
+    _COMMAND_LINE_MODULES.clear()
+    for value in values:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            path = item.get("class_path") if isinstance(item, dict) else item
+            if isinstance(path, str) and _CLASS_PATH.match(path) and "." in path:
+                _COMMAND_LINE_MODULES.add(path.rpartition(".")[0])
+
+
+def check_importable(module_name: str, path: str, base: type, short_module: str, flag: str) -> None:
+    """Refuse, before anything is imported, a module that is neither Lightning's nor the user's own from the command line."""
+    import sys
+
+    if any(module_name == m or module_name.startswith(m + ".") for m in ALLOWED_MODULES):
+        return
+    kinds = "callbacks" if base.__name__ == "Callback" else "loggers"
+    if module_name not in _COMMAND_LINE_MODULES:
+        raise DlstratError(
+            f"{flag}: {shorten(path, 100)} is not one of Lightning's {kinds} ({short_module}); a class of another module is "
+            f"imported only when you name it on the command line ({flag}={shorten(path, 100)}), never from a configuration "
+            "file or a replayed run, which could import any module"
+        )
+    if module_name in sys.modules:  # imported already: looking into it runs nothing
+        return
+    parts = module_name.split(".")
+    if parts[0] in sys.stdlib_module_names or "__main__" in parts:
+        raise DlstratError(
+            f"{flag}: {shorten(path, 100)} names a module of Python's standard library ({parts[0]}), which holds no Lightning "
+            f"{kinds}; importing it would only run it. Give one of Lightning's {kinds} or a class of your own package"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,6 +126,7 @@ def import_class(path: Any, base: type, short_module: str, flag: str) -> type:
         raise DlstratError(f"{flag}: {shorten(path, 100)} is not a class path (like {short_module}.{base.__name__} or a short name)")
     module_name, _, class_name = path.rpartition(".")
     module_name = module_name or short_module
+    check_importable(module_name, path, base, short_module, flag)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

@@ -7,6 +7,7 @@ that is not a Callback and the run's own checkpoint settings are refused before 
 
 import csv
 import json
+import os
 import sys
 
 import pytest
@@ -14,7 +15,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from _helpers import assert_clean_failure, run_dir_of
+from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of
 from lightning_dlstrat.cli import app
 
 runner = CliRunner()
@@ -116,3 +117,41 @@ def test_a_class_of_the_standalone_package_is_named_as_such(tmp_path):
     pytest.importorskip("pytorch_lightning")  # only where both packages are installed can the two be mixed up
     result = runner.invoke(app, ["fit", *TINY, "--trainer.callbacks=pytorch_lightning.callbacks.EarlyStopping", "--out", str(tmp_path)])
     assert_clean_failure(result, "use lightning.pytorch.callbacks.EarlyStopping", tmp_path)
+
+
+# --- class paths import nothing before they are checked (issue 23, item 12) ----------------------------
+def test_class_paths_of_the_standard_library_are_refused_before_they_are_imported(tmp_path):
+    """Importing runs a module: `this` prints the Zen of Python, `unittest.__main__` runs unittest's CLI."""
+    for flag in ("--trainer.callbacks=this.X", "--trainer.callbacks=[unittest.__main__.X]", "--trainer.logger={class_path: this.X}"):
+        proc = dlstrat("fit", *TINY, flag, "--out", str(tmp_path), "--print-config")
+        assert_clean_failure(proc, "names a module of Python's standard library", tmp_path)
+        assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr and "Ran 0 tests" not in proc.stdout + proc.stderr
+
+
+def test_a_users_own_callback_is_imported_from_the_command_line_only(tmp_path):
+    """A configuration file (written by anyone, or a run's config.yaml replayed) may name Lightning's
+    callbacks and loggers only; the user's own module is imported when named on the command line."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mycallbacks.py").write_text(
+        "import os\nimport lightning as L\n"
+        "open(os.environ['IMPORTS'], 'a').write('imported\\n')\n"
+        "class Mark(L.Callback):\n    def on_train_end(self, trainer, pl_module):\n        open(os.environ['IMPORTS'], 'a').write('trained\\n')\n"
+    )
+    imports = tmp_path / "imports.txt"
+    env = {"PYTHONPATH": os.pathsep.join([str(package), str(ROOT)]), "IMPORTS": str(imports)}
+    config = tmp_path / "run.yaml"
+    config.write_text("model: mlp\ntrainer:\n  callbacks: [mycallbacks.Mark]\n")
+    refused = dlstrat("fit", "--config", str(config), "--out", str(tmp_path / "runs"), env=env)
+    assert_clean_failure(refused, "mycallbacks.Mark is not one of Lightning's callbacks (lightning.pytorch.callbacks); a class of another module is imported only when you name it on the command line", tmp_path / "runs")
+    assert not imports.exists()  # refused before the module ran
+
+    ran = dlstrat("fit", *TINY, "--max-epochs", "1", "--trainer.callbacks=[mycallbacks.Mark]", "--out", str(tmp_path / "runs"), env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert imports.read_text() == "imported\ntrained\n"
+    run_dir = run_dir_of(ran.stdout)
+    replayed = dlstrat("fit", "--config", str(run_dir / "config.yaml"), "--print-config", env=env)
+    assert_clean_failure(replayed, "mycallbacks.Mark is not one of Lightning's callbacks")
+    again = dlstrat("fit", "--config", str(run_dir / "config.yaml"), "--trainer.callbacks=[mycallbacks.Mark]", "--print-config", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]  # named on the command line again: the user's choice
+    assert imports.read_text().count("imported") == 2

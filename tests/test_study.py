@@ -3,6 +3,7 @@ several worker processes (a journal file, SQLite, a real PostgreSQL server), kil
 `dlstrat study show`. Storages are real files and servers, never mocks; trials are tiny networks
 (C=4, 3 cells) trained for a few batches."""
 
+import errno
 import json
 import os
 import signal
@@ -366,3 +367,119 @@ def test_two_workers_share_a_study_in_postgresql(tmp_path):
     assert shown.exit_code == 0, shown.output
     assert len([l for l in shown.output.splitlines() if " complete " in l]) == 3
     assert len(json.loads((tmp_path / "shown" / "trials.json").read_text())) >= 3
+
+
+# --- a full disk, torn and damaged journals (issue 23, item 3) -----------------------------------------
+def _full_disk_at(monkeypatch, when) -> dict:
+    """The disk fills up at the first journal write whose record ``when`` accepts: half of the record
+    reaches the file, then ENOSPC, as write(2) does on a full disk (injected in os.fsync, which
+    Optuna's writer and this package's both call after writing)."""
+    real_fsync, state = os.fsync, {"failed": False}
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if not state["failed"] and path.endswith(".journal"):
+            last = Path(path).read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+            if when(last):
+                state["failed"] = True
+                os.ftruncate(fd, os.fstat(fd).st_size - (len(last) + 1) // 2)  # half the record on the disk
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return state
+
+
+def _journal_records(path: Path) -> list[dict]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n")
+    return [json.loads(line) for line in data.splitlines()]  # every line a whole record
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_study_cleanly_and_resume_finishes_it(tmp_path, monkeypatch):
+    """Before: exit 1 with "unexpected AssertionError: Should not reach.", a torn last line, and from
+    then on --resume and `study show` failed with JSONDecodeError."""
+    state = _full_disk_at(monkeypatch, lambda record: b'"op_code":6' in record and b'"state":1' in record)  # trial 0 told complete
+    result = runner.invoke(app, ["fit", "--model", "random-nas", "--trials", "2", "--max-epochs", "1", "--out", str(tmp_path), *TINY])
+    assert state["failed"]
+    run_dir = next(tmp_path.iterdir())
+    journal = run_dir / "study.journal"
+    assert_clean_failure(result, f"cannot write {journal}: No space left on device")
+    assert f"continue the study with: dlstrat fit --resume {run_dir}" in " ".join(result.output.split())
+    records = _journal_records(journal)  # no torn record left behind
+    assert not any(r["op_code"] == 6 and r.get("state") == 1 for r in records)
+    monkeypatch.undo()  # space freed
+
+    result = runner.invoke(app, ["fit", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    study = load(journal, "random-nas")
+    assert len(complete(study)) == 2 and study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert study.trials[1].system_attrs["failed_trial"] == 0  # the interrupted trial, trained again
+    shown = runner.invoke(app, ["study", "show", str(run_dir), "--out", str(tmp_path / "shown")])
+    assert shown.exit_code == 0, shown.output
+    _journal_records(journal)
+
+
+def test_a_journal_with_a_torn_record_is_read_and_repaired(tmp_path):
+    """A last line cut mid-record (a worker killed, or a full disk under an older version) is skipped when
+    read and cut before the next record; a torn head with a whole record after it (what an older
+    version appended to a torn line) is read as that record."""
+    journal = tmp_path / "s.journal"
+    study = optuna.create_study(storage=open_storage(journal), study_name="s", directions=["maximize"])
+    for seed in range(2):
+        g = suggest_genotype(optuna.create_study(sampler=TrialSeededRandomSampler(seed)).ask())
+        study.add_trial(optuna.create_trial(params=genotype_params(g), distributions=distributions(), value=0.5 + seed / 10, user_attrs={"val_loss": 0.1}))
+    whole = journal.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    torn_in_the_middle = b"".join(lines[:2] + [lines[2][:7]] + lines[2:])  # "{"op_co" + the record it was followed by
+    journal.write_bytes(torn_in_the_middle + lines[-1][: len(lines[-1]) // 2])  # and a cut last line
+    shown = runner.invoke(app, ["study", "show", "--storage", str(journal), "--study", "s", "--out", str(tmp_path / "shown")])
+    assert shown.exit_code == 0, shown.output
+    assert [r["state"] for r in json.loads((tmp_path / "shown" / "trials.json").read_text())] == ["complete", "complete"]
+    assert journal.read_bytes().endswith(lines[-1][: len(lines[-1]) // 2])  # reading changes nothing
+    reopened = load(journal, "s")
+    reopened.set_user_attr("resumed", True)  # the next record: the cut one is dropped first
+    data = journal.read_bytes()
+    assert data.endswith(b"\n") and not data.endswith(lines[-1][: len(lines[-1]) // 2] + b"\n")
+    assert load(journal, "s").user_attrs["resumed"] is True and len(load(journal, "s").trials) == 2
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00binary\xff\xfe\n", b"hello\nworld\n", b'{"op_code": 99}\n', b"[1, 2]\n"],
+                         ids=["binary", "text", "unknown-op", "not-a-record"])
+def test_study_show_on_a_garbage_journal_exits_2(tmp_path, content):
+    journal = tmp_path / "s.journal"
+    journal.write_bytes(content)
+    result = runner.invoke(app, ["study", "show", "--storage", str(journal), "--study", "s", "--out", str(tmp_path / "shown")])
+    assert_clean_failure(result, "is not an Optuna journal, or is damaged")
+    assert not (tmp_path / "shown").exists()
+
+
+# --- a worker killed while the others run (issue 23, item 4) --------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_trial_killed_while_other_workers_run_is_trained_again_before_they_quit(tmp_path, storage):
+    """Before: the surviving worker counted the dead worker's RUNNING trial toward the budget and
+    exited 0 with one trial short, the dead one RUNNING forever. Now it fails the stale trial (its
+    worker's lock; the database's heartbeat), trains it again, and only then quits."""
+    spec = str(tmp_path / "s.journal") if storage == "journal" else f"sqlite:///{tmp_path / 's.db'}"
+    # 60 epochs (about 12 s): trial 0 is still running when the second worker has started and taken trial 1
+    args = ["--trials", "2", "--max-epochs", "60", f"--model.storage={spec}", "--model.study=s", "--model.heartbeat=1"]
+    doomed = worker(*args, "--out", str(tmp_path / "a"))
+    for line in doomed.stdout:  # trial 0's first epoch has ended: the worker is mid-trial
+        if line.startswith("epoch 1/60"):
+            break
+    survivor = worker(*args, "--out", str(tmp_path / "b"))
+    for line in survivor.stdout:  # the survivor has taken trial 1, the budget's last
+        if line.startswith("random-nas trial-001"):
+            break
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+    out = finish(survivor)
+    study = load(spec, "s")
+    states = {t.number: t.state for t in study.trials if not t.user_attrs.get("surplus")}
+    assert states[0] == optuna.trial.TrialState.FAIL and "error" not in study.trials[0].user_attrs  # abandoned, not its own failure
+    assert len(complete(study)) == 2, (states, out[-3000:])
+    retried = [t for t in complete(study) if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].params == study.trials[0].params  # the killed trial's architecture, trained again
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))

@@ -9,6 +9,7 @@ measured on class-balanced samples (every class ``num_eval_samples / K`` times).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,16 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..core import DlstratError
+from ..core import DlstratError, TooLarge, gib, shorten
 from ..data import DATAMODULES
 from ..models.gan_conditional import class_rows
 from ..run import checkpoint_info, read_checkpoint
 from ..trainers.gan import GAN, metric_kind
 from ..viz import render_samples
 from .base import Recipe
+
+
+MAX_SAMPLES = 10_000  # samples `dlstrat sample` draws into one picture (a 100 x 100 grid)
 
 
 # --- after fit: metrics on the EMA generator ------------------------------------------------------
@@ -136,6 +140,16 @@ def draw_samples(net: nn.Module, n: int, out: str | Path, seed: int = 0, label: 
     out = Path(out)
     if n < 1:
         raise DlstratError(f"-n must be at least 1, not {n}")
+    if not 0 <= seed < 2**64:  # what torch.Generator.manual_seed takes
+        raise DlstratError(f"--seed must be an integer in 0..2**64-1, not {shorten(seed, 60)}")
+    if n > MAX_SAMPLES:
+        shape = tuple(getattr(net, "out_shape", ()) or ())
+        need = n * math.prod(shape) * 4 if shape else 0
+        raise TooLarge(
+            f"-n {n:,} samples is more than the {MAX_SAMPLES:,} one picture holds"
+            + (f" (they alone would take {gib(need)} as float32 {'x'.join(map(str, shape))} samples)" if need else "")
+            + "; draw several pictures with different --seed values"
+        )
     if out.suffix.lower() != ".png":
         raise DlstratError(f"--out {out} must name a .png file")
     classes = getattr(net, "num_classes", 0)

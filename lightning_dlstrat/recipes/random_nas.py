@@ -48,7 +48,7 @@ from ..config import RunConfig
 from ..core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
 from ..run import RunInterrupted, fit_once
 from ..study import (
-    METRIC, STUDY_FILE, STUDY_INFO, WorkerLock, budget_used, check_options, fail_stale, fingerprint, format_table, is_url, make_pruner,
+    METRIC, STUDY_FILE, STUDY_INFO, WorkerLock, awaited_trials, budget_used, check_options, disk_error, fail_stale, fingerprint, format_table, is_url, make_pruner,
     genotype_of, masked, open_storage, open_study, retry, suggest_genotype, winner, write_plots, write_tables,
 )
 from ..spaces import SPACES, get_space
@@ -168,6 +168,12 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
                 how = "start the same command again to continue the study (the interrupted trial is queued again)"
             raise RunInterrupted(f"interrupted in trial {trial.number} of study {name!r} ({done} of {trials} trials done before it); {how}") from None
         except Exception as e:  # the trial's own failure (out of memory, ...): recorded, and the study goes on
+            if disk_error(e) is not None:  # not the trial's: the disk is full; queued again, and this worker stops
+                try:
+                    retry(study, trial)
+                except OSError:
+                    pass  # the journal is on the full disk too: a worker that resumes fails the trial and queues it again
+                raise
             trial.set_user_attr("error", f"{type(e).__name__}: {shorten(' '.join(str(e).split()), 300)}")
             trial.set_user_attr("wall_time_s", round(time.time() - started, 2))
             if launch_rank() == 0:
@@ -199,11 +205,44 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             study.stop()
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed here instead
+    poll = 1.0 if lock_folder is not None else float(min(max(opts["heartbeat"], 1), 10))
     with WorkerLock(lock_folder) if lock_folder is not None else nullcontext() as lock:
-        fail_stale(study, lock_folder)
-        all_trials = study.get_trials(deepcopy=False)
-        if budget_used(all_trials) < trials or any(t.state.name == "WAITING" for t in all_trials):
-            study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed, Surplus), gc_after_trial=True)
+        announced: set[int] = set()
+        while True:
+            # trials of dead workers are failed and queued again before the budget is counted
+            fail_stale(study, lock_folder)
+            all_trials = study.get_trials(deepcopy=False)
+            if budget_used(all_trials) < trials or any(t.state.name == "WAITING" for t in all_trials):
+                try:
+                    study.optimize(objective, callbacks=[after_trial], catch=(TrialFailed, Surplus), gc_after_trial=True)
+                except Exception as e:
+                    disk = disk_error(e)
+                    if disk is None:
+                        raise
+                    resumable = not embedded or any(run_dir.rglob("*.ckpt"))  # a run that trained nothing is removed (run.fit)
+                    how = f"dlstrat fit --resume {run_dir}" if embedded and resumable else "the same command again"
+                    raise DlstratError(
+                        f"cannot write {disk.filename or 'the study'}: {disk.strerror or disk} (the study stopped; its journal holds "
+                        f"only whole records). Free some space, then continue the study with: {how} (the interrupted trial is trained again)"
+                    ) from None
+                continue
+            # the budget is used: quit only once the trials other workers run are done, or train them
+            # again if their worker dies (a killed worker's trial would otherwise stay RUNNING forever)
+            waiting = awaited_trials(study, lock_folder)
+            if not waiting:
+                break
+            numbers = sorted(t.number for t in waiting)
+            if set(numbers) - announced:
+                print(f"random-nas: all {trials} trials are taken; waiting for trial(s) {', '.join(map(str, numbers))} on other workers, "
+                      "to train them again if their worker dies", flush=True)
+                announced |= set(numbers)
+            try:
+                time.sleep(poll)
+            except KeyboardInterrupt:
+                raise RunInterrupted(
+                    f"interrupted while waiting for trial(s) {', '.join(map(str, numbers))} of study {name!r} on other workers; "
+                    "every trial this worker ran is recorded in the study"
+                ) from None
 
     table = write_tables(study, run_dir, run_dir) if launch_rank() == 0 else []
     pictures = write_plots(study, run_dir) if launch_rank() == 0 else []

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models.mlp import MLP
-from ..core import destroy_gloo_group_at_exit, planned_epochs
+from ..core import destroy_gloo_group_at_exit, planned_epochs, replan_cosine
 
 
 class EvaluatesClassification:
@@ -111,7 +111,14 @@ class ClassificationTask(EvaluatesClassification, L.LightningModule):
         if self.scheduler_name == "none":
             return opt
         epochs = planned_epochs(self.trainer)  # max_steps may end the run before max_epochs
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)}
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        # resumed with another length: the saved schedule continues over this one (not at lr 0)
+        replan_cosine(self.__dict__.pop("_resumed_from", None), schedule)
+        return {"optimizer": opt, "lr_scheduler": schedule}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is not None:  # resuming a fit: Lightning restores the schedule from it after configure_optimizers
+            self._resumed_from = checkpoint
 
 
 class MLPClassifier(ClassificationTask):

@@ -291,6 +291,10 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         epochs = planned_epochs(self.trainer, steps_per_batch=2)
         # stepped by hand at the end of every epoch (manual optimisation)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=epochs, eta_min=self.hparams.lr_min)
+        # resumed with another length: the saved schedule continues over this one (not at lr_min)
+        from ..core import replan_cosine
+
+        replan_cosine(self.__dict__.pop("_resumed_from", None), schedule)
         return [w_opt, a_opt], [schedule]
 
     # --- the search step (usable without a Trainer: benchmarks call it directly) -----------------
@@ -651,6 +655,8 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
             checkpoint["search_methods"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None:  # resuming a fit: configure_optimizers, next, re-plans the schedule (core.replan_cosine)
+            self._resumed_from = checkpoint
         self.history = list(checkpoint.get("darts_search_history", []))
         if "darts_search_sampling" in checkpoint:
             self._sample_seed, self._sample_step = (int(v) for v in checkpoint["darts_search_sampling"])

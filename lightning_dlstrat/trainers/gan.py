@@ -118,7 +118,7 @@ class GAN(L.LightningModule):
         if fid not in FID_CHOICES:
             raise ValueError(f"unknown fid {fid!r}; choose one of: {', '.join(FID_CHOICES)}")
         if noise_seed is None:
-            noise_seed = int(torch.randint(2**31 - 1, ()))
+            noise_seed = int(torch.randint(2**31 - 1, (), device="cpu"))  # a number, also while config.check_size builds on "meta"
         arch = resolve_arch(arch, tuple(in_shape))  # ValueError before training for a bad arch / size
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")

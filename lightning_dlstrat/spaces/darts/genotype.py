@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ...core import atomic_write_bytes
+from ...core import atomic_write_bytes, shorten
 from ..base import genotype_file
 from .ops import OPS, PRIMITIVES
 
@@ -133,13 +133,18 @@ class Genotype:
             raise ValueError("empty genotype text")
         if text.startswith("{"):
             try:
-                return cls.from_dict(json.loads(text))
+                data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise ValueError(f"genotype JSON is malformed: {e}") from None
+            except RecursionError:
+                raise ValueError("genotype JSON nests far deeper than a genotype does") from None
+            return cls.from_dict(data)
         try:
             tree = ast.parse(text, mode="exec")
         except SyntaxError as e:
             raise ValueError(f"genotype text is neither JSON nor Genotype(...): {e.msg} at line {e.lineno}, column {e.offset}") from None
+        except (MemoryError, RecursionError):  # Python's parser gives up on deeply nested text ("- - - ... 1")
+            raise ValueError("genotype text nests far deeper than a genotype does (Python's parser gave up on it)") from None
         if len(tree.body) != 1 or not isinstance(tree.body[0], (ast.Expr, ast.Assign)):
             raise ValueError("genotype text must be a single Genotype(...) expression (or NAME = Genotype(...))")
         call = tree.body[0].value
@@ -210,8 +215,9 @@ def _check_cell(name: str, pairs: Any) -> tuple[Pair, ...]:
 def _check_concat(name: str, concat: Any, steps: int) -> tuple[int, ...]:
     if isinstance(concat, (str, bytes)) or not isinstance(concat, (Sequence, range)):
         raise ValueError(f"{name} must be a list of state indices, not {type(concat).__name__}")
-    if len(concat) > MAX_PAIRS:  # len() of a range is computed, not expanded
-        raise ValueError(f"{name} has {len(concat):,} entries; a cell concatenates at most {MAX_PAIRS} states")
+    size = _range_len(concat) if isinstance(concat, range) else len(concat)  # a range's length is computed, not expanded
+    if size > MAX_PAIRS:
+        raise ValueError(f"{name} has {size:,} entries; a cell concatenates at most {MAX_PAIRS} states")
     concat = tuple(concat)
     if not concat:
         raise ValueError(f"{name} is empty; the cell output needs at least one state")
@@ -221,6 +227,11 @@ def _check_concat(name: str, concat: Any, steps: int) -> tuple[int, ...]:
     if len(set(concat)) != len(concat):
         raise ValueError(f"{name} lists a state twice: {list(concat)}")
     return concat
+
+
+def _range_len(r: range) -> int:
+    """``len(r)``, which raises OverflowError past 2**63 elements; here a number to compare with the bounds."""
+    return max(0, (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step)
 
 
 # --- the safe literal walker for Genotype(...) strings -----------------------------------------
@@ -241,8 +252,9 @@ def _literal(node: ast.AST) -> Any:
         args = [_literal(a) for a in node.args]
         if all(type(a) is int for a in args) and (len(args) < 3 or args[2] != 0):
             r = range(*args)
-            if len(r) > MAX_RANGE:  # measured before expanding
-                raise ValueError(f"{ast.unparse(node)} has {len(r):,} elements; a genotype never needs more than {MAX_RANGE}")
+            size = _range_len(r)
+            if size > MAX_RANGE:  # measured before expanding
+                raise ValueError(f"{shorten(ast.unparse(node), 80)} has {size:,} elements; a genotype never needs more than {MAX_RANGE}")
             return list(r)
     raise ValueError(f"unsupported expression {ast.unparse(node)!r} in genotype text (only strings, integers, lists, tuples and range(a, b) are allowed)")
 

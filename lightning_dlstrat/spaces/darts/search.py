@@ -206,7 +206,8 @@ class SearchNetwork(Supernet):
 
         ``sample``: a training forward (a relaxation's random sample, noise, auxiliary skip).
         """
-        with torch.autocast(device_type=device_type, enabled=False):
+        # (a network on the meta device, whose memory config.check_size measures, has no autocast of its own)
+        with torch.autocast(device_type="cpu" if device_type == "meta" else device_type, enabled=False):
             out = {}
             for reduction, alpha, beta in ((False, self.alphas_normal, self.betas_normal), (True, self.alphas_reduce, self.betas_reduce)):
                 dtype = torch.promote_types(alpha.dtype, torch.float32)  # float32, or float64 in tests

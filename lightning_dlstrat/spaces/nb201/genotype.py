@@ -174,6 +174,8 @@ class NB201Genotype:
                 data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise NB201GenotypeError(f"NAS-Bench-201 genotype JSON is malformed ({e}). {_FORMAT_HELP}") from None
+            except RecursionError:
+                raise NB201GenotypeError(f"NAS-Bench-201 genotype JSON nests far deeper than a genotype does. {_FORMAT_HELP}") from None
             return cls.from_dict(data)
         groups = text.split("+")
         if len(groups) != NUM_NODES - 1:

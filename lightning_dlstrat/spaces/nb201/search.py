@@ -115,7 +115,8 @@ class NB201SearchNetwork(Supernet):
     # --- architecture weights --------------------------------------------------------------------
     def _mixing_weights(self, device_type: str, sample: bool = False) -> torch.Tensor:
         """softmax(alpha) over the operations (or the relaxation's weights), (6, O), in float32 (float64 in tests) under any autocast."""
-        with torch.autocast(device_type=device_type, enabled=False):
+        # (a network on the meta device, whose memory config.check_size measures, has no autocast of its own)
+        with torch.autocast(device_type="cpu" if device_type == "meta" else device_type, enabled=False):
             dtype = torch.promote_types(self.alpha.dtype, torch.float32)
             if self.relaxation is not None:
                 return self.relaxation(self.alpha.to(dtype), sample, cell=0)  # (6, O)
