@@ -149,11 +149,41 @@ def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, str]:
 
 
 # --- resuming ------------------------------------------------------------------------------------
+RUN_MARKER = ".dlstrat-run"  # written into every run directory this package creates: --resume continues only those in place
+
+
+def is_run_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a run directory this package made, which ``--resume`` may continue in place.
+
+    It is if it holds :data:`RUN_MARKER` (written by :func:`make_run_dir`). Run directories made
+    before the marker existed are recognised by both of: a ``config.yaml`` whose first line is the
+    header ``dlstrat fit`` writes (``# dlstrat fit --model ...``) and ``checkpoints/last.ckpt`` (or,
+    for a recipe that resumes without one, what its ``resumable_without_checkpoint`` hook checks,
+    tested by :func:`find_resume`). Any other folder is the user's, and is never written to.
+    """
+    folder = Path(folder)
+    if (folder / RUN_MARKER).is_file():
+        return True
+    return _written_by_dlstrat(folder / "config.yaml") and (folder / "checkpoints" / "last.ckpt").is_file()
+
+
+def _written_by_dlstrat(config: Path) -> bool:
+    try:
+        with open(config, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith("# dlstrat fit --model ")
+    except OSError:
+        return False
+
+
 @dataclass
 class Resume:
-    """A run to continue: where it is, what made it, and its checkpoint, read once (:func:`find_resume`)."""
+    """A run to continue: where it is, what made it, and its checkpoint, read once (:func:`find_resume`).
 
-    run_dir: Path
+    ``run_dir`` is None for a checkpoint outside any run directory: the run continues its training
+    state in a new run directory, and the checkpoint's folder is left as it is.
+    """
+
+    run_dir: Path | None
     checkpoint: Path | None  # None: a run directory its recipe continues without one (random-nas: its study)
     model: str  # the recipe that made the run
     data: str | None  # its dataset (None when there is no checkpoint to name it)
@@ -167,7 +197,7 @@ class Resume:
 
     def keep_until_step(self) -> int | None:
         """The last step of the CSV log the checkpoint covers; the resumed run logs the later rows again."""
-        if self.state is None:
+        if self.state is None or self.run_dir is None:
             return None
         loops = self.state.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
         return int(loops.get("_batches_that_stepped", self.state.get("global_step", 0)))  # the CSV logger's step axis
@@ -183,7 +213,10 @@ def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[
 
     ``path``: a run directory (continued from its ``checkpoints/last.ckpt``) or one of its
     checkpoints (the run directory is then the parent of ``checkpoints/``, or the checkpoint's own
-    folder). The checkpoint is read here, once, with ``weights_only=True``, and checked: written by
+    folder), continued in place only if :func:`is_run_dir` says this package made it. A checkpoint
+    anywhere else (``~/Downloads/model.ckpt``) starts a new run directory that continues its
+    training state; its folder is never written to. A directory that is not a run directory is
+    refused. The checkpoint is read here, once, with ``weights_only=True``, and checked: written by
     ``dlstrat fit``, and, when ``model`` is given, by that recipe. The same mapping is what
     Lightning restores from (:meth:`Resume.hand_over`). A directory without ``last.ckpt`` resumes
     only if the recipe its ``config.yaml`` names (``recipe_of(name)``) says so through its
@@ -200,6 +233,15 @@ def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[
     if checkpoint.is_file():
         state = read_checkpoint(checkpoint)
         info = checkpoint_info(state, checkpoint)
+        if not is_run_dir(run_dir):
+            if path.is_dir():
+                raise DlstratError(
+                    f"--resume {path} is not a run directory made by dlstrat (no {RUN_MARKER} in it, and no config.yaml written by "
+                    "`dlstrat fit` beside checkpoints/last.ckpt), so it is not continued in place; pass the checkpoint file itself "
+                    "to continue its training in a new run directory"
+                )
+            # a checkpoint outside any run directory: continued in a new run directory, its folder untouched
+            return _checked(Resume(None, checkpoint, info["model"], info["data"], _config_of_checkpoint(state, info), state), path, model)
         config = read_config_file(saved) if saved.is_file() else {"model": info["model"], "data": info["data"]}
         found = Resume(run_dir, checkpoint, info["model"], info["data"], config, state)
     else:
@@ -214,7 +256,22 @@ def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[
         hook = getattr(recipe, "resumable_without_checkpoint", None)
         if hook is None or not hook(run_dir):
             raise DlstratError(f"--resume {path}: no checkpoints/last.ckpt in it; the run stopped before its first epoch ended, so there is nothing to resume from")
+        if not ((run_dir / RUN_MARKER).is_file() or _written_by_dlstrat(saved)):
+            raise DlstratError(f"--resume {path} is not a run directory made by dlstrat (no {RUN_MARKER} in it, and no config.yaml written by `dlstrat fit`)")
         found = Resume(run_dir, None, name, None, config)
+    return _checked(found, path, model)
+
+
+def _config_of_checkpoint(state: dict[str, Any], info: dict[str, str]) -> dict[str, Any]:
+    """The settings a checkpoint's own module and datamodule were built with (their saved hyperparameters), as --config reads them."""
+    layers = {}
+    for layer, saved in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
+        args = state.get(saved)
+        layers[layer] = {"name": info[layer], **(dict(args) if isinstance(args, dict) else {})}
+    return layers
+
+
+def _checked(found: Resume, path: Path, model: str | None) -> Resume:
     if model is not None and model != found.model:
         raise DlstratError(f"--resume {path} holds a {found.model} checkpoint, not {model}; drop --model or resume a {model} run")
     return found
@@ -395,9 +452,10 @@ def make_run_dir(out: str | Path, name: str) -> Path:
         run_dir = base if i == 1 else base.with_name(f"{base.name}-{i}")
         try:
             run_dir.mkdir()  # exist_ok=False: exactly one caller wins each name
-            return run_dir
         except FileExistsError:
             continue
+        (run_dir / RUN_MARKER).write_text(f"a run directory of lightning-dlstrat {__version__}: `dlstrat fit --resume` continues it in place\n")
+        return run_dir
     raise DlstratError(f"could not create a run directory under {out}: 10,000 names taken")
 
 
@@ -582,8 +640,10 @@ def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
     """
     if resume is None and cfg.resume:
         resume = find_resume(cfg.resume, cfg.model, {recipe.name: recipe}.get)
-    if resume is not None:  # continue in the run's own directory
-        cfg.resume, cfg.run_dir = resume.target, str(resume.run_dir)
+    if resume is not None:  # continue in the run's own directory (a bare checkpoint: in a new one)
+        cfg.resume = resume.target
+        if resume.run_dir is not None:
+            cfg.run_dir = str(resume.run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     threads, threads_from = choose_threads(cfg)
     run_dir, created = open_run_dir(cfg, recipe.name_of_run(cfg))

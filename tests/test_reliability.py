@@ -283,6 +283,43 @@ def test_bad_resume_targets(tmp_path, mlp_run):
     assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(tmp_path / "fresh")]), "nothing to resume from")
 
 
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for folders): equal snapshots, an untouched folder."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_resume_of_a_checkpoint_outside_a_run_directory_leaves_its_folder_untouched(tmp_path, mlp_run):
+    """`dlstrat fit --resume ~/Downloads/model.ckpt` used to adopt ~/Downloads as the run: it cut the rows of its
+    metrics.csv, overwrote its summary.json and added config.yaml, hparams.yaml and checkpoints/."""
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    shutil.copy(mlp_run / "checkpoints" / "last.ckpt", downloads / "model.ckpt")
+    (downloads / "metrics.csv").write_text("epoch,loss\n0,1.5\n1,1.2\n")  # the user's own files, no `step` column
+    (downloads / "summary.json").write_text('{"mine": true}\n')
+    (downloads / "config.yaml").write_text("# my own settings\nlr: 3\n")
+    before = _snapshot(downloads)
+    result = runner.invoke(app, ["fit", "--resume", str(downloads / "model.ckpt"), "--out", str(tmp_path / "runs"), "--max-epochs", "2", *SHORT[4:]])
+    assert result.exit_code == 0, result.output
+    assert _snapshot(downloads) == before  # byte for byte
+    run_dir = run_dir_of(result.output)
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / ".dlstrat-run").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 6  # it continued the checkpoint's training state
+    # a folder holding checkpoints/last.ckpt, but not made by dlstrat, is refused and left alone
+    (downloads / "checkpoints").mkdir()
+    shutil.copy(downloads / "model.ckpt", downloads / "checkpoints" / "last.ckpt")
+    before = _snapshot(downloads)
+    assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(downloads)]), "is not a run directory made by dlstrat")
+    assert _snapshot(downloads) == before
+    # a run directory of an earlier version (no marker; config.yaml written by dlstrat, checkpoints/last.ckpt) resumes in place
+    old = tmp_path / "old-run"
+    shutil.copytree(mlp_run, old)
+    (old / ".dlstrat-run").unlink()
+    result = runner.invoke(app, ["fit", "--resume", str(old), "--max-epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert run_dir_of(result.output) == old
+
+
 def test_resume_reads_its_checkpoint_once(tmp_path, mlp_run, monkeypatch):
     """run.find_resume reads last.ckpt (weights_only=True) and checks it; Lightning restores from that
     same mapping instead of reading the file again."""
