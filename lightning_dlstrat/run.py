@@ -33,6 +33,7 @@ Guarantees (docs/reliability.md):
 from __future__ import annotations
 
 import csv
+import errno
 import inspect
 import io
 import json
@@ -480,6 +481,51 @@ def open_run_dir(cfg: RunConfig, name: str | None = None) -> tuple[Path, bool]:
     return run_dir, True
 
 
+RUN_LOCK = ".dlstrat-lock"  # the run's lock file: flock'ed by the process that works on the run, which wrote its pid and host there
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.dlstrat-lock`` for the life of a run (global rank 0 only).
+
+    A second process on the same run (two ``--resume`` of it) is refused with the holder's pid and
+    host, before it writes anything. The kernel drops the lock when its process ends in any way,
+    SIGKILL included, so a crashed run never leaves a stale lock. ``flock`` on a network file system
+    is only as good as that file system's locking (NFS v4: yes; some others: local to one machine).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / RUN_LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import socket
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a file system without flock: run unlocked
+                os.close(fd)
+                return self
+            holder = " ".join(os.pread(fd, 200, 0).decode(errors="replace").split()) or "another process"
+            os.close(fd)
+            raise DlstratError(
+                f"the run directory {self.path.parent} is in use by {holder} (another `dlstrat fit` works on it, e.g. a second "
+                "--resume of the same run); two processes on one run would interleave its metrics.csv and checkpoints. Wait for "
+                "that process to end, or stop it and resume again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+
 # --- building the parts --------------------------------------------------------------------------
 def build_datamodule(cfg: RunConfig) -> BaseDataModule:
     return build(DATAMODULES[cfg.data], cfg.data_args, f"dataset {cfg.data}")
@@ -648,6 +694,15 @@ def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
     threads, threads_from = choose_threads(cfg)
     run_dir, created = open_run_dir(cfg, recipe.name_of_run(cfg))
     rank0 = launch_rank() == 0
+    lock = RunLock(run_dir).acquire() if rank0 else None  # one process a run, for its whole life
+    try:
+        return _fit_locked(recipe, cfg, resume, run_dir, created, rank0, threads, threads_from)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_locked(recipe, cfg: RunConfig, resume: Resume | None, run_dir: Path, created: bool, rank0: bool, threads: int, threads_from: str) -> dict[str, Any]:
     started = time.time()
     if rank0:
         print(starting_line(cfg, run_dir, threads, threads_from, resumed=resume is not None), flush=True)

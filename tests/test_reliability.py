@@ -320,6 +320,30 @@ def test_resume_of_a_checkpoint_outside_a_run_directory_leaves_its_folder_untouc
     assert run_dir_of(result.output) == old
 
 
+def test_two_processes_cannot_work_on_one_run(tmp_path, mlp_run):
+    """Two concurrent `--resume` of one run both trained, interleaving its metrics.csv and checkpoints. Now the
+    second exits 2 naming the first (pid and host), and the lock dies with its holder, even by SIGKILL."""
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    first = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", "--resume", str(run), "--max-epochs", "100000"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        lock, deadline = run / ".dlstrat-lock", time.time() + 60
+        while time.time() < deadline and f"pid {first.pid} " not in (lock.read_text() if lock.is_file() else ""):
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        assert f"pid {first.pid} " in (lock.read_text() if lock.is_file() else ""), "the running run holds no lock"
+        second = dlstrat("fit", "--resume", str(run), timeout=120)
+        assert_clean_failure(second, f"is in use by pid {first.pid} on host {socket.gethostname()}")
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.communicate()
+    from lightning_dlstrat.run import RunLock
+
+    RunLock(run).acquire().release()  # SIGKILL left no stale lock
+
+
 def test_resume_reads_its_checkpoint_once(tmp_path, mlp_run, monkeypatch):
     """run.find_resume reads last.ckpt (weights_only=True) and checks it; Lightning restores from that
     same mapping instead of reading the file again."""
