@@ -338,7 +338,7 @@ def data_samples(
     from .data.samples import write_samples
 
     written = write_samples(data, out, n, split=split, data_dir=data_dir, seed=seed)
-    hint = f"; try: dlstrat predict --zoo mlp-digits {out} --out predictions.csv" if data == "digits" else ""
+    hint = f"; try: {shlex.join(['dlstrat', 'predict', '--zoo', 'mlp-digits', str(out), '--out', 'predictions.csv'])}" if data == "digits" else ""
     typer.echo(f"wrote {len(written)} {data} image{'s' if len(written) != 1 else ''} from the {split} split to {out} (the true class is in each name){hint}")
 
 

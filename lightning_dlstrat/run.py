@@ -57,7 +57,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import __version__
 from .config import RunConfig, build, read_config_file
-from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shorten
+from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shell_command, shorten
 from .viz import plot_learning_curves
 from .data import DATAMODULES, BaseDataModule
 from .trainer_specs import Spec, callback_specs, logger_specs
@@ -856,7 +856,7 @@ def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = N
             raise
         last = run_dir / "checkpoints" / "last.ckpt"
         where = f"The partial run is in {run_dir}" + (" (checkpoints/last.ckpt from the last finished epoch)" if last.is_file() else "")
-        how = f"resume it with: dlstrat fit --resume {run_dir}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
+        how = f"resume it with: {resume_command(run_dir)}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
         raise RunInterrupted(f"interrupted. {where}; {how}") from None
     result: dict[str, Any] = {"fit_metrics": scalar_metrics(trainer.callback_metrics), "stopped": stop_reason(trainer)}
     ckpt_cb = trainer.checkpoint_callback
@@ -872,6 +872,11 @@ def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = N
         plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title=run_dir.name)
     result["report"] = [f"stopped: {result['stopped']}", *result.get("report", [])]
     return result
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """``dlstrat fit --resume RUN``, quoted for pasting into a shell."""
+    return shell_command("dlstrat", "fit", "--resume", run_dir)
 
 
 def summary_of(run_dir: str | Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -342,6 +343,34 @@ def test_two_processes_cannot_work_on_one_run(tmp_path, mlp_run):
     from lightning_dlstrat.run import RunLock
 
     RunLock(run).acquire().release()  # SIGKILL left no stale lock
+
+
+def test_printed_commands_are_quoted_for_the_shell(tmp_path, mlp_run):
+    """The resume command printed on an interruption was not quoted: pasting it failed for a path with a space."""
+    import shlex
+    import signal as signals
+
+    run = tmp_path / "my runs" / "it's here"
+    shutil.copytree(mlp_run, run)
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, *args):
+            raise KeyboardInterrupt
+
+    from lightning_dlstrat.recipes import fit
+    from lightning_dlstrat.run import RunInterrupted
+
+    handler = signals.getsignal(signals.SIGINT)
+    try:
+        with pytest.raises(RunInterrupted) as caught:
+            fit("mlp", resume=str(run), model={"hidden": [16]}, max_epochs=3, trainer={"callbacks": [CtrlC()], "enable_progress_bar": False})
+    finally:
+        signals.signal(signals.SIGINT, handler)  # Lightning ignores Ctrl-C after one
+    pasted = str(caught.value).split("resume it with: ")[1]
+    assert shlex.split(pasted) == ["dlstrat", "fit", "--resume", str(run)]
+    from lightning_dlstrat.core import shell_command  # what every printed command goes through
+
+    assert shlex.split(shell_command("dlstrat", "fit", "--genotype", run / "genotype.json")) == ["dlstrat", "fit", "--genotype", str(run / "genotype.json")]
 
 
 def test_resume_reads_its_checkpoint_once(tmp_path, mlp_run, monkeypatch):
