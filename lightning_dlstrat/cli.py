@@ -84,7 +84,7 @@ def command(fn: Callable) -> Callable:
         except DlstratError as e:
             from .run import RunInterrupted
 
-            fail(str(e), code=130 if isinstance(e, RunInterrupted) else 2)
+            fail(str(e), code=e.code if isinstance(e, RunInterrupted) else 2)  # 130 after Ctrl-C, 143 after SIGTERM
         except OSError as e:  # a full or read-only disk, a file where a folder should be, ...
             if DEBUG["on"]:
                 raise

@@ -41,7 +41,9 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +68,59 @@ LIBRARY = "lightning-dlstrat"  # the MLflow experiment runs are logged under
 RUN_DIR_ENV = "DLSTRAT_RUN_DIR"  # rank 0's run directory, inherited by the ranks Lightning's ddp launcher starts
 
 
+_RECEIVED: dict[str, int | None] = {"signal": None}  # the interrupting signal of this process's run, once caught
+
+
 class RunInterrupted(DlstratError):
-    """Ctrl-C (SIGINT) during a run; the message says where the partial run is and how to resume it."""
+    """Ctrl-C (SIGINT) or SIGTERM during a run, in any stage; the message says where the partial run is
+    and how to resume it. ``code``: the exit status, 128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int | None = None):
+        super().__init__(message)
+        self.code = 128 + int(signum or _RECEIVED["signal"] or signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, raised where the run is, as Ctrl-C raises KeyboardInterrupt (:class:`interruptible`)."""
+
+
+class interruptible:
+    """Within: SIGTERM interrupts the run as Ctrl-C does (raises :class:`Terminated`), in every stage.
+
+    Lightning's own SIGTERM handling only sets a flag that its loops read between batches, and not
+    at all outside ``fit``: a SIGTERM during the post-fit test ended the process with status 0 and
+    no message. Lightning calls this handler after its own while a Trainer runs. Only the first
+    SIGTERM raises; later ones, during the clean-up, are ignored. Main thread only (where Python
+    delivers signals).
+    """
+
+    def __enter__(self):
+        self.saved = None
+        _RECEIVED["signal"] = None
+        if threading.current_thread() is threading.main_thread():
+            self.saved = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            signal.signal(signal.SIGTERM, self.saved)
+
+
+def _on_sigterm(signum, frame):
+    if _RECEIVED["signal"] is not None:
+        return  # already interrupted: let the clean-up finish
+    _RECEIVED["signal"] = signal.SIGTERM
+    raise Terminated()
+
+
+def interrupted_message(run_dir: Path, stage: str) -> str:
+    """What an interrupted run prints: the signal, the stage, where the run is and the command that resumes it."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    what = "terminated (SIGTERM)" if _RECEIVED["signal"] == signal.SIGTERM else "interrupted"
+    where = f"The partial run is in {run_dir}" + (" (checkpoints/last.ckpt from the last finished epoch)" if last.is_file() else "")
+    how = f"resume it with: {resume_command(run_dir)}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
+    return f"{what} while {stage}. {where}; {how}"
 
 
 class _NoAdvertisements(logging.Filter):
@@ -696,32 +749,46 @@ def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
     rank0 = launch_rank() == 0
     lock = RunLock(run_dir).acquire() if rank0 else None  # one process a run, for its whole life
     try:
-        return _fit_locked(recipe, cfg, resume, run_dir, created, rank0, threads, threads_from)
+        with interruptible():
+            return _fit_locked(recipe, cfg, resume, run_dir, created, rank0, threads, threads_from)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _fit_locked(recipe, cfg: RunConfig, resume: Resume | None, run_dir: Path, created: bool, rank0: bool, threads: int, threads_from: str) -> dict[str, Any]:
-    started = time.time()
+    started, stage = time.time(), "starting the run"
     if rank0:
         print(starting_line(cfg, run_dir, threads, threads_from, resumed=resume is not None), flush=True)
     try:
         with run_threads(threads):
             if rank0:
                 atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
+            stage = "training"
             result = recipe.run(recipe, cfg, run_dir) if recipe.run is not None else fit_once(recipe, cfg, run_dir, resume=resume)
+            stage = "finishing the run"
+            if rank0:
+                result["pictures"] = pictures_of(run_dir)
+            summary = _summary(cfg, run_dir, started, threads, threads_from, result)
+            if rank0:
+                atomic_write_json(run_dir / "summary.json", summary)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a Trainer (writing config.yaml, pictures, summary.json)
+        if created and rank0 and not any(run_dir.rglob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise RunInterrupted(interrupted_message(run_dir, stage)) from None
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind
         if created and rank0 and not any(run_dir.rglob("*.ckpt")):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    if rank0:
-        result["pictures"] = pictures_of(run_dir)
-        shown = picture_summary(result["pictures"])
-        if shown:
-            result["report"] = [*result.get("report", []), f"pictures: {shown}"]
-    summary = {
+    return summary
+
+
+def _summary(cfg: RunConfig, run_dir: Path, started: float, threads: int, threads_from: str, result: dict[str, Any]) -> dict[str, Any]:
+    shown = picture_summary(result.get("pictures", []))
+    if shown:
+        result["report"] = [*result.get("report", []), f"pictures: {shown}"]
+    return {
         "model": cfg.model,
         "data": cfg.data,
         "seed": cfg.seed,
@@ -733,9 +800,6 @@ def _fit_locked(recipe, cfg: RunConfig, resume: Resume | None, run_dir: Path, cr
         "versions": versions(),
         **result,
     }
-    if rank0:
-        atomic_write_json(run_dir / "summary.json", summary)
-    return summary
 
 
 # --- threads ---------------------------------------------------------------------------------------
@@ -849,29 +913,48 @@ def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = N
     keep = resume.keep_until_step() if resume is not None else None
     preloaded = resume.hand_over() if resume is not None else None
     trainer = build_trainer(cfg, run_dir, getattr(module, "monitor", None), getattr(module, "mode", "max"), keep, preloaded)
-    try:
+    with _stage(trainer, run_dir, "training"):
         trainer.fit(module, datamodule=dm, ckpt_path=resume.checkpoint if resume is not None else None, weights_only=True)
-    except SystemExit:
-        if not trainer.interrupted:
-            raise
-        last = run_dir / "checkpoints" / "last.ckpt"
-        where = f"The partial run is in {run_dir}" + (" (checkpoints/last.ckpt from the last finished epoch)" if last.is_file() else "")
-        how = f"resume it with: {resume_command(run_dir)}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
-        raise RunInterrupted(f"interrupted. {where}; {how}") from None
     result: dict[str, Any] = {"fit_metrics": scalar_metrics(trainer.callback_metrics), "stopped": stop_reason(trainer)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path or ckpt_cb.last_model_path
     result["best_checkpoint"] = best
     result["last_checkpoint"] = ckpt_cb.last_model_path
     if recipe.test and trainer.test_loop is not None:
-        tested = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
+        with _stage(trainer, run_dir, "testing"):
+            tested = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
         result["test_metrics"] = scalar_metrics(tested[0]) if tested else {}
-    if recipe.after_fit is not None:
-        result.update(recipe.after_fit(module, trainer, dm, run_dir) or {})
-    if trainer.is_global_zero and (run_dir / "metrics.csv").is_file():
-        plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title=run_dir.name)
+    with _stage(trainer, run_dir, "finishing the run"):
+        if recipe.after_fit is not None:
+            result.update(recipe.after_fit(module, trainer, dm, run_dir) or {})
+        if trainer.is_global_zero and (run_dir / "metrics.csv").is_file():
+            plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title=run_dir.name)
     result["report"] = [f"stopped: {result['stopped']}", *result.get("report", [])]
     return result
+
+
+class _stage:
+    """Within: Ctrl-C or SIGTERM ends the stage as :class:`RunInterrupted` (exit 130 / 143, with the resume command).
+
+    Lightning turns Ctrl-C into ``SystemExit(1)`` and its own SIGTERM into ``SystemExit(0)``
+    (``SIGTERMException``), marking the Trainer interrupted; outside ``fit`` / ``test`` they are
+    KeyboardInterrupt (:class:`Terminated` for SIGTERM, :class:`interruptible`).
+    """
+
+    def __init__(self, trainer, run_dir: Path, stage: str):
+        self.trainer, self.run_dir, self.stage = trainer, run_dir, stage
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if kind is None:
+            return False
+        if issubclass(kind, KeyboardInterrupt) or (issubclass(kind, SystemExit) and self.trainer.interrupted):
+            if getattr(self.trainer, "received_sigterm", False) and _RECEIVED["signal"] is None:
+                _RECEIVED["signal"] = signal.SIGTERM  # Lightning's own SIGTERM handling (no interruptible() around it)
+            raise RunInterrupted(interrupted_message(self.run_dir, self.stage)) from None
+        return False
 
 
 def resume_command(run_dir: str | Path) -> str:

@@ -201,6 +201,33 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, sig, uninterrupted
     assert _rows(uninterrupted) == _rows(run_dir)  # one continuous metrics.csv, row for row
 
 
+@pytest.mark.parametrize("stage", ["test", "train"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_every_interruption_exits_128_plus_the_signal_with_the_resume_command(tmp_path, sig, stage):
+    """SIGTERM during the post-fit test exited 0 with no message and no summary.json; Ctrl-C there exited 1 with
+    no message; SIGTERM while training exited 130, as Ctrl-C does. Now: 130 for SIGINT, 143 for SIGTERM, in any
+    stage, with the resume command (a real process, signalled while a callback holds it in that stage)."""
+    marker = tmp_path / "paused"
+    pause = f"--trainer.callbacks=[{{class_path: _helpers.PauseIn, init_args: {{stage: {stage}, marker: '{marker}'}}}}]"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", "--model.hidden=[16]", *SHORT[:2], "--max-epochs", "2", *SHORT[4:],
+                             pause, "--out", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert f"resume it with: dlstrat fit --resume {run_dir}" in err and "Traceback" not in err, err[-3000:]
+    assert ("terminated (SIGTERM)" in err) == (sig == signal.SIGTERM) and f"while {stage}ing" in err
+    assert not (run_dir / "summary.json").exists()
+
+
 # --- bounded sizes ----------------------------------------------------------------------------------------
 def test_genotype_text_is_bounded_before_it_expands():
     huge = str(DARTS_V2).replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(0, 200000000)")
