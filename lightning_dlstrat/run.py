@@ -107,11 +107,44 @@ class interruptible:
             signal.signal(signal.SIGTERM, self.saved)
 
 
-def _on_sigterm(signum, frame):
+def _on_sigterm(signum, frame, launcher=None):
     if _RECEIVED["signal"] is not None:
         return  # already interrupted: let the clean-up finish
     _RECEIVED["signal"] = signal.SIGTERM
+    if launcher is not None and getattr(launcher, "procs", None):
+        launcher.kill(signal.SIGKILL)  # the ranks this process started (Lightning's ddp launcher): they write nothing
     raise Terminated()
+
+
+class SigtermEndsAllRanks(Callback):
+    """While a Trainer runs, SIGTERM is :func:`_on_sigterm` (as around it), not Lightning's handler.
+
+    Lightning's handler broadcasts a tensor from inside the signal handler, at whatever point each
+    rank happens to be; when that broadcast met another collective (ModelCheckpoint's
+    ``all_reduce``), both ranks of a ``--devices 2 --strategy ddp`` run waited for each other
+    forever (2 of 3 tries). Here rank 0 kills the ranks it started at once (SIGKILL: only rank 0
+    writes, and its checkpoints are atomic), and a collective it is in fails on the closed
+    connection instead of waiting; the run then ends as interrupted (exit 143, with the resume
+    command). Installed at the start of each stage, after Lightning registers its own handler;
+    Lightning restores the handler it found (:class:`interruptible`'s) when it tears down.
+    """
+
+    def _install(self, trainer):
+        if threading.current_thread() is threading.main_thread():
+            launcher = trainer.strategy.launcher
+            signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(signum, frame, launcher))
+
+    def on_sanity_check_start(self, trainer, pl_module):
+        self._install(trainer)
+
+    def on_train_start(self, trainer, pl_module):
+        self._install(trainer)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._install(trainer)
+
+    def on_test_start(self, trainer, pl_module):
+        self._install(trainer)
 
 
 def interrupted_message(run_dir: Path, stage: str) -> str:
@@ -691,6 +724,7 @@ def build_trainer(
     callbacks: list[Callback] = [
         RunInfo(cfg.model, cfg.data),
         FinishAtMaxSteps(),
+        SigtermEndsAllRanks(),
         construct(
             Spec(ModelCheckpoint), dict(
                 dirpath=run_dir / "checkpoints", save_last=True, **checkpoint_args,
@@ -950,7 +984,8 @@ class _stage:
     def __exit__(self, kind, e, tb):
         if kind is None:
             return False
-        if issubclass(kind, KeyboardInterrupt) or (issubclass(kind, SystemExit) and self.trainer.interrupted):
+        signalled = _RECEIVED["signal"] is not None and issubclass(kind, Exception)  # a collective that failed as the other ranks were ended
+        if signalled or issubclass(kind, KeyboardInterrupt) or (issubclass(kind, SystemExit) and self.trainer.interrupted):
             if getattr(self.trainer, "received_sigterm", False) and _RECEIVED["signal"] is None:
                 _RECEIVED["signal"] = signal.SIGTERM  # Lightning's own SIGTERM handling (no interruptible() around it)
             raise RunInterrupted(interrupted_message(self.run_dir, self.stage)) from None
