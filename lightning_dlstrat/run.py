@@ -9,6 +9,7 @@ A run directory holds everything one ``dlstrat fit`` produced::
         tensorboard/, mlflow.db, wandb/    # the other loggers --trainer.logger names, if any
         learning_curves.png                # loss and accuracy per epoch, from metrics.csv
         summary.json                       # final metrics, what it was made from, the command, versions
+        .dlstrat-run, .dlstrat-lock        # the marker --resume continues in place; the lock of the process working on it
 
 :func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
 :class:`~lightning_dlstrat.config.RunConfig`; :func:`fit_once` is one ``Trainer.fit`` (and test)
@@ -28,6 +29,10 @@ Guarantees (docs/reliability.md):
   one resumed from is found, read and checked once (:func:`find_resume`), and Lightning restores
   from that same mapping.
 - **No empty run directories.** A run that fails before its first checkpoint removes its directory.
+- **Resume in place only a run directory** (:func:`is_run_dir`); a bare checkpoint starts a new one.
+- **One process a run**: global rank 0 holds :class:`RunLock` for the run's life.
+- **Every interruption says so**: SIGINT / SIGTERM in any stage is :class:`RunInterrupted` (exit 130 / 143, the
+  resume command); under DDP, SIGTERM to rank 0 ends every rank (:class:`SigtermEndsAllRanks`).
 """
 
 from __future__ import annotations
