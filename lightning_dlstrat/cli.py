@@ -83,7 +83,7 @@ def command(fn: Callable) -> Callable:
         except DlstratError as e:
             from .run import RunInterrupted
 
-            fail(str(e), code=130 if isinstance(e, RunInterrupted) else 2)
+            fail(str(e), code=e.code if isinstance(e, RunInterrupted) else 2)  # 130 after Ctrl-C, 143 after SIGTERM
         except OSError as e:  # a full or read-only disk, a file where a folder should be, ...
             if DEBUG["on"]:
                 raise
@@ -347,7 +347,7 @@ def data_samples(
     from .data.samples import write_samples
 
     written = write_samples(data, out, n, split=split, data_dir=data_dir, seed=seed)
-    hint = f"; try: dlstrat predict --zoo mlp-digits {out} --out predictions.csv" if data == "digits" else ""
+    hint = f"; try: {shlex.join(['dlstrat', 'predict', '--zoo', 'mlp-digits', str(out), '--out', 'predictions.csv'])}" if data == "digits" else ""
     typer.echo(f"wrote {len(written)} {data} image{'s' if len(written) != 1 else ''} from the {split} split to {out} (the true class is in each name){hint}")
 
 

@@ -223,6 +223,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def shell_command(*words: Any) -> str:
+    """A command to paste into a POSIX shell: each word quoted as it needs (``shlex.join``), so paths with spaces or quotes work."""
+    import shlex
+
+    return shlex.join(str(w) for w in words)
+
+
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120, bbox_inches: str | None = "tight") -> None:
     """Render a matplotlib ``Figure`` on the Agg canvas (never a GUI backend, no pyplot state) and write the PNG atomically."""
     import io

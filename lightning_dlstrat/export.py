@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .core import atomic_write_bytes, atomic_write_json
+from .core import atomic_write_bytes, atomic_write_json, shell_command
 from .data import DATAMODULES
 from .hub import ARCHITECTURES, CONFIG_NAME, DOCS_URL, LIBRARY_NAME, REPO_URL, HubError
 from .spaces.darts.network import DARTSNetwork
@@ -78,7 +78,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         hint = ""
         if (run_dir / "genotype.json").is_file():  # an architecture search: its product is the genotype
             retrain = get_space(summary.get("space") or "darts").retrain_recipe
-            hint = f"; retrain its genotype with `dlstrat fit --model {retrain} --genotype {run_dir / 'genotype.json'}` and push that run"
+            hint = f"; retrain its genotype with `{shell_command('dlstrat', 'fit', '--model', retrain, '--genotype', run_dir / 'genotype.json')}` and push that run"
         raise HubError(f"the {summary['model']} recipe has no network in the Hub format to export{hint}")
     net.eval()
     repo_id = repo_id or f"{HUB_ORG}/{out_dir.name}"

@@ -9,6 +9,7 @@ A run directory holds everything one ``dlstrat fit`` produced::
         tensorboard/, mlflow.db, wandb/    # the other loggers --trainer.logger names, if any
         learning_curves.png                # loss and accuracy per epoch, from metrics.csv
         summary.json                       # final metrics, what it was made from, the command, versions
+        .dlstrat-run, .dlstrat-lock        # the marker --resume continues in place; the lock of the process working on it
 
 :func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
 :class:`~lightning_dlstrat.config.RunConfig`; :func:`fit_once` is one ``Trainer.fit`` (and test)
@@ -28,11 +29,16 @@ Guarantees (docs/reliability.md):
   one resumed from is found, read and checked once (:func:`find_resume`), and Lightning restores
   from that same mapping.
 - **No empty run directories.** A run that fails before its first checkpoint removes its directory.
+- **Resume in place only a run directory** (:func:`is_run_dir`); a bare checkpoint starts a new one.
+- **One process a run**: global rank 0 holds :class:`RunLock` for the run's life.
+- **Every interruption says so**: SIGINT / SIGTERM in any stage is :class:`RunInterrupted` (exit 130 / 143, the
+  resume command); under DDP, SIGTERM to rank 0 ends every rank (:class:`SigtermEndsAllRanks`).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import inspect
 import io
 import json
@@ -40,7 +46,9 @@ import logging
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +64,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import __version__
 from .config import RunConfig, build, read_config_file
-from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shorten
+from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shell_command, shorten
 from .viz import plot_learning_curves
 from .data import DATAMODULES, BaseDataModule
 from .trainer_specs import Spec, callback_specs, logger_specs
@@ -65,8 +73,92 @@ LIBRARY = "lightning-dlstrat"  # the MLflow experiment runs are logged under
 RUN_DIR_ENV = "DLSTRAT_RUN_DIR"  # rank 0's run directory, inherited by the ranks Lightning's ddp launcher starts
 
 
+_RECEIVED: dict[str, int | None] = {"signal": None}  # the interrupting signal of this process's run, once caught
+
+
 class RunInterrupted(DlstratError):
-    """Ctrl-C (SIGINT) during a run; the message says where the partial run is and how to resume it."""
+    """Ctrl-C (SIGINT) or SIGTERM during a run, in any stage; the message says where the partial run is
+    and how to resume it. ``code``: the exit status, 128 + the signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int | None = None):
+        super().__init__(message)
+        self.code = 128 + int(signum or _RECEIVED["signal"] or signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, raised where the run is, as Ctrl-C raises KeyboardInterrupt (:class:`interruptible`)."""
+
+
+class interruptible:
+    """Within: SIGTERM interrupts the run as Ctrl-C does (raises :class:`Terminated`), in every stage.
+
+    Lightning's own SIGTERM handling only sets a flag that its loops read between batches, and not
+    at all outside ``fit``: a SIGTERM during the post-fit test ended the process with status 0 and
+    no message. Lightning calls this handler after its own while a Trainer runs. Only the first
+    SIGTERM raises; later ones, during the clean-up, are ignored. Main thread only (where Python
+    delivers signals).
+    """
+
+    def __enter__(self):
+        self.saved = None
+        _RECEIVED["signal"] = None
+        if threading.current_thread() is threading.main_thread():
+            self.saved = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            signal.signal(signal.SIGTERM, self.saved)
+
+
+def _on_sigterm(signum, frame, launcher=None):
+    if _RECEIVED["signal"] is not None:
+        return  # already interrupted: let the clean-up finish
+    _RECEIVED["signal"] = signal.SIGTERM
+    if launcher is not None and getattr(launcher, "procs", None):
+        launcher.kill(signal.SIGKILL)  # the ranks this process started (Lightning's ddp launcher): they write nothing
+    raise Terminated()
+
+
+class SigtermEndsAllRanks(Callback):
+    """While a Trainer runs, SIGTERM is :func:`_on_sigterm` (as around it), not Lightning's handler.
+
+    Lightning's handler broadcasts a tensor from inside the signal handler, at whatever point each
+    rank happens to be; when that broadcast met another collective (ModelCheckpoint's
+    ``all_reduce``), both ranks of a ``--devices 2 --strategy ddp`` run waited for each other
+    forever (2 of 3 tries). Here rank 0 kills the ranks it started at once (SIGKILL: only rank 0
+    writes, and its checkpoints are atomic), and a collective it is in fails on the closed
+    connection instead of waiting; the run then ends as interrupted (exit 143, with the resume
+    command). Installed at the start of each stage, after Lightning registers its own handler;
+    Lightning restores the handler it found (:class:`interruptible`'s) when it tears down.
+    """
+
+    def _install(self, trainer):
+        if threading.current_thread() is threading.main_thread():
+            launcher = trainer.strategy.launcher
+            signal.signal(signal.SIGTERM, lambda signum, frame: _on_sigterm(signum, frame, launcher))
+
+    def on_sanity_check_start(self, trainer, pl_module):
+        self._install(trainer)
+
+    def on_train_start(self, trainer, pl_module):
+        self._install(trainer)
+
+    def on_validation_start(self, trainer, pl_module):
+        self._install(trainer)
+
+    def on_test_start(self, trainer, pl_module):
+        self._install(trainer)
+
+
+def interrupted_message(run_dir: Path, stage: str) -> str:
+    """What an interrupted run prints: the signal, the stage, where the run is and the command that resumes it."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    what = "terminated (SIGTERM)" if _RECEIVED["signal"] == signal.SIGTERM else "interrupted"
+    where = f"The partial run is in {run_dir}" + (" (checkpoints/last.ckpt from the last finished epoch)" if last.is_file() else "")
+    how = f"resume it with: {resume_command(run_dir)}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
+    return f"{what} while {stage}. {where}; {how}"
 
 
 class _NoAdvertisements(logging.Filter):
@@ -149,11 +241,41 @@ def checkpoint_info(ckpt: dict[str, Any], path: str | Path) -> dict[str, str]:
 
 
 # --- resuming ------------------------------------------------------------------------------------
+RUN_MARKER = ".dlstrat-run"  # written into every run directory this package creates: --resume continues only those in place
+
+
+def is_run_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a run directory this package made, which ``--resume`` may continue in place.
+
+    It is if it holds :data:`RUN_MARKER` (written by :func:`make_run_dir`). Run directories made
+    before the marker existed are recognised by both of: a ``config.yaml`` whose first line is the
+    header ``dlstrat fit`` writes (``# dlstrat fit --model ...``) and ``checkpoints/last.ckpt`` (or,
+    for a recipe that resumes without one, what its ``resumable_without_checkpoint`` hook checks,
+    tested by :func:`find_resume`). Any other folder is the user's, and is never written to.
+    """
+    folder = Path(folder)
+    if (folder / RUN_MARKER).is_file():
+        return True
+    return _written_by_dlstrat(folder / "config.yaml") and (folder / "checkpoints" / "last.ckpt").is_file()
+
+
+def _written_by_dlstrat(config: Path) -> bool:
+    try:
+        with open(config, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith("# dlstrat fit --model ")
+    except OSError:
+        return False
+
+
 @dataclass
 class Resume:
-    """A run to continue: where it is, what made it, and its checkpoint, read once (:func:`find_resume`)."""
+    """A run to continue: where it is, what made it, and its checkpoint, read once (:func:`find_resume`).
 
-    run_dir: Path
+    ``run_dir`` is None for a checkpoint outside any run directory: the run continues its training
+    state in a new run directory, and the checkpoint's folder is left as it is.
+    """
+
+    run_dir: Path | None
     checkpoint: Path | None  # None: a run directory its recipe continues without one (random-nas: its study)
     model: str  # the recipe that made the run
     data: str | None  # its dataset (None when there is no checkpoint to name it)
@@ -167,7 +289,7 @@ class Resume:
 
     def keep_until_step(self) -> int | None:
         """The last step of the CSV log the checkpoint covers; the resumed run logs the later rows again."""
-        if self.state is None:
+        if self.state is None or self.run_dir is None:
             return None
         loops = self.state.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
         return int(loops.get("_batches_that_stepped", self.state.get("global_step", 0)))  # the CSV logger's step axis
@@ -183,7 +305,10 @@ def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[
 
     ``path``: a run directory (continued from its ``checkpoints/last.ckpt``) or one of its
     checkpoints (the run directory is then the parent of ``checkpoints/``, or the checkpoint's own
-    folder). The checkpoint is read here, once, with ``weights_only=True``, and checked: written by
+    folder), continued in place only if :func:`is_run_dir` says this package made it. A checkpoint
+    anywhere else (``~/Downloads/model.ckpt``) starts a new run directory that continues its
+    training state; its folder is never written to. A directory that is not a run directory is
+    refused. The checkpoint is read here, once, with ``weights_only=True``, and checked: written by
     ``dlstrat fit``, and, when ``model`` is given, by that recipe. The same mapping is what
     Lightning restores from (:meth:`Resume.hand_over`). A directory without ``last.ckpt`` resumes
     only if the recipe its ``config.yaml`` names (``recipe_of(name)``) says so through its
@@ -200,6 +325,15 @@ def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[
     if checkpoint.is_file():
         state = read_checkpoint(checkpoint)
         info = checkpoint_info(state, checkpoint)
+        if not is_run_dir(run_dir):
+            if path.is_dir():
+                raise DlstratError(
+                    f"--resume {path} is not a run directory made by dlstrat (no {RUN_MARKER} in it, and no config.yaml written by "
+                    "`dlstrat fit` beside checkpoints/last.ckpt), so it is not continued in place; pass the checkpoint file itself "
+                    "to continue its training in a new run directory"
+                )
+            # a checkpoint outside any run directory: continued in a new run directory, its folder untouched
+            return _checked(Resume(None, checkpoint, info["model"], info["data"], _config_of_checkpoint(state, info), state), path, model)
         config = read_config_file(saved) if saved.is_file() else {"model": info["model"], "data": info["data"]}
         found = Resume(run_dir, checkpoint, info["model"], info["data"], config, state)
     else:
@@ -214,7 +348,22 @@ def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[
         hook = getattr(recipe, "resumable_without_checkpoint", None)
         if hook is None or not hook(run_dir):
             raise DlstratError(f"--resume {path}: no checkpoints/last.ckpt in it; the run stopped before its first epoch ended, so there is nothing to resume from")
+        if not ((run_dir / RUN_MARKER).is_file() or _written_by_dlstrat(saved)):
+            raise DlstratError(f"--resume {path} is not a run directory made by dlstrat (no {RUN_MARKER} in it, and no config.yaml written by `dlstrat fit`)")
         found = Resume(run_dir, None, name, None, config)
+    return _checked(found, path, model)
+
+
+def _config_of_checkpoint(state: dict[str, Any], info: dict[str, str]) -> dict[str, Any]:
+    """The settings a checkpoint's own module and datamodule were built with (their saved hyperparameters), as --config reads them."""
+    layers = {}
+    for layer, saved in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
+        args = state.get(saved)
+        layers[layer] = {"name": info[layer], **(dict(args) if isinstance(args, dict) else {})}
+    return layers
+
+
+def _checked(found: Resume, path: Path, model: str | None) -> Resume:
     if model is not None and model != found.model:
         raise DlstratError(f"--resume {path} holds a {found.model} checkpoint, not {model}; drop --model or resume a {model} run")
     return found
@@ -395,9 +544,10 @@ def make_run_dir(out: str | Path, name: str) -> Path:
         run_dir = base if i == 1 else base.with_name(f"{base.name}-{i}")
         try:
             run_dir.mkdir()  # exist_ok=False: exactly one caller wins each name
-            return run_dir
         except FileExistsError:
             continue
+        (run_dir / RUN_MARKER).write_text(f"a run directory of lightning-dlstrat {__version__}: `dlstrat fit --resume` continues it in place\n")
+        return run_dir
     raise DlstratError(f"could not create a run directory under {out}: 10,000 names taken")
 
 
@@ -420,6 +570,51 @@ def open_run_dir(cfg: RunConfig, name: str | None = None) -> tuple[Path, bool]:
         raise DlstratError(f"cannot create a run directory under --out {cfg.out}: {e.strerror or e}") from None
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir, True
+
+
+RUN_LOCK = ".dlstrat-lock"  # the run's lock file: flock'ed by the process that works on the run, which wrote its pid and host there
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN/.dlstrat-lock`` for the life of a run (global rank 0 only).
+
+    A second process on the same run (two ``--resume`` of it) is refused with the holder's pid and
+    host, before it writes anything. The kernel drops the lock when its process ends in any way,
+    SIGKILL included, so a crashed run never leaves a stale lock. ``flock`` on a network file system
+    is only as good as that file system's locking (NFS v4: yes; some others: local to one machine).
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / RUN_LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import socket
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # a file system without flock: run unlocked
+                os.close(fd)
+                return self
+            holder = " ".join(os.pread(fd, 200, 0).decode(errors="replace").split()) or "another process"
+            os.close(fd)
+            raise DlstratError(
+                f"the run directory {self.path.parent} is in use by {holder} (another `dlstrat fit` works on it, e.g. a second "
+                "--resume of the same run); two processes on one run would interleave its metrics.csv and checkpoints. Wait for "
+                "that process to end, or stop it and resume again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
 
 
 # --- building the parts --------------------------------------------------------------------------
@@ -534,6 +729,7 @@ def build_trainer(
     callbacks: list[Callback] = [
         RunInfo(cfg.model, cfg.data),
         FinishAtMaxSteps(),
+        SigtermEndsAllRanks(),
         construct(
             Spec(ModelCheckpoint), dict(
                 dirpath=run_dir / "checkpoints", save_last=True, **checkpoint_args,
@@ -582,31 +778,56 @@ def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
     """
     if resume is None and cfg.resume:
         resume = find_resume(cfg.resume, cfg.model, {recipe.name: recipe}.get)
-    if resume is not None:  # continue in the run's own directory
-        cfg.resume, cfg.run_dir = resume.target, str(resume.run_dir)
+    if resume is not None:  # continue in the run's own directory (a bare checkpoint: in a new one)
+        cfg.resume = resume.target
+        if resume.run_dir is not None:
+            cfg.run_dir = str(resume.run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     threads, threads_from = choose_threads(cfg)
     run_dir, created = open_run_dir(cfg, recipe.name_of_run(cfg))
     rank0 = launch_rank() == 0
-    started = time.time()
+    lock = RunLock(run_dir).acquire() if rank0 else None  # one process a run, for its whole life
+    try:
+        with interruptible():
+            return _fit_locked(recipe, cfg, resume, run_dir, created, rank0, threads, threads_from)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_locked(recipe, cfg: RunConfig, resume: Resume | None, run_dir: Path, created: bool, rank0: bool, threads: int, threads_from: str) -> dict[str, Any]:
+    started, stage = time.time(), "starting the run"
     if rank0:
         print(starting_line(cfg, run_dir, threads, threads_from, resumed=resume is not None), flush=True)
     try:
         with run_threads(threads):
             if rank0:
                 atomic_write_bytes(run_dir / "config.yaml", cfg.to_yaml().encode())
+            stage = "training"
             result = recipe.run(recipe, cfg, run_dir) if recipe.run is not None else fit_once(recipe, cfg, run_dir, resume=resume)
+            stage = "finishing the run"
+            if rank0:
+                result["pictures"] = pictures_of(run_dir)
+            summary = _summary(cfg, run_dir, started, threads, threads_from, result)
+            if rank0:
+                atomic_write_json(run_dir / "summary.json", summary)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a Trainer (writing config.yaml, pictures, summary.json)
+        if created and rank0 and not any(run_dir.rglob("*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise RunInterrupted(interrupted_message(run_dir, stage)) from None
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind
         if created and rank0 and not any(run_dir.rglob("*.ckpt")):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    if rank0:
-        result["pictures"] = pictures_of(run_dir)
-        shown = picture_summary(result["pictures"])
-        if shown:
-            result["report"] = [*result.get("report", []), f"pictures: {shown}"]
-    summary = {
+    return summary
+
+
+def _summary(cfg: RunConfig, run_dir: Path, started: float, threads: int, threads_from: str, result: dict[str, Any]) -> dict[str, Any]:
+    shown = picture_summary(result.get("pictures", []))
+    if shown:
+        result["report"] = [*result.get("report", []), f"pictures: {shown}"]
+    return {
         "model": cfg.model,
         "data": cfg.data,
         "seed": cfg.seed,
@@ -618,9 +839,6 @@ def fit(recipe, cfg: RunConfig, resume: Resume | None = None) -> dict[str, Any]:
         "versions": versions(),
         **result,
     }
-    if rank0:
-        atomic_write_json(run_dir / "summary.json", summary)
-    return summary
 
 
 # --- threads ---------------------------------------------------------------------------------------
@@ -734,29 +952,54 @@ def fit_once(recipe, cfg: RunConfig, run_dir: Path, *, resume: Resume | None = N
     keep = resume.keep_until_step() if resume is not None else None
     preloaded = resume.hand_over() if resume is not None else None
     trainer = build_trainer(cfg, run_dir, getattr(module, "monitor", None), getattr(module, "mode", "max"), keep, preloaded)
-    try:
+    with _stage(trainer, run_dir, "training"):
         trainer.fit(module, datamodule=dm, ckpt_path=resume.checkpoint if resume is not None else None, weights_only=True)
-    except SystemExit:
-        if not trainer.interrupted:
-            raise
-        last = run_dir / "checkpoints" / "last.ckpt"
-        where = f"The partial run is in {run_dir}" + (" (checkpoints/last.ckpt from the last finished epoch)" if last.is_file() else "")
-        how = f"resume it with: dlstrat fit --resume {run_dir}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
-        raise RunInterrupted(f"interrupted. {where}; {how}") from None
     result: dict[str, Any] = {"fit_metrics": scalar_metrics(trainer.callback_metrics), "stopped": stop_reason(trainer)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path or ckpt_cb.last_model_path
     result["best_checkpoint"] = best
     result["last_checkpoint"] = ckpt_cb.last_model_path
     if recipe.test and trainer.test_loop is not None:
-        tested = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
+        with _stage(trainer, run_dir, "testing"):
+            tested = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
         result["test_metrics"] = scalar_metrics(tested[0]) if tested else {}
-    if recipe.after_fit is not None:
-        result.update(recipe.after_fit(module, trainer, dm, run_dir) or {})
-    if trainer.is_global_zero and (run_dir / "metrics.csv").is_file():
-        plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title=run_dir.name)
+    with _stage(trainer, run_dir, "finishing the run"):
+        if recipe.after_fit is not None:
+            result.update(recipe.after_fit(module, trainer, dm, run_dir) or {})
+        if trainer.is_global_zero and (run_dir / "metrics.csv").is_file():
+            plot_learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png", title=run_dir.name)
     result["report"] = [f"stopped: {result['stopped']}", *result.get("report", [])]
     return result
+
+
+class _stage:
+    """Within: Ctrl-C or SIGTERM ends the stage as :class:`RunInterrupted` (exit 130 / 143, with the resume command).
+
+    Lightning turns Ctrl-C into ``SystemExit(1)`` and its own SIGTERM into ``SystemExit(0)``
+    (``SIGTERMException``), marking the Trainer interrupted; outside ``fit`` / ``test`` they are
+    KeyboardInterrupt (:class:`Terminated` for SIGTERM, :class:`interruptible`).
+    """
+
+    def __init__(self, trainer, run_dir: Path, stage: str):
+        self.trainer, self.run_dir, self.stage = trainer, run_dir, stage
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if kind is None:
+            return False
+        signalled = _RECEIVED["signal"] is not None and issubclass(kind, Exception)  # a collective that failed as the other ranks were ended
+        if signalled or issubclass(kind, KeyboardInterrupt) or (issubclass(kind, SystemExit) and self.trainer.interrupted):
+            if getattr(self.trainer, "received_sigterm", False) and _RECEIVED["signal"] is None:
+                _RECEIVED["signal"] = signal.SIGTERM  # Lightning's own SIGTERM handling (no interruptible() around it)
+            raise RunInterrupted(interrupted_message(self.run_dir, self.stage)) from None
+        return False
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """``dlstrat fit --resume RUN``, quoted for pasting into a shell."""
+    return shell_command("dlstrat", "fit", "--resume", run_dir)
 
 
 def summary_of(run_dir: str | Path) -> dict[str, Any]:

@@ -206,6 +206,28 @@ class StopAfter(L.Callback):
             trainer.should_stop = True
 
 
+class PauseIn(L.Callback):
+    """Touch ``marker`` and sleep at the first batch of ``stage`` ("test", or "train" from its second epoch, when
+    last.ckpt exists), so that a test can signal a real ``dlstrat fit`` process in that stage."""
+
+    def __init__(self, stage: str, marker: str, seconds: float = 120):
+        self.stage, self.marker, self.seconds = stage, marker, seconds
+
+    def _pause(self):
+        Path(self.marker).touch()
+        import time
+
+        time.sleep(self.seconds)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.stage == "train" and trainer.current_epoch >= 1:
+            self._pause()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.stage == "test":
+            self._pause()
+
+
 # --- GAN runs --------------------------------------------------------------------------------------------
 def tiny_gan(tmp_path, data="ring8", epochs=2, batches=5, **trainer) -> dict:
     """Settings of a short gan run (recipes.fit keywords)."""

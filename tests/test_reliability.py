@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -200,6 +201,68 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, sig, uninterrupted
     assert _rows(uninterrupted) == _rows(run_dir)  # one continuous metrics.csv, row for row
 
 
+@pytest.mark.parametrize("stage", ["test", "train"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_every_interruption_exits_128_plus_the_signal_with_the_resume_command(tmp_path, sig, stage):
+    """SIGTERM during the post-fit test exited 0 with no message and no summary.json; Ctrl-C there exited 1 with
+    no message; SIGTERM while training exited 130, as Ctrl-C does. Now: 130 for SIGINT, 143 for SIGTERM, in any
+    stage, with the resume command (a real process, signalled while a callback holds it in that stage)."""
+    marker = tmp_path / "paused"
+    pause = f"--trainer.callbacks=[{{class_path: _helpers.PauseIn, init_args: {{stage: {stage}, marker: '{marker}'}}}}]"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", "--model.hidden=[16]", *SHORT[:2], "--max-epochs", "2", *SHORT[4:],
+                             pause, "--out", str(tmp_path / "runs")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert f"resume it with: dlstrat fit --resume {run_dir}" in err and "Traceback" not in err, err[-3000:]
+    assert ("terminated (SIGTERM)" in err) == (sig == signal.SIGTERM) and f"while {stage}ing" in err
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_sigterm_to_rank_0_of_ddp_ends_every_rank_with_the_checkpoint_intact(tmp_path):
+    """SIGTERM to rank 0 of `--devices 2 --strategy ddp` deadlocked both ranks in 2 of 6 tries (rank 0 in ModelCheckpoint's
+    all_reduce, against the broadcast Lightning's signal handler makes). Three tries, each signalled at a random point."""
+    import random
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for attempt in range(3):
+        out = tmp_path / f"try{attempt}"
+        proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", "--model.hidden=[16]", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+                                 "--max-epochs", "300", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1", "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.time() + 120
+        while not list(out.glob("*/checkpoints/last.ckpt")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(random.uniform(0.2, 1.5))
+        ranks = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()  # rank 1, started by rank 0
+        assert ranks, "rank 1 is not running"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            for pid in ranks:
+                subprocess.run(["kill", "-9", pid])
+            pytest.fail(f"try {attempt}: rank 0 did not end within 30 s of SIGTERM")
+        assert proc.returncode == 143, err[-3000:]
+        (run_dir,) = list(out.iterdir())
+        assert f"resume it with: dlstrat fit --resume {run_dir}" in err
+        for pid in ranks:  # every rank ended (or is a zombie waiting for its parent, which has ended)
+            status = Path(f"/proc/{pid}/status")
+            assert not status.exists() or "zombie" in status.read_text(), f"rank process {pid} outlived rank 0"
+        for ckpt in (run_dir / "checkpoints").glob("*.ckpt"):
+            assert torch.load(ckpt, weights_only=True)["dlstrat"]["model"] == "mlp"  # intact
+
+
 # --- bounded sizes ----------------------------------------------------------------------------------------
 def test_genotype_text_is_bounded_before_it_expands():
     huge = str(DARTS_V2).replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(0, 200000000)")
@@ -281,6 +344,95 @@ def test_bad_resume_targets(tmp_path, mlp_run):
     assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(tmp_path / "nope")]), "does not exist")
     (tmp_path / "fresh").mkdir()
     assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(tmp_path / "fresh")]), "nothing to resume from")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for folders): equal snapshots, an untouched folder."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_resume_of_a_checkpoint_outside_a_run_directory_leaves_its_folder_untouched(tmp_path, mlp_run):
+    """`dlstrat fit --resume ~/Downloads/model.ckpt` used to adopt ~/Downloads as the run: it cut the rows of its
+    metrics.csv, overwrote its summary.json and added config.yaml, hparams.yaml and checkpoints/."""
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    shutil.copy(mlp_run / "checkpoints" / "last.ckpt", downloads / "model.ckpt")
+    (downloads / "metrics.csv").write_text("epoch,loss\n0,1.5\n1,1.2\n")  # the user's own files, no `step` column
+    (downloads / "summary.json").write_text('{"mine": true}\n')
+    (downloads / "config.yaml").write_text("# my own settings\nlr: 3\n")
+    before = _snapshot(downloads)
+    result = runner.invoke(app, ["fit", "--resume", str(downloads / "model.ckpt"), "--out", str(tmp_path / "runs"), "--max-epochs", "2", *SHORT[4:]])
+    assert result.exit_code == 0, result.output
+    assert _snapshot(downloads) == before  # byte for byte
+    run_dir = run_dir_of(result.output)
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / ".dlstrat-run").is_file()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 6  # it continued the checkpoint's training state
+    # a folder holding checkpoints/last.ckpt, but not made by dlstrat, is refused and left alone
+    (downloads / "checkpoints").mkdir()
+    shutil.copy(downloads / "model.ckpt", downloads / "checkpoints" / "last.ckpt")
+    before = _snapshot(downloads)
+    assert_clean_failure(runner.invoke(app, ["fit", "--resume", str(downloads)]), "is not a run directory made by dlstrat")
+    assert _snapshot(downloads) == before
+    # a run directory of an earlier version (no marker; config.yaml written by dlstrat, checkpoints/last.ckpt) resumes in place
+    old = tmp_path / "old-run"
+    shutil.copytree(mlp_run, old)
+    (old / ".dlstrat-run").unlink()
+    result = runner.invoke(app, ["fit", "--resume", str(old), "--max-epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert run_dir_of(result.output) == old
+
+
+def test_two_processes_cannot_work_on_one_run(tmp_path, mlp_run):
+    """Two concurrent `--resume` of one run both trained, interleaving its metrics.csv and checkpoints. Now the
+    second exits 2 naming the first (pid and host), and the lock dies with its holder, even by SIGKILL."""
+    run = tmp_path / "run"
+    shutil.copytree(mlp_run, run)
+    first = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", "--resume", str(run), "--max-epochs", "100000"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        lock, deadline = run / ".dlstrat-lock", time.time() + 60
+        while time.time() < deadline and f"pid {first.pid} " not in (lock.read_text() if lock.is_file() else ""):
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        assert f"pid {first.pid} " in (lock.read_text() if lock.is_file() else ""), "the running run holds no lock"
+        second = dlstrat("fit", "--resume", str(run), timeout=120)
+        assert_clean_failure(second, f"is in use by pid {first.pid} on host {socket.gethostname()}")
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.communicate()
+    from lightning_dlstrat.run import RunLock
+
+    RunLock(run).acquire().release()  # SIGKILL left no stale lock
+
+
+def test_printed_commands_are_quoted_for_the_shell(tmp_path, mlp_run):
+    """The resume command printed on an interruption was not quoted: pasting it failed for a path with a space."""
+    import shlex
+    import signal as signals
+
+    run = tmp_path / "my runs" / "it's here"
+    shutil.copytree(mlp_run, run)
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, *args):
+            raise KeyboardInterrupt
+
+    from lightning_dlstrat.recipes import fit
+    from lightning_dlstrat.run import RunInterrupted
+
+    handler = signals.getsignal(signals.SIGINT)
+    try:
+        with pytest.raises(RunInterrupted) as caught:
+            fit("mlp", resume=str(run), model={"hidden": [16]}, max_epochs=3, trainer={"callbacks": [CtrlC()], "enable_progress_bar": False})
+    finally:
+        signals.signal(signals.SIGINT, handler)  # Lightning ignores Ctrl-C after one
+    pasted = str(caught.value).split("resume it with: ")[1]
+    assert shlex.split(pasted) == ["dlstrat", "fit", "--resume", str(run)]
+    from lightning_dlstrat.core import shell_command  # what every printed command goes through
+
+    assert shlex.split(shell_command("dlstrat", "fit", "--genotype", run / "genotype.json")) == ["dlstrat", "fit", "--genotype", str(run / "genotype.json")]
 
 
 def test_resume_reads_its_checkpoint_once(tmp_path, mlp_run, monkeypatch):

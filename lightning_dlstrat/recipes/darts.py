@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core import DlstratError, shorten
+from ..core import DlstratError, shell_command, shorten
 from ..methods import expand, selectable
 from ..spaces import get_space
 from ..trainers.darts_search import DARTSSearch
@@ -86,7 +86,7 @@ def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dic
     result = {
         "genotype": str(genotype),
         "space": space.name,
-        "report": [f"genotype: {genotype}", f"retrain with: dlstrat fit --model {space.retrain_recipe} --genotype {run_dir / 'genotype.json'}"],
+        "report": [f"genotype: {genotype}", f"retrain with: {shell_command('dlstrat', 'fit', '--model', space.retrain_recipe, '--genotype', run_dir / 'genotype.json')}"],
     }
     stop = next((r["early_stop"] for r in reversed(module.history) if "early_stop" in r), None)
     if stop is not None:  # the collapse monitor's early stop (--model.eigen_stop): run.stop_reason sees only should_stop
