@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import build
-from .core import DlstratError, atomic_write_bytes, gib, shorten
+from .core import DlstratError, atomic_write_bytes, gib, shell_command, shorten
 from .data import DATAMODULES
 from .recipes import get_recipe
 from .run import checkpoint_info, read_checkpoint
@@ -120,7 +120,7 @@ def from_checkpoint(path: str | Path) -> Loaded:
             "retrain the genotype with `dlstrat fit --model darts-net --genotype RUN_DIR` and use that run's checkpoint"
         )
     if getattr(net, "kind", "classifier") == "generator":
-        return Loaded(net.eval(), "generator", str(path), how_to_sample=f"dlstrat sample --checkpoint {path}")
+        return Loaded(net.eval(), "generator", str(path), how_to_sample=shell_command("dlstrat", "sample", "--checkpoint", path))
     labels = [str(i) for i in range(dm.num_classes)] if dm.num_classes else [str(i) for i in range(getattr(net, "num_classes", 0))]
     return Loaded(net.eval(), getattr(net, "kind", "classifier"), str(path), tuple(dm.dims), tuple(dm.mean), tuple(dm.std), dm.normalization, labels)
 
@@ -159,7 +159,7 @@ def evaluate(checkpoint: str | Path, stage: str, data_dir: str | None = None, ac
     split = {"test": "test", "validate": "validation"}[stage]
     step = f"{'test' if stage == 'test' else 'validation'}_step"
     if (stage == "test" and not recipe.test) or getattr(recipe.module, step) is getattr(L.LightningModule, step):
-        raise DlstratError(f"{checkpoint} is a {info['model']} checkpoint, which has no {split} split to score; draw from it with `dlstrat sample --checkpoint {checkpoint}`")
+        raise DlstratError(f"{checkpoint} is a {info['model']} checkpoint, which has no {split} split to score; draw from it with `{shell_command('dlstrat', 'sample', '--checkpoint', checkpoint)}`")
     dm = datamodule_of(ckpt, checkpoint, info, data_dir)
     module = load_module(recipe, checkpoint)
     trainer = L.Trainer(accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False, enable_model_summary=False)

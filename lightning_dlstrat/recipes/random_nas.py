@@ -45,8 +45,8 @@ import lightning as L
 import optuna
 
 from ..config import RunConfig
-from ..core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shorten
-from ..run import RunInterrupted, fit_once
+from ..core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, shell_command, shorten
+from ..run import RunInterrupted, fit_once, resume_command
 from ..study import (
     METRIC, STUDY_FILE, STUDY_INFO, WorkerLock, awaited_trials, budget_used, check_options, disk_error, fail_stale, fingerprint, format_table, is_url, make_pruner,
     genotype_of, masked, open_storage, open_study, retry, suggest_genotype, winner, write_plots, write_tables,
@@ -163,7 +163,7 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         except (RunInterrupted, KeyboardInterrupt):
             retry(study, trial)  # queued again: the next worker (or --resume) trains this architecture
             if embedded:
-                how = f"resume it with: dlstrat fit --resume {run_dir}" if any(run_dir.rglob("*.ckpt")) else "no epoch had finished, so there is nothing to resume"
+                how = f"resume it with: {resume_command(run_dir)}" if any(run_dir.rglob("*.ckpt")) else "no epoch had finished, so there is nothing to resume"
             else:
                 how = "start the same command again to continue the study (the interrupted trial is queued again)"
             raise RunInterrupted(f"interrupted in trial {trial.number} of study {name!r} ({done} of {trials} trials done before it); {how}") from None
@@ -220,7 +220,7 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
                     if disk is None:
                         raise
                     resumable = not embedded or any(run_dir.rglob("*.ckpt"))  # a run that trained nothing is removed (run.fit)
-                    how = f"dlstrat fit --resume {run_dir}" if embedded and resumable else "the same command again"
+                    how = resume_command(run_dir) if embedded and resumable else "the same command again"
                     raise DlstratError(
                         f"cannot write {disk.filename or 'the study'}: {disk.strerror or disk} (the study stopped; its journal holds "
                         f"only whole records). Free some space, then continue the study with: {how} (the interrupted trial is trained again)"
@@ -276,7 +276,7 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             + (", " + ", ".join(pictures) if pictures else "") + " in the run directory)",
             *([f"still running on other workers: trial(s) {', '.join(map(str, running))}"] if running else []),
             f"genotype: {genotype}",
-            f"retrain it: dlstrat fit --model {space.retrain_recipe} --genotype {run_dir} --data {cfg.data} --seed {cfg.seed}",
+            f"retrain it: {shell_command('dlstrat', 'fit', '--model', space.retrain_recipe, '--genotype', run_dir, '--data', cfg.data, '--seed', cfg.seed)}",
         ],
     }
 
