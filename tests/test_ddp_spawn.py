@@ -26,9 +26,8 @@ TINY = ["--max-epochs", "1", "--trainer.limit_train_batches=2", "--trainer.limit
         ["--model", "darts", "--model.C=4", "--model.layers=3"],
         ["--model", "darts", "--model.space=nb201", "--model.C=4", "--model.N=1"],
         ["--model", "gan", "--trainer.limit_test_batches=1"],
-        ["--model", "mlp"],
     ],
-    ids=["darts", "darts-nb201", "gan", "mlp"],
+    ids=["darts", "darts-nb201", "gan"],  # mlp: test_reliability.py::test_two_node_torchrun_matches_ddp_spawn_and_leaves_one_directory
 )
 def test_cli_ddp_spawn_finishes(tmp_path, args):
     result = dlstrat("fit", *args, "--devices", "2", "--strategy", "ddp_spawn", *TINY, "--out", str(tmp_path), timeout=240)
