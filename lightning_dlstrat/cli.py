@@ -169,16 +169,36 @@ def fit(
     trials: Annotated[Optional[int], typer.Option(help="random-nas: how many genotypes the study trains, over all its workers.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run in its directory: RUN_DIR or RUN/checkpoints/last.ckpt.")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved configuration (config.yaml) and exit.")] = False,
+    retrain: Annotated[bool, typer.Option("--retrain", help="darts / random-nas: after the search, retrain the derived network, test it and export a Hub folder with its card, as stages of one run.", rich_help_panel="Search to published model")] = False,
+    retrain_seeds: Annotated[Optional[int], typer.Option(help="With --retrain: retrain with this many seeds (SEED, SEED+1, ...); the card reports mean and std.", rich_help_panel="Search to published model")] = None,
+    retrain_epochs: Annotated[Optional[int], typer.Option(help="With --retrain: epochs of the retraining; default the retrain recipe's preset for the dataset.", rich_help_panel="Search to published model")] = None,
+    export: Annotated[Optional[str], typer.Option("--export", help="With --retrain: deployment formats to write beside the Hub folder, comma-separated: onnx, pt2, torchscript.", rich_help_panel="Search to published model")] = None,
+    push: Annotated[Optional[str], typer.Option(help="With --retrain: push the Hub folder to this repo, ORG/NAME (created if missing).", rich_help_panel="Search to published model")] = None,
+    private: Annotated[bool, typer.Option("--private", help="With --push: create the repo private.", rich_help_panel="Search to published model")] = False,
+    repo_id: Annotated[Optional[str], typer.Option(help="With --retrain: the Hub repo the exported folder is named for (card, snippets); default --push's, else lightning-dlstrat/RUN_NAME.", rich_help_panel="Search to published model")] = None,
 ):
     """Train a model; writes a run directory and prints where it is.
 
     Any other Trainer argument passes through as --trainer.KEY=VALUE; module and datamodule
-    arguments as --model.KEY=VALUE and --data.KEY=VALUE.
+    arguments as --model.KEY=VALUE and --data.KEY=VALUE. With --retrain (or --retrain-seeds,
+    --export, --push) a search goes on to a published model: search, retrain, test, export, push,
+    as stages of one resumable run (docs/pipeline.md).
     """
+    from . import pipeline
     from .config import read_config_file, resolve
     from .recipes import get_recipe
     from .run import find_resume, fit as run_fit
 
+    argv = ctx.obj["argv"] if isinstance(ctx.obj, dict) else rebuilt_argv(ctx)
+    staged = retrain or any(v is not None for v in (retrain_seeds, retrain_epochs, export, push, repo_id))
+    if resume is not None and pipeline.is_pipeline(resume):
+        given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in ("--resume", "--debug")]
+        if given:
+            fail(f"--resume {resume} continues a search-to-model run with its own settings (its pipeline.json); drop {' '.join(given)}")
+        report(pipeline.resume(resume))
+        return
+    if private and push is None:
+        fail("--private goes with --push ORG/NAME (it makes the pushed repo private)")
     extra = parse_pass_through(list(ctx.args))
     file_cfg = read_config_file(config) if config else {}
     found = None
@@ -202,8 +222,39 @@ def fit(
     if print_config:
         typer.echo(cfg.to_yaml(), nl=False)
         return
-    cfg.command = shlex.join(["dlstrat", *(ctx.obj["argv"] if isinstance(ctx.obj, dict) else rebuilt_argv(ctx))])
+    cfg.command = shlex.join(["dlstrat", *argv])
+    if staged:
+        if resume is not None:
+            fail(f"--resume {resume} is a single run, not a search-to-model run; resume it without --retrain, --export or --push")
+        plan = pipeline.Plan(
+            retrain_seeds=1 if retrain_seeds is None else retrain_seeds, retrain_epochs=retrain_epochs, push=push, private=private, repo_id=repo_id,
+            export=[f.strip() for f in export.split(",") if f.strip()] if export else [],
+            shared={k: v for k, v in dict(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, threads=threads, data_dir=data_dir).items() if v is not None},
+            search_command=shlex.join(["dlstrat", *without_options(argv, PIPELINE_OPTIONS, ("--retrain", "--private"))]), command=cfg.command,
+        )
+        report(pipeline.start(recipe, cfg, plan))
+        return
     report(run_fit(recipe, cfg, resume=found))
+
+
+PIPELINE_OPTIONS = ("--retrain-seeds", "--retrain-epochs", "--export", "--push", "--repo-id", "--out")  # the pipeline's own options that take a value
+
+
+def without_options(argv: list[str], with_value: tuple[str, ...], flags: tuple[str, ...]) -> list[str]:
+    """``argv`` less the options named (``--name VALUE``, ``--name=VALUE`` and bare ``--flag``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in flags or (name in with_value and "=" in arg):
+            continue
+        if arg in with_value:
+            skip = True
+            continue
+        out.append(arg)
+    return out
 
 
 def rebuilt_argv(ctx: typer.Context) -> list[str]:
@@ -409,11 +460,13 @@ def zoo_export_genotype(
 
 @zoo_app.command("list")
 @command
-def zoo_list():
-    """List the zoo models, the Hub repo each is published under and its headline metric."""
+def zoo_list(
+    folders: Annotated[Optional[list[Path]], typer.Argument(help="Model folders to list as well (e.g. RUN/export/hub of `dlstrat fit --retrain`).", show_default=False)] = None,
+):
+    """List the zoo models (and any model folders given), the Hub repo each is published under and its headline metric."""
     from . import zoo
 
-    for entry in zoo.entries().values():
+    for entry in [*zoo.entries().values(), *(zoo.folder_entry(f) for f in folders or [])]:
         metric = entry.headline()
         typer.echo(f"{entry.name:18s} {entry.repo_id:36s} {entry.kind:9s} {entry.summary}" + (f" ({metric})" if metric else ""))
 

@@ -58,19 +58,39 @@ def portable(value: Any, run_dir: Path) -> Any:
     return value
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, summary_line: str | None = None) -> Path:
-    """A run's best network as a Hub model folder: weights, config.json, card, pictures, summary.
-
-    ``repo_id`` names the card and goes into its loading snippet (default: ``lightning-dlstrat/``
-    and the folder's name); ``summary_line`` is config.json's one-line ``summary``.
-    """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    summary = summary_of(run_dir)
+def run_checkpoint(run_dir: str | Path, summary: dict[str, Any] | None = None) -> Path:
+    """The checkpoint a finished run exports: its best (its last when it monitored nothing), found in the run directory if the run was moved."""
+    run_dir = Path(run_dir)
+    summary = summary if summary is not None else summary_of(run_dir)
     ckpt = Path(summary.get("best_checkpoint") or summary.get("last_checkpoint") or run_dir / "checkpoints" / "best.ckpt")
     if not ckpt.is_file():  # the run directory was moved: its checkpoints moved with it
         ckpt = run_dir / "checkpoints" / ckpt.name
     if not ckpt.is_file():
         raise HubError(f"{run_dir} has no checkpoint to export ({ckpt} is missing)")
+    return ckpt
+
+
+RECEIPT_NAME = "receipt.json"  # pipeline runs: everything the card's reproducibility receipt says, as data
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, summary_line: str | None = None,
+    receipt: dict[str, Any] | None = None, anchor: str | Path | None = None,
+) -> Path:
+    """A run's best network as a Hub model folder: weights, config.json, card, pictures, summary.
+
+    ``repo_id`` names the card and goes into its loading snippet (default: ``lightning-dlstrat/``
+    and the folder's name); ``summary_line`` is config.json's one-line ``summary``. ``receipt``
+    (a ``dlstrat fit --retrain`` run, :mod:`lightning_dlstrat.pipeline`): what the card adds as
+    its reproducibility receipt (every stage's command, the method's settings, seeds and their
+    spread, data splits, search cost, parameters, FLOPs, measured latency) and its pictures, written
+    as ``receipt.json`` too. ``anchor``: the folder whose parent published paths are made relative
+    to (default ``run_dir``; a pipeline's run directory for its stages).
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    anchor = Path(anchor) if anchor is not None else run_dir
+    summary = summary_of(run_dir)
+    ckpt = run_checkpoint(run_dir, summary)
     recipe = get_recipe(summary["model"]).for_variant(summary.get("space"))  # random-nas in nb201 trains nb201-net's module
     module = recipe.module.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     net = module.export_network()
@@ -87,21 +107,41 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     config["summary"] = summary_line or f"{type(net).__name__} trained on {summary['data']} by the {summary['model']} recipe"
     if net.kind == "classifier":
         config["pretrained_cfg"].update(data_config(summary["data"], normalization_of(ckpt)))
+        in_shape = module.hparams.get("in_shape")
+        if in_shape and "input_size" not in config["pretrained_cfg"]:  # a network that does not know its input size (nb201_net)
+            config["pretrained_cfg"]["input_size"] = list(in_shape)
     net.save_pretrained(out_dir, config=config)
-    public = portable(summary, run_dir)
+    public = portable(summary, anchor)
     atomic_write_json(out_dir / SUMMARY_NAME, public)
     if (run_dir / "config.yaml").is_file():  # replayable: `dlstrat fit --config config.yaml`
-        atomic_write_bytes(out_dir / "config.yaml", portable((run_dir / "config.yaml").read_text(), run_dir).encode())
+        atomic_write_bytes(out_dir / "config.yaml", portable((run_dir / "config.yaml").read_text(), anchor).encode())
     search_dir = (summary.get("made_from") or {}).get("search_run")
     search_dir = Path(search_dir) if search_dir and (Path(search_dir) / "summary.json").is_file() else None
-    search = portable(summary_of(search_dir), search_dir) if search_dir is not None else None
+    search = portable(summary_of(search_dir), anchor if receipt is not None else search_dir) if search_dir is not None else None
     if search is not None:  # the searched genotype's own record: the search command, seed, metrics
         atomic_write_json(out_dir / SEARCH_SUMMARY_NAME, search)
     pictures = draw_pictures(net, summary, search_dir, out_dir)
+    if receipt is not None:
+        receipt = portable(receipt, anchor)
+        pictures.update(receipt_pictures(run_dir, search_dir, out_dir))
+        atomic_write_json(out_dir / RECEIPT_NAME, receipt)
     monitor, mode = getattr(module, "monitor", None), getattr(module, "mode", "max")
     selection = f"checkpoint with the {'lowest' if mode == 'min' else 'highest'} {monitor}" if monitor else "last checkpoint"
-    run_card(repo_id.split("/")[-1], config, public, pictures, repo_id, selection, search).write(out_dir)
+    run_card(repo_id.split("/")[-1], config, public, pictures, repo_id, selection, search, receipt).write(out_dir)
     return out_dir
+
+
+def receipt_pictures(run_dir: Path, search_dir: Path | None, out_dir: Path) -> dict[str, str]:
+    """The receipt's pictures, copied beside the card: the search's alpha history and the retraining's learning curves."""
+    copied: dict[str, str] = {}
+    for source, name, caption in (
+        (search_dir / "alpha_history.png" if search_dir else None, "alpha_history.png", "architecture weights during the search: each operation's softmax(alpha), averaged over edges, per epoch"),
+        (run_dir / "learning_curves.png", "retrain_curves.png", "the retraining's loss and accuracy per epoch (train, val; test after the last epoch)"),
+    ):
+        if source is not None and source.is_file():
+            shutil.copyfile(source, out_dir / name)
+            copied[name] = caption
+    return copied
 
 
 def normalization_of(ckpt: Path) -> str:
@@ -242,6 +282,7 @@ class Card:
     pictures: dict[str, str] | None = None  # file -> caption
     use: list[str] | None = None  # Python lines of the usage snippet
     tags: tuple[str, ...] = ()
+    receipt: list[tuple[str, str]] | None = None  # (item, value): what a pipeline run records to make the model again
 
     def write(self, out_dir: Path) -> None:
         arch = self.config["architecture"]
@@ -272,6 +313,9 @@ class Card:
             lines += [f"| {m} | {v} | {how} |" for m, v, how in self.table] + [""]
         if self.commands:
             lines += ["## How it was made", "", "```bash", *self.commands, "```", ""]
+            if self.receipt:
+                lines += ["### Reproducibility receipt", "", f"Everything below is also in [`{RECEIPT_NAME}`]({RECEIPT_NAME}).", "",
+                          "| item | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in self.receipt], ""]
             if self.versions:
                 lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items())) + f". Training summary: [`{SUMMARY_NAME}`]({SUMMARY_NAME}).", ""]
         if self.pictures:
@@ -284,8 +328,12 @@ class Card:
         atomic_write_bytes(out_dir / "README.md", str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))).encode())
 
 
-def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str, search: dict | None = None) -> Card:
-    """The card of an exported run: its measured metrics, commands (the search's too) and versions."""
+def run_card(
+    name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str, search: dict | None = None,
+    receipt: dict | None = None,
+) -> Card:
+    """The card of an exported run: its measured metrics, commands (the search's too) and versions; with a
+    pipeline's ``receipt``, the reproducibility receipt (:func:`receipt_rows`)."""
     arch = config["architecture"]
     module_name, cls_name = ARCHITECTURES[arch].__module__, ARCHITECTURES[arch].__name__
     data, seed = summary["data"], summary.get("seed")
@@ -321,7 +369,67 @@ def run_card(name: str, config: dict, summary: dict, pictures: dict[str, str], r
             if conditional else ["samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
         )
     card.results, card.table = results, table
+    if receipt is not None:
+        add_receipt(card, receipt, data)
     return card
+
+
+def add_receipt(card: Card, receipt: dict[str, Any], data: str) -> None:
+    """Turn a pipeline run's card into its reproducibility receipt: the one command and each stage's,
+    the mean +- std over the retrain seeds, parameters, FLOPs and measured latency, and the settings table."""
+    commands = receipt["commands"]
+    card.commands = [
+        commands["pipeline"], "",
+        "# or stage by stage (each stage's run directory holds its config.yaml and summary.json):",
+        commands["search"], *[c for c in commands["retrain"] if c], *receipt.get("export_commands", []),
+    ]
+    test = receipt.get("test") or {}
+    seeds = receipt["seeds"]["retrain"]
+    for key, stats in sorted((k, v) for k, v in test.items() if isinstance(v, dict) and "mean" in v):
+        if stats["n"] < 2:
+            continue
+        split, _, metric = key.partition("/")
+        metric_type, metric_name = METRIC_NAMES.get(metric, (metric, metric))
+        card.results.append(EvalResult(
+            task_type="image-classification", task_name="Image classification", dataset_type=data, dataset_name=data,
+            dataset_split=split, metric_type=metric_type, metric_name=f"{split} {metric_name}, mean of {stats['n']} seeds",
+            metric_value=round(stats["mean"], 4), source_name="lightning-dlstrat", source_url=REPO_URL,
+        ))
+        per_seed = ", ".join(f"{r[key]:.4f}" for r in test["per_seed"] if key in r)
+        card.table.append((f"{split} {metric_name}, {stats['n']} seeds", f"{stats['mean']:.4f} ± {stats['std']:.4f}",
+                           f"mean ± sample std over retrain seeds {', '.join(map(str, seeds))} ({per_seed}); the weights published are seed {seeds[0]}'s"))
+    cost = receipt.get("cost") or {}
+    if cost:
+        card.table.append(("parameters", f"{cost['params']:,}", "of the published network, without an auxiliary head"))
+        card.table.append(("FLOPs", f"{cost['flops'] / 1e6:.2f} M ({cost['macs'] / 1e6:.2f} M multiply-adds)", "one input, torch.utils.flop_counter"))
+        for lat in cost.get("latency", []):
+            card.table.append((f"latency, {lat['runtime']}", f"{lat['median_ms']:.3f} ms",
+                               f"median of {lat['repeats']} forward passes of a batch of {lat['batch']} on {lat['device_name']} ({lat['device']}, {lat['threads']} thread(s)); interquartile {lat['iqr_ms'][0]:.3f}-{lat['iqr_ms'][1]:.3f} ms"))
+    card.receipt = receipt_rows(receipt)
+
+
+def receipt_rows(receipt: dict[str, Any]) -> list[tuple[str, str]]:
+    """The card's "Reproducibility receipt" table: (item, value)."""
+    compact = lambda value: json.dumps(value, sort_keys=True, default=str)  # noqa: E731
+    cost, splits = receipt["search_cost"], receipt.get("splits") or {}
+    rows = [
+        ("search method", f"`{receipt['method']}`"),
+        ("method settings (search module; unset ones left out)", f"`{compact({k: v for k, v in receipt['method_settings'].items() if v is not None})}`"),
+        ("search trainer settings", f"`{compact(receipt['search_trainer'])}`"),
+        ("data set", f"`{receipt['data']}`, settings `{compact(receipt['data_settings'])}`"),
+    ]
+    for stage, sizes in splits.items():
+        if sizes:
+            rows.append((f"splits ({stage})", ", ".join(f"{k} {v:,}" for k, v in sizes.items())))
+    rows += [
+        ("seeds", f"search {receipt['seeds']['search']}; retrain {', '.join(map(str, receipt['seeds']['retrain']))}"),
+        ("search cost", f"{cost['wall_time_s']:.0f} s wall on {cost['device']}, {cost['threads']} thread(s)"
+         + (f", {cost['epochs']} epoch(s)" if cost.get("epochs") else "") + (f", {cost['trials']} trials" if cost.get("trials") else "")),
+        ("retraining", f"`{receipt['retrain']['recipe']}`, {receipt['retrain']['epochs']} epoch(s), "
+         + ", ".join(f"{t:.0f} s" for t in receipt["retrain"]["wall_time_s"] if t is not None) + " wall"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(receipt["versions"].items()))),
+    ]
+    return rows
 
 
 def net_genotype(config: dict) -> str:

@@ -10,6 +10,7 @@ A run directory holds everything one ``dlstrat fit`` produced::
         learning_curves.png                # loss and accuracy per epoch, from metrics.csv
         summary.json                       # final metrics, what it was made from, the command, versions
         .dlstrat-run, .dlstrat-lock        # the marker --resume continues in place; the lock of the process working on it
+    runs/mlp-digits-latest -> mlp-digits-20261130-171400   # the newest run of that name (point_latest)
 
 :func:`fit` runs a :class:`~lightning_dlstrat.recipes.base.Recipe` on a resolved
 :class:`~lightning_dlstrat.config.RunConfig`; :func:`fit_once` is one ``Trainer.fit`` (and test)
@@ -315,6 +316,8 @@ def find_resume(path: str | Path, model: str | None = None, recipe_of: Callable[
     ``resumable_without_checkpoint`` hook (random-nas: a study's directory).
     """
     path = Path(path)
+    if path.is_symlink():  # runs/NAME-latest: continue the run it points at, under the run's own name
+        path = Path(os.path.realpath(path))
     if path.is_dir():
         run_dir, checkpoint = path, path / "checkpoints" / "last.ckpt"
     elif path.is_file():
@@ -568,8 +571,51 @@ def open_run_dir(cfg: RunConfig, name: str | None = None) -> tuple[Path, bool]:
         run_dir = make_run_dir(cfg.out, name)
     except OSError as e:
         raise DlstratError(f"cannot create a run directory under --out {cfg.out}: {e.strerror or e}") from None
+    point_latest(run_dir, name)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     return run_dir, True
+
+
+LATEST = "latest"  # out/NAME-latest: a link to the newest run directory of that name
+
+
+def latest_link(run_dir: Path, name: str) -> Path:
+    """``out/NAME-latest`` beside ``run_dir`` (``runs/darts-digits-latest``)."""
+    return Path(run_dir).parent / f"{name}-{LATEST}"
+
+
+def point_latest(run_dir: Path, name: str) -> None:
+    """Point ``out/NAME-latest`` at ``run_dir`` (a relative symbolic link, replaced atomically).
+
+    So README and scripts name "the newest darts-digits run" as ``runs/darts-digits-latest``
+    however many runs the folder holds (a glob ``runs/darts-digits-*`` matches them all). The
+    link is made when the run starts, so ``--resume runs/NAME-latest`` continues an interrupted
+    run; a run that leaves nothing behind points it back (:func:`discard_run_dir`). On a file
+    system without symbolic links there is no pointer, and nothing fails.
+    """
+    link = latest_link(run_dir, name)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(Path(run_dir).name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing to keep, and point its ``NAME-latest`` link back at the newest run left."""
+    run_dir = Path(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for link in run_dir.parent.glob(f"*-{LATEST}"):
+        if link.is_symlink() and os.readlink(link) == run_dir.name:
+            name = link.name.removesuffix(f"-{LATEST}")
+            left = sorted(p for p in run_dir.parent.glob(f"{name}-*") if p.is_dir() and not p.is_symlink() and (p / RUN_MARKER).is_file()
+                          and p.name[len(name) + 1:][:1].isdigit())  # NAME-YYYYmmdd-..., not NAME-other-...
+            if left:
+                point_latest(left[-1], name)
+            else:
+                link.unlink(missing_ok=True)
 
 
 RUN_LOCK = ".dlstrat-lock"  # the run's lock file: flock'ed by the process that works on the run, which wrote its pid and host there
@@ -813,12 +859,12 @@ def _fit_locked(recipe, cfg: RunConfig, resume: Resume | None, run_dir: Path, cr
                 atomic_write_json(run_dir / "summary.json", summary)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a Trainer (writing config.yaml, pictures, summary.json)
         if created and rank0 and not any(run_dir.rglob("*.ckpt")):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            discard_run_dir(run_dir)
         raise RunInterrupted(interrupted_message(run_dir, stage)) from None
     except BaseException:
         # a run that failed before its first checkpoint leaves nothing behind
         if created and rank0 and not any(run_dir.rglob("*.ckpt")):
-            shutil.rmtree(run_dir, ignore_errors=True)
+            discard_run_dir(run_dir)
         raise
     return summary
 

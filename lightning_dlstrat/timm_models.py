@@ -158,8 +158,13 @@ def _entrypoint(name: str, cls: type):
 
 CLASSIFIERS = architectures("classifier")
 TAGS = zoo_tags()
+# Each architecture's default config is the paper's network (its ``timm_cfg``: 3x32x32, no weights),
+# marked default with timm's trailing ``*``: otherwise timm makes the first tag with weights the
+# default, and ``create_model("darts_net")`` would build the zoo's 1-channel 8x8 digits network.
+# The zoo's trained models stay tags (``darts_net.digits``).
 default_cfgs = generate_default_cfgs(
-    {**{name: _cfg(**cls.timm_cfg) for name, cls in CLASSIFIERS.items()}, **{tag: _tag_cfg(name, config) for tag, (name, config) in TAGS.items()}}
+    # (the tags first: timm puts a tag with weights in front of an untagged default seen before it)
+    {**{tag: _tag_cfg(name, config) for tag, (name, config) in TAGS.items()}, **{f"{name}.*": _cfg(**cls.timm_cfg) for name, cls in CLASSIFIERS.items()}}
 )
 for _name, _cls in CLASSIFIERS.items():
     globals()[_name] = register_model(_entrypoint(_name, _cls))

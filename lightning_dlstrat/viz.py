@@ -7,6 +7,7 @@ written atomically (:func:`lightning_dlstrat.core.save_figure`).
 - :func:`render_samples`: GAN samples, an image grid for (N, C, H, W) or a scatter plot over the
   true modes for 2-D points.
 - :func:`plot_collapse`: the R-DARTS eigenvalue and the skip connections kept, per epoch.
+- :func:`plot_alpha_history`: a search's architecture weights per operation, per epoch, per cell type.
 - :func:`plot_learning_curves`: every run's loss and accuracy per epoch (train, val, test), from its
   ``metrics.csv``.
 """
@@ -80,6 +81,34 @@ def plot_collapse(history: Sequence[dict], path: str | Path = "collapse.png", ti
     ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def plot_alpha_history(history: Sequence[dict], path: str | Path = "alpha_history.png", title: str | None = None) -> bool:
+    """How the architecture weights moved during a search: for each cell type (``alpha_CELL`` in the
+    records of ``genotype_history.jsonl``), each operation's softmax weight averaged over the cell's
+    edges, against the epoch; written atomically. False (and no file) when no record holds alpha."""
+    records = [r for r in history if any(k.startswith("alpha_") for k in r)]
+    if not records:
+        return False
+    cells = [k.removeprefix("alpha_") for k in records[-1] if k.startswith("alpha_")]
+    primitives = records[-1].get("primitives") or []
+    epochs = [r["epoch"] + 1 for r in records]  # counted from 1, as the progress lines
+    fig = Figure(figsize=(4.2 * len(cells), 3.4))
+    for i, cell in enumerate(cells):
+        ax = fig.add_subplot(1, len(cells), i + 1)
+        per_epoch = torch.tensor([r[f"alpha_{cell}"] for r in records]).mean(dim=1)  # (epochs, E, O) -> (epochs, O)
+        for o in range(per_epoch.shape[1]):
+            name = primitives[o] if o < len(primitives) else f"op {o}"
+            ax.plot(epochs, per_epoch[:, o].tolist(), label=name, marker="o" if len(epochs) <= 30 else None, markersize=3)
+        ax.set(xlabel="epoch", ylabel="mean softmax(alpha) over edges", title=f"{cell} cell")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
     return True

@@ -50,10 +50,11 @@ def zoo_root() -> Path:
 class ZooEntry:
     name: str
     folder: Path
+    repo: str | None = None  # the Hub repo, when it is not the zoo's own (a folder a run exported)
 
     @property
     def repo_id(self) -> str:
-        return f"{HUB_ORG}/{self.name}"
+        return self.repo or f"{HUB_ORG}/{self.name}"
 
     @property
     def kind(self) -> str:
@@ -80,6 +81,10 @@ class ZooEntry:
             return ""
         summary = json.loads(path.read_text())
         tested, gan = summary.get("test_metrics") or {}, summary.get("gan_metrics") or {}
+        receipt = self.folder / "receipt.json"  # a search-to-model run retrained with several seeds: their mean and spread
+        over = (json.loads(receipt.read_text()).get("test") or {}).get("test/acc") if receipt.is_file() else None
+        if over and over.get("n", 1) > 1:
+            return f"test accuracy {over['mean']:.4f} ± {over['std']:.4f} over {over['n']} seeds"
         if "test/acc" in tested:
             return f"test accuracy {tested['test/acc']:.4f}"
         if gan.get("kind") == "modes":
@@ -89,6 +94,18 @@ class ZooEntry:
         if gan.get("kind") == "classifier":
             return f"classifier FD {gan['classifier_fd']:.2f} (real vs real {gan['classifier_fd_real_baseline']:.2f})"
         return ""
+
+
+def folder_entry(folder: str | Path) -> ZooEntry:
+    """A model folder outside the zoo (an exported run: ``RUN/export/hub``) as a zoo entry, to list it alike."""
+    folder = Path(folder)
+    if not (folder / CONFIG_NAME).is_file():
+        raise HubError(f"{folder} is not a model folder (no {CONFIG_NAME} in it); give a folder `dlstrat zoo export` or `dlstrat fit --retrain` wrote")
+    folder = folder.resolve()
+    name = folder.parent.parent.name if folder.name == "hub" and folder.parent.name == "export" else folder.name  # RUN/export/hub: the run's name
+    receipt = folder / "receipt.json"
+    repo = json.loads(receipt.read_text()).get("repo_id") if receipt.is_file() else None
+    return ZooEntry(name, folder, repo)
 
 
 @cache

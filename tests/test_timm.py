@@ -34,6 +34,22 @@ def test_every_classifier_is_a_timm_model_and_the_zoo_tags_are_pretrained():
     assert "darts_net.digits" in timm.list_pretrained("darts*")
 
 
+def test_the_default_config_is_the_papers_network_and_the_zoo_models_are_tags():
+    """``create_model("darts_net")`` is the paper's CIFAR-10 network (3x32x32), not the zoo's digits tag."""
+    from timm.models import get_pretrained_cfg
+
+    for name in ("darts_net", "nb201_net"):
+        cfg = get_pretrained_cfg(name)
+        assert cfg.input_size == (3, 32, 32) and cfg.tag is None and not cfg.has_weights
+    net = timm.create_model("darts_net", genotype="DARTS_V2")
+    assert net.in_chans == 3 and (net.C, net.layers) == (36, 20)
+    # the paper's 3.3M: DARTS_V2, 36 channels, 20 cells, without the auxiliary head (Liu et al. 2019, table 1)
+    assert sum(p.numel() for n, p in net.named_parameters() if not n.startswith("auxiliary_head.")) == 3_349_342
+    assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert get_pretrained_cfg("darts_net.digits").input_size == (1, 8, 8)
+    assert timm.create_model("darts_net.digits", pretrained=True).in_chans == 1
+
+
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_pretrained_with_another_num_classes_keeps_the_body_and_resets_the_head(name, tmp_path):
     net = small(name).eval()

@@ -441,7 +441,7 @@ def test_packaged_zoo_folders_resolve_and_reproduce_their_metric():
         with torch.no_grad():
             correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in dm.test_dataloader())
         assert correct / len(dm.test_set) == pytest.approx(summary["test_metrics"]["test/acc"], abs=1e-6)
-    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: darts-digits, darts-v2-cifar10, gan-digits, gan-digits-cond, gan-ring8, mlp-digits, pc-darts-cifar10"):
+    with pytest.raises(HubError, match="unknown zoo model 'mlp-mnist'; the zoo has: darts-digits, darts-v2-cifar10, gan-digits, gan-digits-cond, gan-ring8, mlp-digits, nb201-digits-hard, pc-darts-cifar10"):
         zoo.load("mlp-mnist")
 
 

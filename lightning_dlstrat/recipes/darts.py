@@ -20,7 +20,7 @@ from ..core import DlstratError, shell_command, shorten
 from ..methods import expand, selectable
 from ..spaces import get_space
 from ..trainers.darts_search import DARTSSearch
-from ..viz import plot_collapse
+from ..viz import plot_alpha_history, plot_collapse
 from .base import Recipe
 
 
@@ -82,6 +82,7 @@ def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dic
         module.write_history(run_dir)
     space.plot_alpha(space.cell_weights(module.net), module.net.operations, run_dir / "alpha.png")
     space.plot(genotype, run_dir / "genotype.png")
+    plot_alpha_history(module.history, run_dir / "alpha_history.png", title=f"{module.hparams.get('method') or 'darts'} search of the {space.name} space")
     plot_collapse(module.history, run_dir / "collapse.png")  # with --model.eigen_every >= 1 only
     result = {
         "genotype": str(genotype),
