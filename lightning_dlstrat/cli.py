@@ -229,7 +229,7 @@ def fit(
         plan = pipeline.Plan(
             retrain_seeds=1 if retrain_seeds is None else retrain_seeds, retrain_epochs=retrain_epochs, push=push, private=private, repo_id=repo_id,
             export=[f.strip() for f in export.split(",") if f.strip()] if export else [],
-            shared={k: v for k, v in dict(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision, threads=threads, data_dir=data_dir).items() if v is not None},
+            shared={k: v for k, v in dict(accelerator=accelerator, devices=flags.get("devices"), strategy=strategy, precision=precision, threads=threads, data_dir=data_dir).items() if v is not None},
             search_command=shlex.join(["dlstrat", *without_options(argv, PIPELINE_OPTIONS, ("--retrain", "--private"))]), command=cfg.command,
         )
         report(pipeline.start(recipe, cfg, plan))

@@ -227,3 +227,18 @@ def test_every_recipe_names_its_newest_run(tmp_path):
     point_latest(tmp_path / "mlp-digits-29990101-000000", "mlp-digits")
     discard_run_dir(tmp_path / "mlp-digits-29990101-000000")
     assert os.readlink(latest) == dirs[1].name
+
+
+@pytest.mark.slow
+def test_under_ddp_one_directory_and_one_report(tmp_path):
+    """Two gloo ranks (Lightning's ddp launcher re-runs the command): every stage trains on both, rank 0 alone writes and reports."""
+    result = dlstrat("fit", "--model", "darts", "--model.C=4", "--model.layers=3", "--max-epochs", "1", "--retrain", "--retrain-epochs", "1",
+                     "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--out", str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("run directory: ") == 1 and result.stdout.count("retrain: test accuracy") == 1
+    root = run_dir_of(result.stdout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, "darts-digits-pipeline-latest"])  # no rank's folder
+    for stage in (root / "search", root / "retrain" / "seed-0"):
+        config = (stage / "config.yaml").read_text()
+        assert "devices: 2" in config and "strategy: ddp" in config, stage
+    assert (root / "export" / "hub" / "model.safetensors").is_file()
