@@ -50,7 +50,9 @@ zoo_app = typer.Typer(help="The model zoo on the Hugging Face Hub.", no_args_is_
 nb201_app = typer.Typer(help="The NAS-Bench-201 search space and its benchmark.", no_args_is_help=True)
 study_app = typer.Typer(help="Optuna studies of random-nas: their trials and plots.", no_args_is_help=True)
 hub_app = typer.Typer(help="A local, in-memory Hub to try push / zoo pull offline.", no_args_is_help=True)
+latency_app = typer.Typer(help="Latency lookup tables of a search space's operations, measured on this machine (docs/latency.md).", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
+app.add_typer(latency_app, name="latency")
 app.add_typer(nb201_app, name="nb201")
 app.add_typer(study_app, name="study")
 app.add_typer(data_app, name="data")
@@ -531,6 +533,79 @@ def hub_serve(
     finally:
         server.server_close()
     typer.echo("Hub test server stopped; its repos are gone")
+
+
+@latency_app.command("profile")
+@command
+def latency_profile(
+    space: Annotated[str, typer.Option(help="Search space: darts or nb201.")] = "darts",
+    data: Annotated[str, typer.Option(help="Dataset: fixes the evaluation network (the retrain recipe's preset for it) and the input size.")] = "digits",
+    device: Annotated[str, typer.Option(help="cpu, or cuda / cuda:N (timed with CUDA events).")] = "cpu",
+    runtime: Annotated[str, typer.Option(help="torch (eager) or onnxruntime (CPU execution provider).")] = "torch",
+    batch_size: Annotated[int, typer.Option(help="Batch the network will run with.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads; default OMP_NUM_THREADS, else torch's default.")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Measure again even when a cached table matches.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the table here (a .json file).")] = None,
+):
+    """Time every operation of a space at every position of its evaluation network, and the fixed cost; cache the table."""
+    from .latency import LatencyTable
+    from .recipes.darts import latency_table
+    from .spaces import get_space
+
+    if batch_size < 1 or batch_size > 4096 or (threads is not None and not 1 <= threads <= 1024):
+        fail(f"--batch-size must be in 1..4096 and --threads in 1..1024, not {batch_size} and {threads}")
+    if runtime not in ("torch", "onnxruntime"):
+        fail(f"--runtime must be torch or onnxruntime, not {shorten(runtime, 40)!r}")
+    try:
+        chosen = get_space(space)
+    except ValueError as e:
+        raise DlstratError(f"--space: {e}") from None
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
+    path = latency_table(chosen, data, device=device, runtime=runtime, batch=batch_size, threads=threads, refresh=refresh, log=lambda line: typer.echo(line, err=True))
+    table = LatencyTable.load(path)
+    if out is not None:
+        table.save(out)
+    per_cell = ", ".join(f"{len(rows)} {cell} cell(s)" for cell, rows in table.cells.items())
+    typer.echo(f"{chosen.name} on {data} ({per_cell}; {table.key['device_name']}, {table.key['runtime']}, batch {table.key['batch']}, "
+               f"{table.key['threads']} thread(s)): fixed cost {table.fixed_ms:.3f} ms; table {path}" + (f", copied to {out}" if out else ""))
+
+
+@latency_app.command("check")
+@command
+def latency_check(
+    space: Annotated[str, typer.Option(help="Search space: darts or nb201.")] = "darts",
+    data: Annotated[str, typer.Option(help="Dataset, as for `latency profile`.")] = "digits",
+    samples: Annotated[int, typer.Option(help="Random genotypes to measure (not the table's calibration ones).")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Batch, as for `latency profile`.")] = 1,
+    runtime: Annotated[str, typer.Option(help="torch or onnxruntime.")] = "torch",
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads; default OMP_NUM_THREADS, else torch's default.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write every sample (genotype, predicted, measured, error) here as JSON.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random genotypes.")] = 1,
+):
+    """The table's prediction against measurement on random genotypes: median and worst |error|."""
+    from .core import atomic_write_json
+    from .latency import LatencyTable, prediction_error
+    from .recipes.darts import evaluation_network, latency_table
+    from .spaces import get_space
+
+    if not 1 <= samples <= 10_000:
+        fail(f"--samples must be in 1..10000, not {samples}")
+    try:
+        chosen = get_space(space)
+    except ValueError as e:
+        raise DlstratError(f"--space: {e}") from None
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
+    table = LatencyTable.load(latency_table(chosen, data, runtime=runtime, batch=batch_size, threads=threads, log=lambda line: typer.echo(line, err=True)))
+    build, in_shape, _ = evaluation_network(chosen, data)
+    result = prediction_error(table, chosen, build, in_shape, samples=samples, seed=seed)
+    if out is not None:
+        atomic_write_json(out, result)
+    measured = [r["measured_ms"] for r in result["samples"]]
+    typer.echo(f"{chosen.name} on {data}, {samples} random cells ({table.key['device_name']}, {table.key['runtime']}, batch {table.key['batch']}, "
+               f"{table.key['threads']} thread(s)): measured {min(measured):.3f}-{max(measured):.3f} ms; |prediction error| median "
+               f"{result['median_abs_error_pct']:.1f} %, worst {result['worst_abs_error_pct']:.1f} %" + (f"; samples in {out}" if out else ""))
 
 
 @nb201_app.command("lookup")

@@ -290,7 +290,7 @@ def resolve(recipe, file_cfg: dict[str, Any] | None = None, flags: dict[str, Any
     check_bounds(model_args)
     made_from = dict(file_layer.get("made_from") or {})
     if recipe.prepare is not None:
-        made_from.update(recipe.prepare(model_args, {**file_layer["model"], **flag_layer["model"]}) or {})
+        made_from.update(recipe.prepare(model_args, {**file_layer["model"], **flag_layer["model"]}, data) or {})
     with seeded_rngs(seed):  # counted on the meta device first: sizes are refused before anything is allocated
         check_size(recipe, model_args, dm, data_args, trainer)
     with seeded_rngs(seed):  # run.fit seeds the same way before it would build the module

@@ -127,8 +127,21 @@ def export_run(
         atomic_write_json(out_dir / RECEIPT_NAME, receipt)
     monitor, mode = getattr(module, "monitor", None), getattr(module, "mode", "max")
     selection = f"checkpoint with the {'lowest' if mode == 'min' else 'highest'} {monitor}" if monitor else "last checkpoint"
-    run_card(repo_id.split("/")[-1], config, public, pictures, repo_id, selection, search, receipt).write(out_dir)
+    cost = (receipt or {}).get("cost") or (network_cost(net, config) if net.kind == "classifier" else None)
+    run_card(repo_id.split("/")[-1], config, public, pictures, repo_id, selection, search, receipt, cost).write(out_dir)
     return out_dir
+
+
+def network_cost(net: torch.nn.Module, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Parameters, FLOPs and latency (CPU, eager torch, batch 1, this process's threads) of a classifier, measured now."""
+    from .cost import count_flops, count_params, measure_latency
+
+    size = tuple(config.get("pretrained_cfg", {}).get("input_size") or ())
+    if not size:
+        return None
+    cost = {"params": count_params(net), "flops": count_flops(net, size), "latency": [measure_latency(net, size)]}
+    cost["macs"] = cost["flops"] // 2
+    return cost
 
 
 def receipt_pictures(run_dir: Path, search_dir: Path | None, out_dir: Path) -> dict[str, str]:
@@ -330,7 +343,7 @@ class Card:
 
 def run_card(
     name: str, config: dict, summary: dict, pictures: dict[str, str], repo_id: str, selection: str, search: dict | None = None,
-    receipt: dict | None = None,
+    receipt: dict | None = None, cost: dict | None = None,
 ) -> Card:
     """The card of an exported run: its measured metrics, commands (the search's too) and versions; with a
     pipeline's ``receipt``, the reproducibility receipt (:func:`receipt_rows`)."""
@@ -369,9 +382,26 @@ def run_card(
             if conditional else ["samples = net(z)  # (64, *out_shape): images in [-1, 1], points in the data's coordinates"]
         )
     card.results, card.table = results, table
+    if cost:
+        add_cost(card, cost, data)
     if receipt is not None:
         add_receipt(card, receipt, data)
     return card
+
+
+def add_cost(card: Card, cost: dict[str, Any], data: str) -> None:
+    """Parameters, FLOPs and measured latency (with its device and runtime) in the card's table, latency in its metrics too."""
+    card.table.append(("parameters", f"{cost['params']:,}", "of the published network, without an auxiliary head"))
+    card.table.append(("FLOPs", f"{cost['flops'] / 1e6:.2f} M ({cost['macs'] / 1e6:.2f} M multiply-adds)", "one input, torch.utils.flop_counter"))
+    for lat in cost.get("latency", []):
+        where = f"batch {lat['batch']}, {lat['device']} ({lat['device_name']}), {lat['runtime']}, {lat['threads']} thread(s)"
+        card.table.append((f"latency, {lat['runtime']}", f"{lat['median_ms']:.3f} ms",
+                           f"median of {lat['repeats']} forward passes after warm-up, {where}; interquartile {lat['iqr_ms'][0]:.3f}-{lat['iqr_ms'][1]:.3f} ms"))
+        card.results.append(EvalResult(
+            task_type="image-classification", task_name="Image classification", dataset_type=data, dataset_name=data, dataset_split="test",
+            metric_type="latency", metric_name=f"latency (ms), {where}", metric_value=round(lat["median_ms"], 4),
+            source_name="lightning-dlstrat", source_url=REPO_URL,
+        ))
 
 
 def add_receipt(card: Card, receipt: dict[str, Any], data: str) -> None:
@@ -398,13 +428,6 @@ def add_receipt(card: Card, receipt: dict[str, Any], data: str) -> None:
         per_seed = ", ".join(f"{r[key]:.4f}" for r in test["per_seed"] if key in r)
         card.table.append((f"{split} {metric_name}, {stats['n']} seeds", f"{stats['mean']:.4f} ± {stats['std']:.4f}",
                            f"mean ± sample std over retrain seeds {', '.join(map(str, seeds))} ({per_seed}); the weights published are seed {seeds[0]}'s"))
-    cost = receipt.get("cost") or {}
-    if cost:
-        card.table.append(("parameters", f"{cost['params']:,}", "of the published network, without an auxiliary head"))
-        card.table.append(("FLOPs", f"{cost['flops'] / 1e6:.2f} M ({cost['macs'] / 1e6:.2f} M multiply-adds)", "one input, torch.utils.flop_counter"))
-        for lat in cost.get("latency", []):
-            card.table.append((f"latency, {lat['runtime']}", f"{lat['median_ms']:.3f} ms",
-                               f"median of {lat['repeats']} forward passes of a batch of {lat['batch']} on {lat['device_name']} ({lat['device']}, {lat['threads']} thread(s)); interquartile {lat['iqr_ms'][0]:.3f}-{lat['iqr_ms'][1]:.3f} ms"))
     card.receipt = receipt_rows(receipt)
 
 

@@ -167,6 +167,9 @@ def directions(sampler: str) -> list[str]:
     return ["maximize", "minimize"] if sampler == "nsga2" else ["maximize"]
 
 
+OBJECTIVES = ("params", "latency")  # nsga2's second objective, minimised: parameters, or latency measured on this machine (ms)
+
+
 def check_options(options: dict[str, Any]) -> None:
     """The study's settings (random-nas options), refused with one clear message before any run directory exists."""
     trials = options.get("trials")
@@ -176,6 +179,10 @@ def check_options(options: dict[str, Any]) -> None:
         raise DlstratError(f"--model.sampler must be one of {', '.join(SAMPLERS)}, not {shorten(options.get('sampler'), 60)!r}")
     if options.get("pruner") not in PRUNERS:
         raise DlstratError(f"--model.pruner must be one of {', '.join(PRUNERS)}, not {shorten(options.get('pruner'), 60)!r}")
+    if options.get("objective", "params") not in OBJECTIVES:
+        raise DlstratError(f"--model.objective must be one of {', '.join(OBJECTIVES)} (nsga2's second objective), not {shorten(options.get('objective'), 60)!r}")
+    if options.get("objective", "params") != "params" and options["sampler"] != "nsga2":
+        raise DlstratError(f"--model.objective={options['objective']} is the second objective of --model.sampler=nsga2; add it, or drop --model.objective")
     if options["sampler"] == "nsga2" and options["pruner"] != "none":
         raise DlstratError("--model.pruner works with one objective only (Optuna cannot prune multi-objective trials); drop it for --model.sampler=nsga2")
     for key in ("storage", "study"):
@@ -591,6 +598,7 @@ def rows(study: optuna.Study, run_dir: Path | None = None) -> list[dict[str, Any
             "val_loss": t.user_attrs.get("val_loss"),
             "test_acc": t.user_attrs.get("test_acc"),
             "params": t.user_attrs.get("params"),
+            "latency_ms": t.user_attrs.get("latency_ms"),
             "epochs": (t.last_step + 1) if t.last_step is not None else t.user_attrs.get("epochs"),
             "wall_time_s": t.user_attrs.get("wall_time_s"),
             "worker": t.user_attrs.get("worker"),
@@ -604,7 +612,7 @@ def rows(study: optuna.Study, run_dir: Path | None = None) -> list[dict[str, Any
 def winner(study: optuna.Study) -> FrozenTrial | None:
     """The best complete trial by validation accuracy (ties: lower validation loss, then the earlier trial).
 
-    For two objectives this is the most accurate trial of the Pareto front (ties: fewer parameters).
+    For two objectives this is the most accurate trial of the Pareto front (ties: the smaller second objective).
     """
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not complete:
@@ -615,7 +623,7 @@ def winner(study: optuna.Study) -> FrozenTrial | None:
     return min(complete, key=lambda t: (-t.values[0], t.user_attrs.get("val_loss", float("inf")), t.number))
 
 
-COLUMNS = ("trial", "state", "val_acc", "val_loss", "test_acc", "params", "epochs", "wall_time_s", "worker", "dir", "note", "genotype")
+COLUMNS = ("trial", "state", "val_acc", "val_loss", "test_acc", "params", "latency_ms", "epochs", "wall_time_s", "worker", "dir", "note", "genotype")
 
 
 def write_tables(study: optuna.Study, out: Path, run_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -669,7 +677,8 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
         "parallel_coordinate.png": lambda: ovm.plot_parallel_coordinate(study, **acc),
     }
     if two:
-        plots["pareto_front.png"] = lambda: ovm.plot_pareto_front(study, target_names=[METRIC, "params"])
+        second = "latency_ms" if any("latency_ms" in t.user_attrs for t in study.get_trials(deepcopy=False)) else "params"
+        plots["pareto_front.png"] = lambda: ovm.plot_pareto_front(study, target_names=[METRIC, second])
     elif any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         plots["intermediate_values.png"] = lambda: ovm.plot_intermediate_values(study)
     written = []

@@ -16,7 +16,7 @@ from __future__ import annotations
 # each registers itself; imported in the order users see the methods listed in
 from . import darts  # noqa: F401, I001
 from . import darts_minus, beta_darts, sdarts, fair_darts, gdas, drnas, pc_darts  # noqa: F401, I001
-from . import pdarts_cap, darts_es  # noqa: F401, I001  (options, not methods of their own)
+from . import pdarts_cap, darts_es, latency_budget  # noqa: F401, I001  (options, not methods of their own)
 from .base import METHODS, SearchMethod, active_methods, expand, get_method, selectable
 from .relaxation import Relaxation
 

@@ -4,8 +4,9 @@ A :class:`Recipe` names its module class, reads its per-dataset presets from
 ``recipes/presets/NAME.yaml`` (data, shipped in the wheel), and may add hooks, plain callables,
 through which the layers below learn what is particular to it (they never name a recipe):
 
-- ``prepare(model_args, flags) -> made_from``: normalise module arguments while the configuration
-  is resolved (darts-net turns a genotype file into its text) and say what the run is made from;
+- ``prepare(model_args, flags, data) -> made_from``: normalise module arguments while the configuration
+  is resolved (darts-net turns a genotype file into its text; darts finds or measures the latency
+  table a ``latency_target`` needs, for the dataset ``data``) and say what the run is made from;
 - ``check(config)``: refuse settings the recipe cannot run (its ``options``), at the end of
   resolving, so bad input fails before a run directory exists;
 - ``run(recipe, config, run_dir) -> dict``: replaces the single fit (random-nas fits many);
@@ -56,7 +57,7 @@ PRESET_KEYS = ("trainer", "model", "data", "threads", "options")
 class Recipe:
     name: str  # --model NAME
     module: type  # the LightningModule it trains
-    prepare: Callable[[dict, dict], dict | None] | None = None
+    prepare: Callable[[dict, dict, str], dict | None] | None = None
     run: Callable[..., dict[str, Any]] | None = None
     check: Callable[[Any], None] | None = None
     after_fit: Callable[..., dict[str, Any] | None] | None = None

@@ -16,7 +16,7 @@ from ..spaces.darts.viz import plot_genotype
 from .base import Recipe
 
 
-def prepare_genotype(model_args: dict[str, Any], flags: dict[str, Any], space: str = "darts") -> dict[str, Any]:
+def prepare_genotype(model_args: dict[str, Any], flags: dict[str, Any], data: str = "", space: str = "darts") -> dict[str, Any]:
     """Resolve ``--genotype`` (genotype text, a file, a run directory, a built-in name) to its text, in ``space``.
 
     config.yaml then holds the cell itself, so it replays anywhere; what it came from is returned

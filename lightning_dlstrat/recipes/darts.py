@@ -13,6 +13,9 @@ setting that runs, and replaying ``config.yaml`` needs no method name.
 
 from __future__ import annotations
 
+import os
+import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +58,53 @@ def method_preset(recipe: Recipe, given: dict[str, Any], data: str, variant: str
     return dict(datasets[data]) if data in datasets else dict(table.get("all") or {})
 
 
-def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
-    """Expand ``method`` into the settings that define it (those not given), so they are what config.yaml records."""
+def prepare(model_args: dict[str, Any], given: dict[str, Any], data: str) -> None:
+    """Expand ``method`` into the settings that define it (those not given), so they are what config.yaml
+    records; for a ``latency_target``, find (or measure once, then cache) the latency table of the
+    space's evaluation network for ``data`` on this machine's CPU, eager torch, batch 1, the run's threads."""
     model_args.update(expand(method_of(model_args, {}), model_args))
+    if model_args.get("latency_target") is not None and not model_args.get("latency_table"):
+        space = get_space(model_args.get("space") or "darts")
+        # the threads the network will run with: OMP_NUM_THREADS when set, else the search preset's (the table records them)
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else DARTS.preset_for(data, space_of(model_args)).get("threads")
+        model_args["latency_table"] = str(latency_table(space, data, threads=threads, log=lambda line: print(f"latency table: {line}", file=sys.stderr, flush=True)))
+
+
+def evaluation_network(space, data: str) -> tuple[Any, tuple[int, ...], dict[str, Any]]:
+    """``(build, in_shape, arguments)`` of the network a search of ``space`` on ``data`` derives: the retrain
+    recipe's (darts-net, nb201-net) with its preset for the dataset; ``build(genotype)`` makes it (eval mode)."""
+    from ..config import resolve
+    from . import get_recipe
+
+    recipe = get_recipe(space.retrain_recipe)
+    cfg = resolve(recipe, flags={"model": {"name": recipe.name, "genotype": str(space.sample(random.Random(0)))}, "data": {"name": data}})
+    args = {k: v for k, v in cfg.model_args.items() if k != "genotype"}
+    network = {k: v for k, v in args.items() if k in ("C", "layers", "N", "auxiliary", "in_shape", "num_classes", "stem_multiplier")}
+
+    def build(genotype) -> Any:
+        return recipe.module(**{**args, "genotype": str(genotype)}).export_network().eval()
+
+    return build, tuple(cfg.model_args["in_shape"]), network
+
+
+def latency_table(space, data: str, *, device: str = "cpu", runtime: str = "torch", batch: int = 1, threads: int | None = None,
+                  log=lambda line: None, refresh: bool = False) -> Path:
+    """The path of the latency table for a search of ``space`` on ``data``: cached or shipped when one matches
+    this machine, device, runtime, batch, threads and versions exactly; otherwise measured now and cached."""
+    import torch
+
+    from ..latency import cached_path, find_table, profile, table_key
+
+    threads = threads or torch.get_num_threads()
+    build, in_shape, network = evaluation_network(space, data)
+    key = table_key(space.name, network, in_shape, device, runtime, batch, threads)
+    found = None if refresh else find_table(key)
+    if found is not None:
+        return found
+    log(f"measuring the {space.name} space's operations on {device} for {data} (once; cached in {cached_path(key).parent})")
+    table = profile(space, build, in_shape, network=network, device=device, runtime=runtime, batch=batch, threads=threads, log=log)
+    return table.save(cached_path(key))
 
 
 def check(cfg) -> None:
@@ -89,6 +136,9 @@ def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dic
         "space": space.name,
         "report": [f"genotype: {genotype}", f"retrain with: {shell_command('dlstrat', 'fit', '--model', space.retrain_recipe, '--genotype', run_dir / 'genotype.json')}"],
     }
+    if module.hparams.get("latency_table"):
+        result["latency"] = latency_report(space, genotype, module.hparams.latency_table, module.hparams.get("latency_target"), run_dir)
+        result["report"].append(result["latency"]["line"])
     stop = next((r["early_stop"] for r in reversed(module.history) if "early_stop" in r), None)
     if stop is not None:  # the collapse monitor's early stop (--model.eigen_stop): run.stop_reason sees only should_stop
         result["stopped"] = (
@@ -96,6 +146,46 @@ def after_search(module: DARTSSearch, trainer, datamodule, run_dir: Path) -> dic
             f"alpha rolled back to epoch {stop['rolled_back_to_epoch'] + 1} (genotype_history.jsonl)"
         )
     return result
+
+
+def latency_report(space, genotype, table_path: str, target: float | None, run_dir: Path) -> dict[str, Any]:
+    """The derived network's latency: the table's prediction next to a measurement on the same device,
+    runtime, batch and threads (and in onnxruntime when it is installed); written to ``latency.json``."""
+    from ..core import atomic_write_json
+    from ..latency import LatencyTable, time_network
+
+    table = LatencyTable.load(table_path)
+    key = table.key
+    data = (read_yaml_config(run_dir).get("data") or {}).get("name") or "digits"
+    build, in_shape, _ = evaluation_network(space, data)
+    net = build(genotype)
+    predicted = table.predict(space, genotype)
+    measured = {key["runtime"]: time_network(net, in_shape, device=key["device"], runtime=key["runtime"], batch=key["batch"], threads=key["threads"])}
+    if key["runtime"] == "torch" and key["device"] == "cpu":
+        try:
+            measured["onnxruntime"] = time_network(net, in_shape, runtime="onnxruntime", batch=key["batch"], threads=key["threads"])
+        except Exception:  # onnx, onnxscript or onnxruntime not installed: the eager measurement stands alone
+            pass
+    error = 100 * (predicted - measured[key["runtime"]]) / measured[key["runtime"]]
+    out = {
+        "predicted_ms": round(predicted, 4), "measured_ms": {k: round(v, 4) for k, v in measured.items()}, "error_pct": round(error, 2),
+        "target_ms": target, "device": key["device"], "device_name": key["device_name"], "runtime": key["runtime"], "batch": key["batch"],
+        "threads": key["threads"], "table": str(table_path),
+    }
+    if run_dir is not None:
+        atomic_write_json(Path(run_dir) / "latency.json", out)
+        table.save(Path(run_dir) / "latency_table.json")  # the table the search used travels with the run
+    others = "".join(f", {k} {v:.3f} ms" for k, v in measured.items() if k != key["runtime"])
+    out["line"] = (f"latency ({key['device_name']}, batch {key['batch']}, {key['threads']} thread(s)): predicted {predicted:.3f} ms, measured "
+                   f"{measured[key['runtime']]:.3f} ms in {key['runtime']} (error {error:+.1f} %){others}" + (f"; budget {target:g} ms" if target else ""))
+    return out
+
+
+def read_yaml_config(run_dir: Path) -> dict[str, Any]:
+    from ..config import read_config_file
+
+    path = Path(run_dir) / "config.yaml"
+    return read_config_file(path) if path.is_file() else {}
 
 
 def run_name(cfg) -> str:

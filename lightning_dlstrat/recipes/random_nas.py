@@ -12,7 +12,8 @@ seed, and reports its validation accuracy; the study keeps the best. Options (ea
 
     --trials N                  # N trials in the whole study, over all its workers
     --model.space=darts         # darts | nb201: the space, and the module and presets the trials train
-    --model.sampler=random      # random (seeded by --seed) | tpe | nsga2 (accuracy up, parameters down)
+    --model.sampler=random      # random (seeded by --seed) | tpe | nsga2 (accuracy up, the second objective down)
+    --model.objective=params    # nsga2's second objective: params | latency (measured here: CPU, eager torch, batch 1)
     --model.pruner=none         # none | median | hyperband: stop trials early on per-epoch val/acc
     --model.storage=URL|PATH    # default RUN/study.journal; a database URL shares the study between machines
     --model.study=NAME          # default random-nas (embedded) or random-nas-DATA (shared storage)
@@ -68,7 +69,7 @@ class Surplus(Exception):
     """Other workers filled the budget while this one opened a trial: told failed at once, never trained."""
 
 
-def prepare(model_args: dict[str, Any], given: dict[str, Any]) -> None:
+def prepare(model_args: dict[str, Any], given: dict[str, Any], data: str) -> None:
     """Trials sample their own genotypes: the module argument is not the user's to give."""
     if "genotype" in given:
         raise DlstratError("random-nas samples its own genotypes; drop --genotype (use --model darts-net to train a given one)")
@@ -195,6 +196,15 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             **({"epochs": cfg.trainer.get("max_epochs")} if two else {}),
         }.items():
             trial.set_user_attr(key, value)
+        if two and opts.get("objective") == "latency":
+            # the trained architecture's latency, measured here as the latency tables are (CPU, eager
+            # torch, batch 1, this run's threads); the weights do not matter for it
+            from ..latency import time_network
+
+            net = trial_recipe.module(**{**trial_cfg.model_args, "genotype": str(genotype)}).export_network()
+            latency = time_network(net, tuple(trial_cfg.model_args["in_shape"]))
+            trial.set_user_attr("latency_ms", round(latency, 4))
+            return val_acc, latency
         return (val_acc, result["params"]) if two else val_acc
 
     def after_trial(study, _trial) -> None:
@@ -258,7 +268,8 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     if launch_rank() == 0:
         genotype.save(run_dir / "genotype.json")
         space.plot(genotype, run_dir / "genotype.png", title=f"{opts['sampler']} search: best of {trials} (trial {best.number})")
-    how = "validation accuracy" + (" on the Pareto front of accuracy and parameters" if two else "")
+    second = "measured latency" if opts.get("objective") == "latency" else "parameters"
+    how = "validation accuracy" + (f" on the Pareto front of accuracy and {second}" if two else "")
     return {
         "trials": trials,
         "space": space.name,

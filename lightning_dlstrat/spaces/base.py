@@ -219,6 +219,26 @@ class SearchSpace(abc.ABC):
         """The P-DARTS skip cap (Chen et al., ICCV 2019): ``genotype`` (``net.genotype()``) with at most
         ``cap`` ``skip_connect`` in the cell the space caps, re-derived from ``net``'s weights."""
 
+    # --- latency (a measured lookup table: lightning_dlstrat/latency.py) ---------------------------
+    def chosen_edges(self, genotype: Any) -> dict[str, list[tuple[int, str]]]:
+        """``{cell type: [(edge, operation), ...]}``: the edges (rows of alpha, :attr:`topology` order) the genotype keeps, and their operations."""
+        raise NotImplementedError(f"the {self.name} space has no latency model")
+
+    def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
+        """The evaluation network's candidate operation ``name`` at a position (its channels and stride), to time alone."""
+        raise NotImplementedError(f"the {self.name} space has no latency model")
+
+    def latency_positions(self, net: nn.Module, in_shape: Sequence[int]) -> dict[str, list[list[tuple[int, int, int, int]]]]:
+        """Where each edge of each cell of the evaluation network ``net`` runs: ``{cell type: [[(C, H, W, stride)
+        per edge] per cell of that type, in the network's order]}``, read from a forward pass of one input."""
+        raise NotImplementedError(f"the {self.name} space has no latency model")
+
+    def latency_rule(self) -> dict[str, Any]:
+        """How the genotype rule picks edges, for the differentiable expected latency (methods/latency_budget.py):
+        ``{"kind": "all"}`` (every edge kept, its argmax operation) or ``{"kind": "top_k", "k": 2, "nodes": [[edges
+        into node] ...], "exclude": ["none"]}`` (each node keeps its ``k`` strongest edges, ``exclude`` never chosen)."""
+        raise NotImplementedError(f"the {self.name} space has no latency model")
+
     # --- pictures --------------------------------------------------------------------------------
     @abc.abstractmethod
     def plot(self, genotype: Any, path: str | Path, title: str | None = None) -> None:

@@ -154,6 +154,9 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         eigen_stop_window: int = 5,  # evaluations averaged into one local average (RobustDARTS: 5)
         eigen_stop_delta: int = 4,  # evaluations between the two local averages compared (RobustDARTS: 4)
         eigen_stop_start: int = 10,  # no early stop back to an epoch before this (RobustDARTS: 10)
+        latency_target: float | None = None,  # a latency budget (ms) for the derived network, held by a Lagrange multiplier (methods/latency_budget.py)
+        latency_table: str | None = None,  # ... the measured lookup table it predicts from (`dlstrat fit` finds or profiles it)
+        latency_lr: float = 0.05,  # ... the multiplier's dual ascent step per architecture step
         implementation: str = "fast",  # "fast": edges batched per node; "reference": per edge, as the papers' code
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):

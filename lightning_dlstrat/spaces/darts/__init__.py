@@ -153,6 +153,43 @@ class DartsSpace(SearchSpace):
             cells[cell] = pairs
         return Genotype(cells["normal"], concat, cells["reduce"], concat)
 
+    # --- latency ------------------------------------------------------------------------------------
+    def chosen_edges(self, genotype: Genotype) -> dict[str, list[tuple[int, str]]]:
+        edges = self.topology.edges
+        out: dict[str, list[tuple[int, str]]] = {}
+        for cell, pairs in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+            # two (op, input) pairs per node, node i being state i + 2
+            out[cell] = [(edges.index((j, k // 2 + 2)), op) for k, (op, j) in enumerate(pairs)]
+        return out
+
+    def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
+        from .ops import OPS
+
+        return OPS[name](channels, stride, True)  # affine, as in the evaluation network
+
+    def latency_positions(self, net: nn.Module, in_shape: Sequence[int]) -> dict[str, list[list[tuple[int, int, int, int]]]]:
+        seen: list[tuple[bool, tuple[int, ...]]] = []  # (reduction, the cell's preprocessed input shape), in network order
+        hooks = [cell.preprocess1.register_forward_hook(lambda m, i, o, cell=cell: seen.append((cell.reduction, tuple(o.shape))))
+                 for cell in net.cells]
+        try:
+            with torch.no_grad():
+                net.eval()(torch.zeros(1, *in_shape))
+        finally:
+            for h in hooks:
+                h.remove()
+        out: dict[str, list[list[tuple[int, int, int, int]]]] = {"normal": [], "reduce": []}
+        for reduction, (_, c, h, w) in seen:
+            ho, wo = ((h + 1) // 2, (w + 1) // 2) if reduction else (h, w)
+            # an edge from a cell input (states 0, 1) strides in a reduction cell; one from a node runs at the output size
+            out["reduce" if reduction else "normal"].append(
+                [(c, h, w, 2) if reduction and j < 2 else (c, ho, wo, 1) if j >= 2 else (c, h, w, 1) for j, _ in self.topology.edges])
+        return out
+
+    def latency_rule(self) -> dict[str, Any]:
+        edges = self.topology.edges
+        nodes = [[e for e, (_, t) in enumerate(edges) if t == node] for node in range(2, self.steps + 2)]
+        return {"kind": "top_k", "k": 2, "nodes": nodes, "exclude": ["none"]}
+
     def to_choices(self, genotype: Genotype) -> dict[str, str]:
         genotype = Genotype.coerce(genotype)
         concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))

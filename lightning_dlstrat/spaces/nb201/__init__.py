@@ -132,6 +132,31 @@ class NB201Space(SearchSpace):
         genotype = NB201Genotype.parse(genotype) if isinstance(genotype, str) else genotype  # text only, never a file
         return {_edge_key(s, t): op for s, t, op in genotype.edges()}
 
+    # --- latency ------------------------------------------------------------------------------------
+    def chosen_edges(self, genotype: NB201Genotype) -> dict[str, list[tuple[int, str]]]:
+        edges = self.topology.edges
+        return {"cell": [(edges.index((source, target)), op) for source, target, op in NB201Genotype.resolve(genotype).edges()]}
+
+    def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
+        from .ops import make_op
+
+        return make_op(name, channels, True, True)  # NB201 cells never stride
+
+    def latency_positions(self, net: nn.Module, in_shape: Sequence[int]) -> dict[str, list[list[tuple[int, int, int, int]]]]:
+        seen: list[tuple[int, ...]] = []
+        cells = [m for m in net.modules() if isinstance(m, NB201Cell)]
+        hooks = [cell.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape))) for cell in cells]
+        try:
+            with torch.no_grad():
+                net.eval()(torch.zeros(1, *in_shape))
+        finally:
+            for h in hooks:
+                h.remove()
+        return {"cell": [[(c, h, w, 1) for _ in self.topology.edges] for (_, c, h, w) in seen]}
+
+    def latency_rule(self) -> dict[str, Any]:
+        return {"kind": "all"}  # every edge is kept, with its argmax operation (none included: it costs nothing)
+
     def resolve_genotype(self, value: Any) -> NB201Genotype:
         """The benchmark's string or the JSON form, a ``genotype.json`` / ``genotype.txt`` file, or a run directory holding one."""
         return NB201Genotype.resolve(value)

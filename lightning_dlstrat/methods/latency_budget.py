@@ -1,0 +1,120 @@
+"""Search under a latency budget: the derived network's expected latency, differentiable in alpha,
+held to a target by a Lagrange multiplier.
+
+FBNet (Wu et al., CVPR 2019) and ProxylessNAS (Cai et al., ICLR 2019) make latency differentiable
+through a lookup table: an edge's expected latency is the op-weighted sum of its operations'
+measured latencies (:mod:`lightning_dlstrat.latency` builds the table on the device at hand). Here
+the expectation follows the space's genotype rule, so it estimates the network the search will
+derive, not the supernet:
+
+- every edge kept, its argmax operation (NAS-Bench-201): ``E = sum_e sum_o p_eo * lat_eo`` with
+  ``p = softmax(alpha)`` (``none`` costs nothing);
+- each node keeps its ``k`` strongest edges, ``none`` never chosen (DARTS, k = 2): an edge's
+  operation distribution is softmax(alpha) without ``none``, renormalised (``q``), and the edge is
+  kept with a soft top-k probability ``min(1, k * s_e / sum_{e' into the node} s_e')`` where ``s_e``
+  is its strongest non-``none`` weight (the rule's ranking). The approximation: a soft top-k in
+  place of the hard one, and a mean over the operation distribution in place of its argmax; the
+  error of the whole model against measurement is reported after each search (predicted vs measured).
+
+The table's latency of one network is ``fixed_ms + sum over the cells of the network`` (normal and
+reduction cells share alpha, but each cell position has its own entries).
+
+The constraint ``E <= T`` enters the architecture loss as ``lambda * E / T``; after each
+architecture step the multiplier takes a dual ascent step, ``lambda <- max(0, lambda + eta * (E / T - 1))``
+(``latency_lr`` = eta), so it grows while the budget is exceeded and decays to 0 when it is met: a
+user gives the budget, not a penalty weight. The expectation is computed in float32 from alpha,
+which every DDP rank holds identically, so lambda is the same on every rank; it is checkpointed
+with the search (``state_dict``) and resumed. Composes with every method (it is a regulariser of
+alpha; with a sampling method the expectation still uses softmax(alpha), the genotype's weights).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .base import SearchMethod
+
+
+class LatencyBudget(SearchMethod):
+    name = "latency"
+    citation = 'Wu et al., "FBNet", CVPR 2019; Cai et al., "ProxylessNAS", ICLR 2019 (latency lookup tables)'
+    code = "(a lookup table measured here: lightning_dlstrat/latency.py)"
+    keys = ("latency_target",)
+    selectable = False  # an option every method composes with, not a method of its own
+
+    @classmethod
+    def check(cls, hp, operations) -> None:
+        target = hp.get("latency_target")
+        if target is None:
+            return
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0:
+            raise ValueError(f"latency_target must be a positive number of milliseconds, not {target!r}")
+        if not hp.get("latency_table"):
+            raise ValueError("latency_target needs latency_table, the path of a table `dlstrat latency profile` wrote (dlstrat fit fills it in)")
+        lr = hp.get("latency_lr")
+        if lr is not None and not lr > 0:
+            raise ValueError(f"latency_lr must be positive, not {lr!r}")
+
+    def __init__(self, hp, operations=()):
+        super().__init__(hp, operations)
+        from ..latency import LatencyTable  # data only: the table file
+
+        self.table = LatencyTable.load(hp["latency_table"])
+        if list(self.table.primitives) != list(operations):
+            raise ValueError(f"latency table {hp['latency_table']} times the operations {self.table.primitives}, but the search's are {list(operations)}")
+        self.target = float(hp["latency_target"])
+        self.eta = float(hp.get("latency_lr") or 0.05)
+        self.multiplier = 0.0  # lambda
+        self.expected_ms = float("nan")  # at the last architecture step
+        lat = {cell: torch.tensor(rows, dtype=torch.float32) for cell, rows in self.table.cells.items()}  # (cells, E, O) per type
+        self.per_type = {cell: t.sum(0) for cell, t in lat.items()}  # (E, O): every cell of a type shares its alpha
+        self.edges = [t.shape[0] for t in self.per_type.values()]
+
+    def expected_latency(self, alphas: torch.Tensor) -> torch.Tensor:
+        """Expected milliseconds of the derived network, differentiable in ``alphas`` (E_total, O), cell types stacked."""
+        if alphas.shape[0] != sum(self.edges):
+            raise ValueError(f"the latency table {self.hp['latency_table']} has {sum(self.edges)} edges over its cell types, the supernet {alphas.shape[0]}: "
+                             "profile the table for this space's cell (its steps) with `dlstrat latency profile`")
+        total = torch.tensor(self.table.fixed_ms, dtype=alphas.dtype, device=alphas.device)
+        rule = self.table.rule
+        for alpha, lat in zip(alphas.split(self.edges), self.per_type.values()):
+            lat = lat.to(alphas.device, alphas.dtype)  # (E, O)
+            p = F.softmax(alpha, dim=-1)  # (E, O)
+            if rule["kind"] == "all":
+                total = total + (p * lat).sum()
+                continue
+            keep = torch.tensor([op not in rule.get("exclude", ()) for op in self.operations], device=alphas.device)  # (O,)
+            u = p * keep  # (E, O): the operations the rule can choose
+            q = u / u.sum(-1, keepdim=True).clamp_min(1e-12)  # (E, O)
+            edge_ms = (q * lat).sum(-1)  # (E,)
+            strength = u.max(-1).values  # (E,): the rule ranks a node's edges by their strongest operation
+            for node in rule["nodes"]:
+                idx = torch.tensor(node, device=alphas.device)
+                s = strength[idx]  # (n,)
+                kept = (rule["k"] * s / s.sum().clamp_min(1e-12)).clamp(max=1.0)  # soft top-k
+                total = total + (kept * edge_ms[idx]).sum()
+        return total
+
+    def regulariser(self, alphas: torch.Tensor, epoch: int, epochs: int) -> torch.Tensor | None:
+        expected = self.expected_latency(alphas)
+        term = self.multiplier * expected / self.target
+        # dual ascent, once per architecture step (this hook is called once per step): lambda grows
+        # while the budget is exceeded and shrinks to 0 once it is met
+        self.expected_ms = float(expected.detach())
+        self.multiplier = max(0.0, self.multiplier + self.eta * (self.expected_ms / self.target - 1.0))
+        return term
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> dict[str, float]:
+        if self.expected_ms != self.expected_ms:  # nan: no architecture step yet
+            return {"latency/multiplier": self.multiplier}
+        return {"latency/expected_ms": self.expected_ms, "latency/multiplier": self.multiplier}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"multiplier": self.multiplier, "expected_ms": self.expected_ms}
+
+    def load_state_dict(self, state) -> None:
+        self.multiplier = float(state["multiplier"])
+        self.expected_ms = float(state["expected_ms"])

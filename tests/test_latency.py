@@ -1,0 +1,214 @@
+"""Latency lookup tables, the differentiable expected latency, the Lagrangian budget and predicted vs measured
+(lightning_dlstrat/latency.py, methods/latency_budget.py). Tables are profiled here on tiny evaluation networks."""
+
+import json
+import math
+import random
+
+import lightning as L
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lightning_dlstrat.cli import app
+from lightning_dlstrat.core import DlstratError
+from lightning_dlstrat.latency import LatencyTable, profile
+from lightning_dlstrat.methods.latency_budget import LatencyBudget
+from lightning_dlstrat.spaces import SPACES, get_space
+from lightning_dlstrat.spaces.darts.network import DARTSNetwork
+from lightning_dlstrat.spaces.nb201.network import NB201Network
+from _helpers import RecordRank, assert_clean_failure, make_trainer, run_dir_of, same
+
+runner = CliRunner()
+TINY_NETS = {  # a small evaluation network per space, on 8x8 grey inputs
+    "darts": lambda g: DARTSNetwork(g, C=4, layers=3, in_chans=1, num_classes=10).eval(),
+    "nb201": lambda g: NB201Network(g, C=4, N=1, in_chans=1, num_classes=10).eval(),
+}
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tables")
+    made = {}
+    for name, build in TINY_NETS.items():
+        table = profile(get_space(name), build, (1, 8, 8), network={"tiny": True}, threads=1, calibrate=3)
+        made[name] = (table, table.save(out / f"{name}.json"))
+    return made
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_a_table_times_every_operation_at_every_position(name, tables):
+    table, path = tables[name]
+    space = get_space(name)
+    probe = TINY_NETS[name](space.sample(random.Random(0)))
+    positions = space.latency_positions(probe, (1, 8, 8))
+    assert {k: len(v) for k, v in table.cells.items()} == {k: len(v) for k, v in positions.items()}
+    assert all(len(edges) == len(space.topology.edges) and all(len(ops) == len(space.operations) and min(ops) > 0 for ops in edges)
+               for rows in table.cells.values() for edges in rows)
+    assert table.key["threads"] == 1 and table.key["runtime"] == "torch" and table.key["device"] == "cpu"
+    assert LatencyTable.load(path) == table  # the file holds the table
+    # prediction: the fixed cost plus the entries of the kept operations, every cell (a transcription of the sum)
+    genotype = space.sample(random.Random(5))
+    chosen = space.chosen_edges(genotype)
+    total = table.fixed_ms + sum(cell[e][table.primitives.index(op)] for kind, rows in table.cells.items() for cell in rows for e, op in chosen[kind])
+    assert table.predict(space, genotype) == pytest.approx(total)
+
+
+def test_damaged_or_foreign_tables_are_refused(tables, tmp_path):
+    _, path = tables["nb201"]
+    d = json.loads(path.read_text())
+    for change, message in [({"format": 99}, "not a latency table of format 1"), ({"cells": {"cell": [[[1.0]]]}}, "damaged")]:
+        (tmp_path / "t.json").write_text(json.dumps({**d, **change}))
+        with pytest.raises(DlstratError, match=message):
+            LatencyTable.load(tmp_path / "t.json")
+    with pytest.raises(DlstratError, match="does not exist; make one with `dlstrat latency profile"):
+        LatencyTable.load(tmp_path / "missing.json")
+
+
+def one_hot_alpha(space, genotype, strength: float = 40.0) -> torch.Tensor:
+    """alpha (E_total, O) whose softmax picks ``genotype``'s operations, and (DARTS) its two edges per node by far."""
+    ops = list(space.operations)
+    chosen = space.chosen_edges(genotype)
+    blocks = []
+    for kind in space.cell_types:
+        alpha = torch.full((len(space.topology.edges), len(ops)), -strength)
+        if "none" in ops:
+            alpha[:, ops.index("none")] = 0.0  # unkept DARTS edges: none, which the rule never picks
+        for e, op in chosen[kind]:
+            alpha[e] = -strength
+            alpha[e, ops.index(op)] = strength
+        blocks.append(alpha)
+    return torch.cat(blocks)
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_expected_latency_of_a_decided_alpha_is_the_tables_prediction(name, tables):
+    table, path = tables[name]
+    space = get_space(name)
+    method = LatencyBudget({"latency_target": 1.0, "latency_table": str(path)}, space.operations)
+    for seed in range(3):
+        genotype = space.sample(random.Random(seed))
+        alpha = one_hot_alpha(space, genotype).requires_grad_()
+        expected = method.expected_latency(alpha)
+        assert float(expected.detach()) == pytest.approx(table.predict(space, genotype), rel=1e-4)
+    uniform = torch.zeros(len(space.topology.edges) * len(space.cell_types), len(space.operations), requires_grad=True)
+    expected = method.expected_latency(uniform)
+    expected.backward()
+    assert uniform.grad.abs().sum() > 0  # differentiable in alpha
+    if name == "nb201":  # every edge kept: E = fixed + sum over edges and cells of mean latency (softmax of zeros)
+        lat = torch.tensor(table.cells["cell"]).sum(0)  # (E, O)
+        assert float(expected.detach()) == pytest.approx(table.fixed_ms + float(lat.mean(-1).sum()), rel=1e-5)
+
+
+def test_the_multiplier_rises_while_the_budget_is_exceeded_and_falls_to_zero(tables):
+    """Dual ascent: lambda <- max(0, lambda + eta (E / T - 1)), one step per architecture step."""
+    _, path = tables["nb201"]
+    space = get_space("nb201")
+    alpha = torch.zeros(6, 5)
+    method = LatencyBudget({"latency_target": 1.0, "latency_table": str(path), "latency_lr": 0.1}, space.operations)
+    e = float(method.expected_latency(alpha))
+    method.target = e / 2  # exceeded twice over
+    lam = 0.0
+    for _ in range(3):
+        term = method.regulariser(alpha, 0, 1)
+        assert float(term) == pytest.approx(lam * e / method.target)
+        lam = max(0.0, lam + 0.1 * (e / method.target - 1))
+        assert method.multiplier == pytest.approx(lam)
+    method.target = e * 4  # met: the multiplier decays to 0 and stays there
+    for _ in range(20):
+        method.regulariser(alpha, 0, 1)
+    assert method.multiplier == 0.0
+    restored = LatencyBudget({"latency_target": 1.0, "latency_table": str(path)}, space.operations)
+    restored.load_state_dict({**method.state_dict(), "multiplier": 0.7})
+    assert restored.multiplier == 0.7  # checkpointed with the search
+
+
+def test_latency_budget_settings_are_checked(tables):
+    from lightning_dlstrat.trainers.darts_search import DARTSSearch
+
+    _, path = tables["nb201"]
+    nb201 = {"C": 4, "N": 1, "space": "nb201"}
+    for kw, message in [({**nb201, "latency_target": -1.0, "latency_table": str(path)}, "positive number of milliseconds"),
+                        ({**nb201, "latency_target": 1.0}, "needs latency_table"),
+                        ({"C": 4, "layers": 3, "latency_target": 1.0, "latency_table": str(path)}, "times the operations")]:  # an NB201 table for a DARTS search
+        with pytest.raises(ValueError, match=message):
+            DARTSSearch(in_shape=(1, 8, 8), num_classes=10, **kw)
+
+
+class RecordMultiplier(L.Callback):
+    """Each rank saves the latency budget's multiplier at the end of the search."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(pl_module.method("latency").multiplier, f"{self.out}/lambda{trainer.global_rank}.pt")
+
+
+def test_alpha_and_multiplier_identical_across_ddp_ranks(tables, tmp_path):
+    from lightning_dlstrat.data import DigitsDataModule
+    from lightning_dlstrat.trainers.darts_search import DARTSSearch
+
+    _, path = tables["nb201"]
+    L.seed_everything(0)
+    dm = DigitsDataModule(bilevel=True, batch_size=16)
+    module = DARTSSearch(in_shape=(1, 8, 8), num_classes=10, C=4, N=1, space="nb201", method="gdas", latency_target=1e-3, latency_table=str(path))
+    make_trainer(tmp_path, devices=2, strategy="ddp_spawn", limit_val_batches=0, callbacks=[RecordRank(str(tmp_path)), RecordMultiplier(str(tmp_path))]).fit(module, datamodule=dm)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert same(r0["end"], r1["end"]) and not same(r0["end"], r0["start"])
+    l0, l1 = (torch.load(tmp_path / f"lambda{r}.pt") for r in (0, 1))
+    assert l0 == l1 > 0  # the budget (1 us) is exceeded at every step, alike on both ranks
+
+
+def test_a_search_under_a_budget_reports_predicted_and_measured_latency(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    args = ["fit", "--model", "darts", "--model.space=nb201", "--model.C=4", "--model.N=1", "--max-epochs", "2", "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*args, "--model.latency_target=0.05"])
+    assert result.exit_code == 0, result.output
+    assert "measuring the nb201 space's operations" in result.output  # profiled once ...
+    run = run_dir_of(result.output)
+    summary = json.loads((run / "summary.json").read_text())
+    latency = summary["latency"]
+    assert latency["predicted_ms"] > 0 and latency["measured_ms"]["torch"] > 0 and latency["target_ms"] == 0.05
+    assert latency["error_pct"] == pytest.approx(100 * (latency["predicted_ms"] - latency["measured_ms"]["torch"]) / latency["measured_ms"]["torch"], abs=0.1)
+    assert json.loads((run / "latency.json").read_text())["predicted_ms"] == latency["predicted_ms"]
+    assert LatencyTable.load(run / "latency_table.json").space == "nb201"
+    assert "predicted" in result.output and "measured" in result.output
+    import csv
+
+    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("latency/multiplier")]
+    assert rows and float(rows[-1]["latency/multiplier"]) > 0  # the budget, far below any cell, raised it
+    # a second search reuses the cached table
+    again = runner.invoke(app, [*args, "--model.latency_target=0.05", "--max-epochs", "1"])
+    assert again.exit_code == 0 and "measuring" not in again.output, again.output
+
+
+def test_latency_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made = runner.invoke(app, ["latency", "profile", "--space", "nb201", "--threads", "1", "--out", str(tmp_path / "t.json")])
+    assert made.exit_code == 0, made.output
+    assert "fixed cost" in made.output and LatencyTable.load(tmp_path / "t.json").key["threads"] == 1
+    checked = runner.invoke(app, ["latency", "check", "--space", "nb201", "--threads", "1", "--samples", "3", "--out", str(tmp_path / "c.json")])
+    assert checked.exit_code == 0, checked.output
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert len(report["samples"]) == 3 and math.isfinite(report["median_abs_error_pct"])
+    assert_clean_failure(runner.invoke(app, ["latency", "profile", "--runtime", "tvm"]), "--runtime must be torch or onnxruntime")
+    assert_clean_failure(runner.invoke(app, ["latency", "profile", "--space", "nope"]), "--space:")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_table_on_the_gpu_times_with_cuda_events(tmp_path):
+    table = profile(get_space("nb201"), lambda g: TINY_NETS["nb201"](g).cuda(), (1, 8, 8), network={"tiny": True}, device="cuda", calibrate=2)
+    assert table.key["device"] == "cuda" and table.fixed_ms == table.fixed_ms
+
+
+def test_random_search_can_take_measured_latency_as_its_second_objective(tmp_path):
+    result = runner.invoke(app, ["fit", "--model", "random-nas", "--model.space=nb201", "--model.sampler=nsga2", "--model.objective=latency",
+                                 "--trials", "2", "--max-epochs", "1", "--model.C=4", "--model.N=1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    run = run_dir_of(result.output)
+    trials = json.loads((run / "trials.json").read_text())
+    assert all(t["latency_ms"] > 0 for t in trials) and (run / "pareto_front.png").is_file()
+    assert "Pareto front of accuracy and measured latency" in result.output
+    assert_clean_failure(runner.invoke(app, ["fit", "--model", "random-nas", "--model.objective=latency", "--out", str(tmp_path / "x")]),
+                         "is the second objective of --model.sampler=nsga2")
