@@ -582,6 +582,7 @@ def latency_check(
     threads: Annotated[Optional[int], typer.Option(help="Intra-op threads; default OMP_NUM_THREADS, else torch's default.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Write every sample (genotype, predicted, measured, error) here as JSON.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random genotypes.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Timed forward passes per network (after 10 warm-up passes); the median is taken.")] = 50,
 ):
     """The table's prediction against measurement on random genotypes: median and worst |error|."""
     from .core import atomic_write_json
@@ -589,8 +590,8 @@ def latency_check(
     from .recipes.darts import evaluation_network, latency_table
     from .spaces import get_space
 
-    if not 1 <= samples <= 10_000:
-        fail(f"--samples must be in 1..10000, not {samples}")
+    if not 1 <= samples <= 10_000 or not 1 <= repeats <= 10_000:
+        fail(f"--samples and --repeats must be in 1..10000, not {samples} and {repeats}")
     try:
         chosen = get_space(space)
     except ValueError as e:
@@ -599,7 +600,7 @@ def latency_check(
     threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
     table = LatencyTable.load(latency_table(chosen, data, runtime=runtime, batch=batch_size, threads=threads, log=lambda line: typer.echo(line, err=True)))
     build, in_shape, _ = evaluation_network(chosen, data)
-    result = prediction_error(table, chosen, build, in_shape, samples=samples, seed=seed)
+    result = prediction_error(table, chosen, build, in_shape, samples=samples, seed=seed, repeats=repeats)
     if out is not None:
         atomic_write_json(out, result)
     measured = [r["measured_ms"] for r in result["samples"]]

@@ -131,7 +131,7 @@ def onnx_file(net: nn.Module, in_shape: tuple[int, ...], batch: int, path: Path)
 
 def profile(
     space, build: Callable[[Any], nn.Module], in_shape: tuple[int, ...], *, network: dict[str, Any], device: str = "cpu",
-    runtime: str = "torch", batch: int = 1, threads: int | None = None, calibrate: int = 5, seed: int = 0,
+    runtime: str = "torch", batch: int = 1, threads: int | None = None, calibrate: int = 5, seed: int = 0, repeats: int = 50,
     log: Callable[[str], None] = lambda _: None,
 ) -> LatencyTable:
     """Time every operation of ``space`` at every position of its evaluation network, and the fixed cost.
@@ -156,7 +156,7 @@ def profile(
     try:
         for op, c, h, w, stride in sorted(wanted):
             module = space.latency_op(op, c, stride).to(device)
-            timed[(op, c, h, w, stride)] = time_network(module, (c, h, w), device=device, runtime=runtime, batch=batch, threads=threads)
+            timed[(op, c, h, w, stride)] = time_network(module, (c, h, w), device=device, runtime=runtime, batch=batch, threads=threads, repeats=repeats)
         cells = {cell: [[[timed[(op, *pos)] for op in prims] for pos in edges] for edges in rows] for cell, rows in positions.items()}
         table = LatencyTable(space=space.name, key={}, primitives=prims, cells=cells, rule=space.latency_rule())
         # the fixed cost: what whole networks take beyond their operations, median over random genotypes
@@ -164,7 +164,7 @@ def profile(
         for _ in range(calibrate):
             genotype = space.sample(rng)
             net = build(genotype).to(device)
-            residuals.append(time_network(net, in_shape, device=device, runtime=runtime, batch=batch, threads=threads) - table.ops_ms(space, genotype))
+            residuals.append(time_network(net, in_shape, device=device, runtime=runtime, batch=batch, threads=threads, repeats=repeats) - table.ops_ms(space, genotype))
             genotypes.append(str(genotype))
     finally:
         torch.set_num_threads(saved)
@@ -184,7 +184,7 @@ def table_key(space: str, network: dict[str, Any], in_shape, device: str, runtim
             "device_name": device_name(device), "runtime": runtime, "batch": batch, "threads": threads, "versions": versions}
 
 
-def prediction_error(table: LatencyTable, space, build: Callable[[Any], nn.Module], in_shape, samples: int = 50, seed: int = 1) -> dict[str, Any]:
+def prediction_error(table: LatencyTable, space, build: Callable[[Any], nn.Module], in_shape, samples: int = 50, seed: int = 1, repeats: int = 50) -> dict[str, Any]:
     """The table's prediction against measurement on ``samples`` random genotypes other than the calibration's:
     each (genotype, predicted, measured, error %), and the median and worst |error %|."""
     key = table.key
@@ -196,7 +196,7 @@ def prediction_error(table: LatencyTable, space, build: Callable[[Any], nn.Modul
         for _ in range(samples):
             genotype = space.sample(rng)
             measured = time_network(build(genotype).to(key["device"]), tuple(in_shape), device=key["device"], runtime=key["runtime"],
-                                    batch=key["batch"], threads=key["threads"])
+                                    batch=key["batch"], threads=key["threads"], repeats=repeats)
             predicted = table.predict(space, genotype)
             rows.append({"genotype": str(genotype), "predicted_ms": predicted, "measured_ms": measured, "error_pct": 100 * (predicted - measured) / measured})
     finally:

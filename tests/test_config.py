@@ -141,7 +141,7 @@ def test_darts_net_config_holds_the_genotype_itself(tmp_path):
 
 # --- layout: imports point downward ------------------------------------------------------------------
 LAYERS = {  # a module may import only from its own layer or below
-    "core": 0, "layers": 1, "hub": 1, "data": 1, "models": 2, "spaces": 2, "gan_losses": 2, "diffaugment": 2, "metrics": 3, "cost": 3, "viz": 3, "methods": 3, "cuda_graph": 4,
+    "core": 0, "layers": 1, "hub": 1, "data": 1, "models": 2, "spaces": 2, "gan_losses": 2, "diffaugment": 2, "metrics": 3, "cost": 3, "latency": 3, "viz": 3, "methods": 3, "cuda_graph": 4,
     "trainers": 4, "config": 5, "trainer_specs": 5, "run": 6, "study": 6, "recipes": 7, "zoo": 8, "timm_models": 8, "export": 9, "inference": 9,
     "export_formats": 9, "testing": 9, "pipeline": 9, "cli": 10, "lightning_cli": 10,
     "__main__": 11, "_timm_hook": 0, "__init__": 0,  # the package root: __version__ and lazy names (imported by name, not statements)

@@ -4,6 +4,7 @@
 import json
 import math
 import random
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -161,7 +162,10 @@ def test_alpha_and_multiplier_identical_across_ddp_ranks(tables, tmp_path):
 
 
 def test_a_search_under_a_budget_reports_predicted_and_measured_latency(tmp_path, monkeypatch):
+    import lightning_dlstrat.latency as latency
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(latency, "shipped_dir", lambda: tmp_path / "shipped")  # no shipped table: this machine's is measured
     args = ["fit", "--model", "darts", "--model.space=nb201", "--model.C=4", "--model.N=1", "--max-epochs", "2", "--out", str(tmp_path / "runs")]
     result = runner.invoke(app, [*args, "--model.latency_target=0.05"])
     assert result.exit_code == 0, result.output
@@ -212,3 +216,22 @@ def test_random_search_can_take_measured_latency_as_its_second_objective(tmp_pat
     assert "Pareto front of accuracy and measured latency" in result.output
     assert_clean_failure(runner.invoke(app, ["fit", "--model", "random-nas", "--model.objective=latency", "--out", str(tmp_path / "x")]),
                          "is the second objective of --model.sampler=nsga2")
+
+
+def test_a_shipped_table_is_used_only_for_its_own_key(tables, tmp_path, monkeypatch):
+    import lightning_dlstrat.latency as latency
+
+    table, _ = tables["nb201"]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(latency, "shipped_dir", lambda: tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    table.save(tmp_path / "shipped" / latency.cached_path(table.key).name)
+    assert latency.find_table(table.key) == tmp_path / "shipped" / latency.cached_path(table.key).name
+    for change in ({"threads": 2}, {"batch": 8}, {"device_name": "another CPU"}, {"versions": {"torch": "0.0"}}):
+        assert latency.find_table({**table.key, **change}) is None, change
+    # the package ships the tables of this repository's CPU, each a valid table of its space
+    shipped = sorted((Path(latency.__file__).parent / "assets" / "latency").glob("*.json"))
+    assert {p.name.split("-")[0] for p in shipped} == set(SPACES)
+    for path in shipped:
+        t = LatencyTable.load(path)
+        assert path.name == f"{t.space}-{latency.key_hash(t.key)}.json" and t.key["batch"] == 1

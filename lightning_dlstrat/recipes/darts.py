@@ -75,9 +75,9 @@ def evaluation_network(space, data: str) -> tuple[Any, tuple[int, ...], dict[str
     """``(build, in_shape, arguments)`` of the network a search of ``space`` on ``data`` derives: the retrain
     recipe's (darts-net, nb201-net) with its preset for the dataset; ``build(genotype)`` makes it (eval mode)."""
     from ..config import resolve
-    from . import get_recipe
+    from .classifier import DARTS_NET, NB201_NET
 
-    recipe = get_recipe(space.retrain_recipe)
+    recipe = {r.name: r for r in (DARTS_NET, NB201_NET)}[space.retrain_recipe]  # a new space's retrain recipe is added here
     cfg = resolve(recipe, flags={"model": {"name": recipe.name, "genotype": str(space.sample(random.Random(0)))}, "data": {"name": data}})
     args = {k: v for k, v in cfg.model_args.items() if k != "genotype"}
     network = {k: v for k, v in args.items() if k in ("C", "layers", "N", "auxiliary", "in_shape", "num_classes", "stem_multiplier")}
