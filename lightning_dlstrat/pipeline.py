@@ -235,8 +235,14 @@ def _run_stage(folder: Path, recipe, config, command: str) -> dict[str, Any]:
             cfg = resolve(stage_recipe, found.config, {})
             cfg.command = command
             return run_fit(stage_recipe, cfg, resume=found)
-    if config is None:
-        raise DlstratError(f"{folder.parent}: the search stage never started, so there is nothing to resume; run the pipeline command again")
+    if config is None:  # resuming a search that stopped before its first checkpoint: again, from the config.yaml it wrote
+        if not (folder / "config.yaml").is_file():
+            raise DlstratError(f"{folder.parent}: the search stage never started, so there is nothing to resume; run the pipeline command again")
+        from .config import read_config_file
+
+        saved = read_config_file(folder / "config.yaml")
+        config = lambda: resolve(get_recipe(saved["model"]["name"]), saved, {})  # noqa: E731
+        recipe = get_recipe(saved["model"]["name"])
     cfg = config()
     cfg.command = command
     if rank0:
