@@ -93,12 +93,21 @@ def test_expected_latency_of_a_decided_alpha_is_the_tables_prediction(name, tabl
         expected = method.expected_latency(alpha)
         assert float(expected.detach()) == pytest.approx(table.predict(space, genotype), rel=1e-4)
     uniform = torch.zeros(len(space.topology.edges) * len(space.cell_types), len(space.operations), requires_grad=True)
-    expected = method.expected_latency(uniform)
-    expected.backward()
-    assert uniform.grad.abs().sum() > 0  # differentiable in alpha
-    if name == "nb201":  # every edge kept: E = fixed + sum over edges and cells of mean latency (softmax of zeros)
+    soft = method.soft_latency(uniform)
+    if name == "nb201":  # every edge kept: E = fixed + sum over edges and cells of the mean latency (softmax of zeros)
         lat = torch.tensor(table.cells["cell"]).sum(0)  # (E, O)
-        assert float(expected.detach()) == pytest.approx(table.fixed_ms + float(lat.mean(-1).sum()), rel=1e-5)
+        assert float(soft.detach()) == pytest.approx(table.fixed_ms + float(lat.mean(-1).sum()), rel=1e-5)
+    # straight through: the value is the derived network's prediction, the gradient the soft expectation's
+    torch.manual_seed(0)
+    for _ in range(5):
+        alpha = torch.randn(uniform.shape, requires_grad=True)
+        expected = method.expected_latency(alpha)
+        blocks = list(alpha.detach().split(len(space.topology.edges)))
+        genotype = space.discretise(blocks if len(blocks) > 1 else blocks[0])  # the space's own rule
+        assert float(expected.detach()) == pytest.approx(table.predict(space, genotype), rel=1e-5)
+        expected.backward()
+        soft_grad = torch.autograd.grad(method.soft_latency(alpha), alpha)[0]
+        assert torch.allclose(alpha.grad, soft_grad) and alpha.grad.abs().sum() > 0
 
 
 def test_the_multiplier_rises_while_the_budget_is_exceeded_and_falls_to_zero(tables):
