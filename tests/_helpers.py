@@ -39,6 +39,11 @@ def run_dir_of(output: str) -> Path:
     return Path(line.removeprefix("run directory: "))
 
 
+def run_dirs(folder: Path) -> list[Path]:
+    """The run directories in ``folder`` (``--out``), without the ``NAME-latest`` links beside them."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink())
+
+
 def dlstrat(*args: str, env: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """The CLI in a real process (`python -m lightning_dlstrat`), as a user's shell runs it.
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from _helpers import ROOT, SMALL, run_dir_of
+from _helpers import ROOT, SMALL, run_dir_of, run_dirs
 from lightning_dlstrat import hub
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.config import read_config_file, resolve
@@ -79,7 +79,7 @@ def test_cosine_schedules_plan_over_max_steps(tmp_path):
     fit("mlp", out=str(tmp_path), trainer={"max_steps": 30, "callbacks": [seen], "enable_progress_bar": False})
     # 21 batches an epoch: 30 steps end in the 2nd epoch, and the per-epoch cosine over 2 epochs is at 0 then
     assert seen.steps == 30 and seen.lrs[0] == pytest.approx(5e-4)  # half-way: epoch 1 of 2 of the cosine
-    assert "max_epochs" not in yaml.safe_load((next(tmp_path.iterdir()) / "config.yaml").read_text())["trainer"]
+    assert "max_epochs" not in yaml.safe_load((run_dirs(tmp_path)[0] / "config.yaml").read_text())["trainer"]
 
 
 def test_merge_order_module_preset_file_flags(tmp_path):

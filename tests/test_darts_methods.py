@@ -13,7 +13,7 @@ from lightning_dlstrat.data import DigitsDataModule
 from lightning_dlstrat.methods import METHODS, selectable
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
-from _helpers import RecordRank, StopAfter, assert_clean_failure, make_trainer, same, tiny_batches
+from _helpers import RecordRank, StopAfter, assert_clean_failure, make_trainer, run_dirs, same, tiny_batches
 
 TINY = dict(in_shape=(1, 8, 8), num_classes=10, C=4, layers=3, steps=2, multiplier=2)
 
@@ -290,7 +290,7 @@ def test_cli_searches_with_each_method_in_each_space(tmp_path, space, method):
     shape = ["--model.layers=3", "--model.steps=2", "--model.multiplier=2"] if space == "darts" else ["--model.space=nb201", "--model.N=1"]
     result = CliRunner().invoke(app, ["fit", "--model", "darts", f"--model.method={method}", "--model.max_skips=1", *shape, *CLI_TINY, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = run_dirs(tmp_path)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     hparams = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
     assert config["method"] == method

@@ -20,7 +20,7 @@ from lightning_dlstrat.spaces.darts.search import SearchNetwork
 from lightning_dlstrat.spaces.darts.genotype import Genotype
 from lightning_dlstrat.trainers.darts_search import DARTSSearch
 
-from _helpers import RecordRank, exact_unrolled_gradient, make_trainer, same, smooth_, snapshot, tiny_batches
+from _helpers import RecordRank, exact_unrolled_gradient, make_trainer, run_dirs, same, smooth_, snapshot, tiny_batches
 
 TINY = dict(in_shape=(1, 8, 8), num_classes=10, C=4, layers=3, steps=2, multiplier=2)
 
@@ -218,7 +218,7 @@ def test_cli_search_writes_genotype_history_and_pictures(tmp_path):
     args += ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = run_dirs(tmp_path)
     genotype = Genotype.load(run_dir / "genotype.json")
     assert genotype.steps == 2
     history = [json.loads(line) for line in (run_dir / "genotype_history.jsonl").read_text().splitlines()]
@@ -302,7 +302,7 @@ def test_cli_eigen_monitor_writes_collapse_plot(tmp_path):
     args += ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = run_dirs(tmp_path)
     history = [json.loads(line) for line in (run_dir / "genotype_history.jsonl").read_text().splitlines()]
     assert all("eigenvalue" in r for r in history)
     assert (run_dir / "collapse.png").stat().st_size > 0

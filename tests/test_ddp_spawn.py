@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from _helpers import dlstrat, run_dir_of
+from _helpers import dlstrat, run_dir_of, run_dirs
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_cli_ddp_spawn_finishes(tmp_path, args):
     assert result.returncode == 0, output[-3000:]
     assert "sync_dist" not in output  # no per-metric advice flood
     run_dir = run_dir_of(result.stdout)
-    assert [p for p in tmp_path.iterdir()] == [run_dir]  # one run directory, written by rank 0
+    assert run_dirs(tmp_path) == [run_dir]  # one run directory, written by rank 0
     assert (run_dir / "summary.json").is_file()
     if args[1] == "darts":
         header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")

@@ -17,7 +17,7 @@ from lightning_dlstrat.models.gan import DCGANDiscriminator, DCGANGenerator, dcg
 from lightning_dlstrat.gan_losses import LOSSES, GANLoss, discriminator_loss, ema_update, generator_loss, gradient_penalty, r1_penalty, register_loss
 from lightning_dlstrat.recipes import fit
 from lightning_dlstrat.trainers.gan import GAN, GANDivergedError
-from _helpers import RankDigests, StopAfter, checkpoint_weights, run_dir_of, tiny_gan
+from _helpers import RankDigests, StopAfter, checkpoint_weights, run_dir_of, run_dirs, tiny_gan
 from lightning_dlstrat import gan_losses
 
 runner = CliRunner()
@@ -293,7 +293,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         fit(**tiny_gan(tmp_path, epochs=3, callbacks=[_PoisonAtEpoch(1)]))
     message = str(e.value)
     assert "training diverged: d_loss became nan" in message and "epoch 2" in message
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (run_dir,) = run_dirs(tmp_path)
     last = run_dir / "checkpoints" / "last.ckpt"
     assert str(last) in message
     ckpt = torch.load(last, map_location="cpu", weights_only=True)

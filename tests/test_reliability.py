@@ -27,7 +27,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of
+from _helpers import ROOT, assert_clean_failure, dlstrat, run_dir_of, run_dirs
 from lightning_dlstrat.cli import app
 from lightning_dlstrat.hub import HubError, build_from_config
 from lightning_dlstrat.spaces.darts.genotype import DARTS_V2, Genotype, resolve_genotype
@@ -106,7 +106,7 @@ def test_ddp_with_three_cpu_processes_leaves_one_run_directory(tmp_path):
     proc = dlstrat("fit", "--model", "mlp", "--out", str(tmp_path), "--strategy", "ddp", "--devices", "3", *SHORT, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run directory: ") == 1
-    (run_dir,) = [p for p in tmp_path.iterdir()]
+    (run_dir,) = run_dirs(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["run_dir"] == str(run_dir) and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
@@ -130,7 +130,7 @@ def test_two_node_torchrun_matches_ddp_spawn_and_leaves_one_directory(tmp_path):
     outputs = [p.communicate(timeout=400) for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     assert sum(o.count("run directory: ") for o, _ in outputs) == 1
-    (run_dir,) = list((tmp_path / "torchrun").iterdir())
+    (run_dir,) = run_dirs(tmp_path / "torchrun")
     spawn = dlstrat("fit", *args, "--strategy", "ddp_spawn", "--devices", "2", "--out", str(tmp_path / "spawn"), env={"OMP_NUM_THREADS": "1"}, timeout=400)
     assert spawn.returncode == 0, spawn.stderr[-2000:]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (run_dir, run_dir_of(spawn.stdout)))
@@ -163,7 +163,7 @@ def _interrupt(tmp_path: Path, sig: int) -> tuple[subprocess.CompletedProcess | 
     time.sleep(epoch / 2)  # mid-way through the third epoch
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=300)
-    (run_dir,) = list(tmp_path.iterdir())
+    (run_dir,) = run_dirs(tmp_path)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run_dir
 
 
@@ -192,7 +192,7 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, sig, uninterrupted
     assert not (run_dir / "summary.json").exists()
     resumed = dlstrat("fit", "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert run_dir_of(resumed.stdout) == run_dir and list(tmp_path.iterdir()) == [run_dir]  # the same directory
+    assert run_dir_of(resumed.stdout) == run_dir and run_dirs(tmp_path) == [run_dir]  # the same directory
     a, b = (json.loads((d / "summary.json").read_text()) for d in (uninterrupted, run_dir))
     assert a["test_metrics"] == b["test_metrics"] and a["fit_metrics"] == b["fit_metrics"]
     wa = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -221,7 +221,7 @@ def test_every_interruption_exits_128_plus_the_signal_with_the_resume_command(tm
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    (run_dir,) = list((tmp_path / "runs").iterdir())
+    (run_dir,) = run_dirs(tmp_path / "runs")
     assert proc.returncode == 128 + sig, err[-3000:]
     assert f"resume it with: dlstrat fit --resume {run_dir}" in err and "Traceback" not in err, err[-3000:]
     assert ("terminated (SIGTERM)" in err) == (sig == signal.SIGTERM) and f"while {stage}ing" in err
@@ -254,7 +254,7 @@ def test_sigterm_to_rank_0_of_ddp_ends_every_rank_with_the_checkpoint_intact(tmp
                 subprocess.run(["kill", "-9", pid])
             pytest.fail(f"try {attempt}: rank 0 did not end within 30 s of SIGTERM")
         assert proc.returncode == 143, err[-3000:]
-        (run_dir,) = list(out.iterdir())
+        (run_dir,) = run_dirs(out)
         assert f"resume it with: dlstrat fit --resume {run_dir}" in err
         for pid in ranks:  # every rank ended (or is a zombie waiting for its parent, which has ended)
             status = Path(f"/proc/{pid}/status")

@@ -18,7 +18,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from _helpers import ROOT, assert_clean_failure, run_dir_of
+from _helpers import ROOT, assert_clean_failure, run_dir_of, run_dirs
 from typer.testing import CliRunner
 
 from lightning_dlstrat.cli import app
@@ -403,7 +403,7 @@ def test_a_full_disk_stops_the_study_cleanly_and_resume_finishes_it(tmp_path, mo
     state = _full_disk_at(monkeypatch, lambda record: b'"op_code":6' in record and b'"state":1' in record)  # trial 0 told complete
     result = runner.invoke(app, ["fit", "--model", "random-nas", "--trials", "2", "--max-epochs", "1", "--out", str(tmp_path), *TINY])
     assert state["failed"]
-    run_dir = next(tmp_path.iterdir())
+    run_dir = run_dirs(tmp_path)[0]
     journal = run_dir / "study.journal"
     assert_clean_failure(result, f"cannot write {journal}: No space left on device")
     assert f"continue the study with: dlstrat fit --resume {run_dir}" in " ".join(result.output.split())
