@@ -240,23 +240,30 @@ def test_presets_follow_the_space():
     assert (plain.model_args["space"], plain.model_args["layers"], plain.model_args["weight_decay"], plain.model_args["nesterov"]) == ("darts", 5, 3e-4, False)
 
 
-def test_digits_hard_presets_are_digits_with_beta_darts(space):
-    """What docs/darts.md's digits-hard comparison supports: beta-DARTS there, plain DARTS on digits;
-    everything else as digits but for beta-DARTS's own recipe (darts.yaml's methods table). An
-    explicit --model.method wins."""
+DIGITS_HARD_METHOD = {"darts": "beta-darts", "nb201": "drnas"}  # docs/darts.md, "Search vs random search on digits-hard"
+
+
+def test_digits_hard_presets_are_digits_with_the_method_the_comparison_chose(space):
+    """What docs/darts.md's digits-hard comparison supports (beta-DARTS in the DARTS space, DrNAS in
+    NAS-Bench-201), plain DARTS on digits; everything else as digits but for the method's own recipe
+    (darts.yaml's methods table). An explicit --model.method wins."""
+    from lightning_dlstrat.methods import METHODS
+
+    method = DIGITS_HARD_METHOD[space.name]
     darts = get_recipe("darts")
     hard = resolve(darts, flags={"model": {"space": space.name}, "data": {"name": "digits-hard"}})
     digits = resolve(darts, flags={"model": {"space": space.name}})
-    assert hard.model_args["method"] == "beta-darts" and digits.model_args["method"] in (None, "darts")
-    assert hard.model_args["beta_decay"] == 3.54  # the method's setting, scaled to the 15-epoch digits search (darts.yaml)
-    recipe = darts.presets["methods"]["beta-darts"][space.name]["datasets"]["digits-hard"]["model"]  # e.g. nb201: weight decay 3e-4, no Nesterov
+    assert hard.model_args["method"] == method and digits.model_args["method"] in (None, "darts")
+    recipe = darts.presets["methods"][method][space.name]["datasets"]["digits-hard"]["model"]  # e.g. nb201: weight decay 3e-4, no Nesterov
     assert all(hard.model_args[k] == v for k, v in recipe.items())
-    same_keys = lambda args: {k: v for k, v in args.items() if k not in ("method", "in_shape", *recipe)}  # noqa: E731
+    assert all(hard.model_args[k] == v for k, v in METHODS[method].preset.items() if k not in recipe)  # the method's defining settings, expanded
+    same_keys = lambda args: {k: v for k, v in args.items() if k not in ("method", "in_shape", *recipe, *METHODS[method].preset)}  # noqa: E731
     assert same_keys(hard.model_args) == same_keys(digits.model_args)
     assert hard.model_args["in_shape"] == [1, 16, 16] and hard.trainer == digits.trainer
     assert {k: v for k, v in hard.data_args.items()} == digits.data_args
     assert resolve(darts, flags={"model": {"space": space.name, "method": "darts"}, "data": {"name": "digits-hard"}}).model_args["method"] == "darts"
-    assert DARTSSearch(**hard.model_args).hparams.beta_decay == 3.54  # what config.yaml holds is what the module runs
+    module = DARTSSearch(**hard.model_args)  # what config.yaml holds is what the module runs
+    assert all(getattr(module.hparams, k) == v for k, v in recipe.items())
 
 
 # --- the interface a sampler uses, and genotype files ----------------------------------------------
