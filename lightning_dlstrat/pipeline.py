@@ -44,7 +44,7 @@ from .config import RunConfig, resolve
 from .core import DlstratError, atomic_write_json, launch_rank, shell_command
 from .spaces import get_space
 from .run import (
-    RUN_MARKER, RunInterrupted, RunLock, interruptible, build_datamodule, device_words, discard_run_dir, find_resume, fit as run_fit, make_run_dir, point_latest,
+    RUN_MARKER, RunInterrupted, RunLock, interruptible, device_words, discard_run_dir, find_resume, fit as run_fit, make_run_dir, point_latest,
     summary_of, versions,
 )
 
@@ -152,8 +152,6 @@ def resume(path: str | Path) -> dict[str, Any]:
 
 # --- the stages ----------------------------------------------------------------------------------
 def _walk(root: Path, plan: Plan, first: tuple[Any, RunConfig] | None) -> dict[str, Any]:
-    from .recipes import get_recipe
-
     rank0 = launch_rank() == 0
     lock = RunLock(root).acquire() if rank0 else None
     started = time.time()
@@ -161,7 +159,7 @@ def _walk(root: Path, plan: Plan, first: tuple[Any, RunConfig] | None) -> dict[s
         with interruptible():
             return _stages(root, plan, first, rank0, started)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM between the Trainers (exporting, pushing)
-        raise _interrupted(root, "exporting", None) from None
+        raise _interrupted(root, "interrupted between stages (exporting or pushing)", None) from None
     except RunInterrupted as e:  # in a stage's Trainer: resume the whole run, not the stage alone
         raise _interrupted(root, str(e).split(". ")[0], e.code) from None
     finally:

@@ -137,9 +137,8 @@ def test_the_pushed_model_loads_offline_through_timm_from_pretrained_and_predict
 
 def kill_when(args: list[str], ready, env: dict | None = None, timeout: float = 300) -> str:
     """Run ``dlstrat ARGS``, SIGTERM it as soon as ``ready()`` is true, and return its output (it must exit 143)."""
-    with open(os.devnull, "w") as devnull:
-        proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     deadline = time.time() + timeout
     while not ready():
         assert proc.poll() is None, f"finished before the kill: {proc.stdout.read()}"
