@@ -173,7 +173,7 @@ class DartsSpace(SearchSpace):
                  for cell in net.cells]
         try:
             with torch.no_grad():
-                net.eval()(torch.zeros(1, *in_shape))
+                net.eval()(torch.zeros(1, *in_shape, device=next(net.parameters()).device))
         finally:
             for h in hooks:
                 h.remove()

@@ -148,7 +148,7 @@ class NB201Space(SearchSpace):
         hooks = [cell.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape))) for cell in cells]
         try:
             with torch.no_grad():
-                net.eval()(torch.zeros(1, *in_shape))
+                net.eval()(torch.zeros(1, *in_shape, device=next(net.parameters()).device))
         finally:
             for h in hooks:
                 h.remove()
