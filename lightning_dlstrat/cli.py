@@ -535,6 +535,17 @@ def hub_serve(
     typer.echo("Hub test server stopped; its repos are gone")
 
 
+def latency_space(space: str, threads: int | None):
+    """``--space`` as a search space, and ``--threads`` (default: OMP_NUM_THREADS, else torch's choice: None)."""
+    from .core import omp_threads
+    from .spaces import get_space
+
+    try:
+        return get_space(space), threads or omp_threads()
+    except ValueError as e:
+        raise DlstratError(f"--space: {e}") from None
+
+
 @latency_app.command("profile")
 @command
 def latency_profile(
@@ -550,18 +561,12 @@ def latency_profile(
     """Time every operation of a space at every position of its evaluation network, and the fixed cost; cache the table."""
     from .latency import LatencyTable
     from .recipes.darts import latency_table
-    from .spaces import get_space
 
     if batch_size < 1 or batch_size > 4096 or (threads is not None and not 1 <= threads <= 1024):
         fail(f"--batch-size must be in 1..4096 and --threads in 1..1024, not {batch_size} and {threads}")
     if runtime not in ("torch", "onnxruntime"):
         fail(f"--runtime must be torch or onnxruntime, not {shorten(runtime, 40)!r}")
-    try:
-        chosen = get_space(space)
-    except ValueError as e:
-        raise DlstratError(f"--space: {e}") from None
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
+    chosen, threads = latency_space(space, threads)
     path = latency_table(chosen, data, device=device, runtime=runtime, batch=batch_size, threads=threads, refresh=refresh, log=lambda line: typer.echo(line, err=True))
     table = LatencyTable.load(path)
     if out is not None:
@@ -588,16 +593,10 @@ def latency_check(
     from .core import atomic_write_json
     from .latency import LatencyTable, prediction_error
     from .recipes.darts import evaluation_network, latency_table
-    from .spaces import get_space
 
     if not 1 <= samples <= 10_000 or not 1 <= repeats <= 10_000:
         fail(f"--samples and --repeats must be in 1..10000, not {samples} and {repeats}")
-    try:
-        chosen = get_space(space)
-    except ValueError as e:
-        raise DlstratError(f"--space: {e}") from None
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
+    chosen, threads = latency_space(space, threads)
     table = LatencyTable.load(latency_table(chosen, data, runtime=runtime, batch=batch_size, threads=threads, log=lambda line: typer.echo(line, err=True)))
     build, in_shape, _ = evaluation_network(chosen, data)
     result = prediction_error(table, chosen, build, in_shape, samples=samples, seed=seed, repeats=repeats)

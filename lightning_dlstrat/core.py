@@ -329,6 +329,12 @@ def seeded_rngs(seed: int) -> Iterator[None]:
         set_rng_states(saved)
 
 
+def omp_threads() -> int | None:
+    """The thread count ``OMP_NUM_THREADS`` sets, when it is a positive integer (None otherwise)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) >= 1 else None
+
+
 def launch_rank() -> int:
     """This process's global rank as its launcher set it, before any Trainer or process group exists.
 

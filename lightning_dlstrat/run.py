@@ -65,7 +65,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from . import __version__
 from .config import RunConfig, build, read_config_file
-from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, set_rng_states, shell_command, shorten
+from .core import DlstratError, atomic_write_bytes, atomic_write_json, launch_rank, omp_threads, set_rng_states, shell_command, shorten
 from .viz import plot_learning_curves
 from .data import DATAMODULES, BaseDataModule
 from .trainer_specs import Spec, callback_specs, logger_specs
@@ -899,11 +899,11 @@ def choose_threads(cfg: RunConfig) -> tuple[int, str]:
     The presets choose from measurements (docs/benchmarks.md, "Threads"): the digits networks are
     small, a second thread gains nothing on them and costs up to 10x on a busy machine.
     """
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    env = omp_threads()
     if cfg.threads and cfg.threads_from == "--threads":
         return cfg.threads, "--threads"
-    if env.isdigit() and int(env) >= 1:
-        return int(env), "OMP_NUM_THREADS"
+    if env is not None:
+        return env, "OMP_NUM_THREADS"
     if cfg.threads:
         return cfg.threads, cfg.threads_from or "preset"
     return torch.get_num_threads(), "torch's default"

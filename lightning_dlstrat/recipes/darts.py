@@ -13,13 +13,12 @@ setting that runs, and replaying ``config.yaml`` needs no method name.
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..core import DlstratError, shell_command, shorten
+from ..core import DlstratError, omp_threads, shell_command, shorten
 from ..methods import expand, selectable
 from ..spaces import get_space
 from ..trainers.darts_search import DARTSSearch
@@ -66,8 +65,7 @@ def prepare(model_args: dict[str, Any], given: dict[str, Any], data: str) -> Non
     if model_args.get("latency_target") is not None and not model_args.get("latency_table"):
         space = get_space(model_args.get("space") or "darts")
         # the threads the network will run with: OMP_NUM_THREADS when set, else the search preset's (the table records them)
-        env = os.environ.get("OMP_NUM_THREADS", "")
-        threads = int(env) if env.isdigit() and int(env) > 0 else DARTS.preset_for(data, space_of(model_args)).get("threads")
+        threads = omp_threads() or DARTS.preset_for(data, space_of(model_args)).get("threads")
         model_args["latency_table"] = str(latency_table(space, data, threads=threads, log=lambda line: print(f"latency table: {line}", file=sys.stderr, flush=True)))
 
 
