@@ -215,6 +215,7 @@ def test_imports_point_downward_and_have_no_cycles():
             visit(module, [module])
 
 
+@pytest.mark.slow
 def test_import_is_light_and_timm_finds_the_models_either_way():
     light = subprocess.run(
         [sys.executable, "-c", "import sys, lightning_dlstrat; print(sorted(m for m in ('torch', 'lightning', 'timm', 'torchmetrics') if m in sys.modules))"],

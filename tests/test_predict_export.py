@@ -188,6 +188,7 @@ CASES = [("mlp-digits", "onnx"), ("mlp-digits", "pt2"), ("mlp-digits", "torchscr
          ("gan-digits", "onnx"), ("gan-digits", "torchscript"), ("gan-ring8", "onnx")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,fmt", CASES, ids=[f"{n}-{f}" for n, f in CASES])
 def test_exported_zoo_models_match_the_eager_network(name, fmt, tmp_path):
     if fmt == "onnx":

@@ -201,6 +201,7 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, sig, uninterrupted
     assert _rows(uninterrupted) == _rows(run_dir)  # one continuous metrics.csv, row for row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["test", "train"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_every_interruption_exits_128_plus_the_signal_with_the_resume_command(tmp_path, sig, stage):
@@ -383,6 +384,7 @@ def test_resume_of_a_checkpoint_outside_a_run_directory_leaves_its_folder_untouc
     assert run_dir_of(result.output) == old
 
 
+@pytest.mark.slow
 def test_two_processes_cannot_work_on_one_run(tmp_path, mlp_run):
     """Two concurrent `--resume` of one run both trained, interleaving its metrics.csv and checkpoints. Now the
     second exits 2 naming the first (pid and host), and the lock dies with its holder, even by SIGKILL."""

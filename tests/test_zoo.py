@@ -136,6 +136,7 @@ def card_snippet(card: str) -> str:
     return card.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_a_fresh_interpreter_loads_any_architecture_without_importing_the_networks():
     """The command of issue 21: hub alone knows every architecture the package ships, importing each on first use."""
     proc = fresh_python("from lightning_dlstrat.hub import load_model; load_model('zoo/mlp-digits')")
