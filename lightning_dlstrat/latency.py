@@ -70,6 +70,32 @@ class LatencyTable:
         """Predicted milliseconds of the evaluation network of ``genotype``: fixed cost + its operations."""
         return self.fixed_ms + self.ops_ms(space, genotype)
 
+    def fastest_ms(self) -> float:
+        """The prediction for the fastest network the space's genotype rule (``rule``) can derive: every cell of a
+        type shares its choices, so per type each edge's cheapest allowed operation summed over the cells, and
+        (``top_k``) each node's ``k`` cheapest edges. A budget below it cannot be met by any search."""
+        total = self.fixed_ms
+        exclude = set(self.rule.get("exclude", ()))
+        allowed = [i for i, op in enumerate(self.primitives) if op not in exclude]
+        for cells in self.cells.values():
+            per_edge = [min(sum(cell[e][o] for cell in cells) for o in allowed) for e in range(len(cells[0]))]
+            if self.rule["kind"] == "all":
+                total += sum(per_edge)
+            else:
+                total += sum(sum(sorted(per_edge[e] for e in node)[: self.rule["k"]]) for node in self.rule["nodes"])
+        return total
+
+    def verdict(self, predicted: float, target: float) -> str:
+        """What a search under a ``target`` budget ended with, for its report: met, exceeded by how much, or
+        a budget below the fastest derivable network."""
+        fastest = self.fastest_ms()
+        if target < fastest:
+            return f"budget {target:g} ms is below the fastest network this space derives ({fastest:.3f} ms predicted): no search can meet it"
+        if predicted <= target:
+            return f"budget {target:g} ms met (predicted)"
+        return (f"budget {target:g} ms exceeded by {100 * (predicted / target - 1):.1f} % (predicted): the multiplier was still rising when the "
+                f"search ended; search longer or raise --model.latency_lr")
+
     # --- files -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         atomic_write_json(path, asdict(self))

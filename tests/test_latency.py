@@ -1,6 +1,7 @@
 """Latency lookup tables, the differentiable expected latency, the Lagrangian budget and predicted vs measured
 (lightning_dlstrat/latency.py, methods/latency_budget.py). Tables are profiled here on tiny evaluation networks."""
 
+import itertools
 import json
 import math
 import random
@@ -64,6 +65,24 @@ def test_damaged_or_foreign_tables_are_refused(tables, tmp_path):
             LatencyTable.load(tmp_path / "t.json")
     with pytest.raises(DlstratError, match="does not exist; make one with `dlstrat latency profile"):
         LatencyTable.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_the_fastest_derivable_network_and_the_budget_verdicts(name, tables):
+    table, _ = tables[name]
+    space = get_space(name)
+    fastest = table.fastest_ms()
+    rng = random.Random(0)
+    sampled = min(table.predict(space, space.sample(rng)) for _ in range(300))
+    if name == "nb201":  # every cell of 6 edges, 5 operations: the minimum over all 15,625 cells
+        ops = space.operations
+        best = min(table.predict(space, space.from_choices(dict(zip(space.choices(), combo))))
+                   for combo in itertools.product(ops, repeat=len(space.choices())))
+        assert fastest == pytest.approx(best)
+    assert fastest <= sampled + 1e-9  # no derivable cell is faster
+    assert "below the fastest network this space derives" in table.verdict(fastest + 1.0, fastest * 0.5 if fastest > 0 else -1.0)
+    assert table.verdict(sampled, sampled * 1.01).startswith(f"budget {sampled * 1.01:g} ms met")
+    assert "exceeded by 10.0 %" in table.verdict(fastest * 1.1 if fastest > 0 else 1.1, fastest if fastest > 0 else 1.0)
 
 
 def one_hot_alpha(space, genotype, strength: float = 40.0) -> torch.Tensor:
@@ -188,6 +207,9 @@ def test_a_search_under_a_budget_reports_predicted_and_measured_latency(tmp_path
     assert json.loads((run / "latency.json").read_text())["predicted_ms"] == latency["predicted_ms"]
     assert LatencyTable.load(run / "latency_table.json").space == "nb201"
     assert "predicted" in result.output and "measured" in result.output
+    # 0.05 ms is below any network of the tiny table: said at the start and in the report
+    assert latency["within_budget"] is False and latency["fastest_ms"] > 0.05
+    assert result.output.count("budget 0.05 ms is below the fastest network this space derives") == 2
     import csv
 
     rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("latency/multiplier")]

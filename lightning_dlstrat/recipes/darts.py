@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core import DlstratError, omp_threads, shell_command, shorten
+from ..core import DlstratError, launch_rank, omp_threads, shell_command, shorten
 from ..methods import expand, selectable
 from ..spaces import get_space
 from ..trainers.darts_search import DARTSSearch
@@ -67,6 +67,12 @@ def prepare(model_args: dict[str, Any], given: dict[str, Any], data: str) -> Non
         # the threads the network will run with: OMP_NUM_THREADS when set, else the search preset's (the table records them)
         threads = omp_threads() or DARTS.preset_for(data, space_of(model_args)).get("threads")
         model_args["latency_table"] = str(latency_table(space, data, threads=threads, log=lambda line: print(f"latency table: {line}", file=sys.stderr, flush=True)))
+    if model_args.get("latency_target") is not None and model_args.get("latency_table") and launch_rank() == 0:
+        from ..latency import LatencyTable
+
+        table, target = LatencyTable.load(model_args["latency_table"]), model_args["latency_target"]
+        if isinstance(target, (int, float)) and 0 < target < table.fastest_ms():  # said at once, and again in the report
+            print(f"latency: {table.verdict(table.fastest_ms(), target)}", file=sys.stderr, flush=True)
 
 
 def evaluation_network(space, data: str) -> tuple[Any, tuple[int, ...], dict[str, Any]]:
@@ -170,12 +176,14 @@ def latency_report(space, genotype, table_path: str, target: float | None, run_d
         "target_ms": target, "device": key["device"], "device_name": key["device_name"], "runtime": key["runtime"], "batch": key["batch"],
         "threads": key["threads"], "table": str(table_path),
     }
+    if target:
+        out.update(fastest_ms=round(table.fastest_ms(), 4), within_budget=predicted <= target, verdict=table.verdict(predicted, target))
     if run_dir is not None:
         atomic_write_json(Path(run_dir) / "latency.json", out)
         table.save(Path(run_dir) / "latency_table.json")  # the table the search used travels with the run
     others = "".join(f", {k} {v:.3f} ms" for k, v in measured.items() if k != key["runtime"])
     out["line"] = (f"latency ({key['device_name']}, batch {key['batch']}, {key['threads']} thread(s)): predicted {predicted:.3f} ms, measured "
-                   f"{measured[key['runtime']]:.3f} ms in {key['runtime']} (error {error:+.1f} %){others}" + (f"; budget {target:g} ms" if target else ""))
+                   f"{measured[key['runtime']]:.3f} ms in {key['runtime']} (error {error:+.1f} %){others}" + (f"; {out['verdict']}" if target else ""))
     return out
 
 
