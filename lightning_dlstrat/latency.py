@@ -71,11 +71,12 @@ class LatencyTable:
         return self.fixed_ms + self.ops_ms(space, genotype)
 
     def fastest_ms(self) -> float:
-        """The prediction for the fastest network the space's genotype rule (``rule``) can derive: every cell of a
-        type shares its choices, so per type each edge's cheapest allowed operation summed over the cells, and
-        (``top_k``) each node's ``k`` cheapest edges. A budget below it cannot be met by any search."""
+        """The prediction for the fastest network the space's genotype rule (``rule``) can derive without ``none``
+        (a cell of ``none`` edges does not connect): every cell of a type shares its choices, so per type each
+        edge's cheapest allowed operation summed over the cells, and (``top_k``) each node's ``k`` cheapest
+        edges. A budget below it cannot be met by a network that learns."""
         total = self.fixed_ms
-        exclude = set(self.rule.get("exclude", ()))
+        exclude = set(self.rule.get("exclude", ())) | {"none"}
         allowed = [i for i, op in enumerate(self.primitives) if op not in exclude]
         for cells in self.cells.values():
             per_edge = [min(sum(cell[e][o] for cell in cells) for o in allowed) for e in range(len(cells[0]))]
@@ -93,8 +94,8 @@ class LatencyTable:
             return f"budget {target:g} ms is below the fastest network this space derives ({fastest:.3f} ms predicted): no search can meet it"
         if predicted <= target:
             return f"budget {target:g} ms met (predicted)"
-        return (f"budget {target:g} ms exceeded by {100 * (predicted / target - 1):.1f} % (predicted): the multiplier was still rising when the "
-                f"search ended; search longer or raise --model.latency_lr")
+        return (f"budget {target:g} ms exceeded by {100 * (predicted / target - 1):.1f} % (predicted); --model.latency_project=true (the default) "
+                f"swaps in cheaper operations until it fits, a longer search or a larger --model.latency_lr gets the search itself closer")
 
     # --- files -----------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

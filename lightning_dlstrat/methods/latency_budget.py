@@ -27,6 +27,13 @@ of the whole model against measurement is reported after each search (predicted 
 The table's latency of one network is ``fixed_ms + sum over the cells of the network`` (normal and
 reduction cells share alpha, but each cell position has its own entries).
 
+The budget is a constraint on the derived network, so the derivation honours it too
+(``latency_project``, on by default): when the rule's network is predicted over the budget at the
+end (or at any epoch's genotype), operations on its kept edges are swapped for cheaper ones, the
+swap that gives up the least weight per millisecond saved first, until it fits; a dual ascent over
+a short search is approached from above and otherwise ends a few percent over. ``none`` is never
+swapped in: it would meet a budget with a cell that does not connect.
+
 The constraint ``E <= T`` enters the architecture loss as ``lambda * E / T``; after each
 architecture step the multiplier takes a dual ascent step, ``lambda <- max(0, lambda + eta * (E / T - 1))``
 (``latency_lr`` = eta), so it grows while the budget is exceeded and decays to 0 when it is met: a
@@ -142,6 +149,34 @@ class LatencyBudget(SearchMethod):
         self.expected_ms = float(expected.detach())
         self.multiplier = max(0.0, self.multiplier + self.eta * (self.expected_ms / self.target - 1.0))
         return term
+
+    def genotype(self, net, space, genotype):
+        """With ``latency_project`` (the default), a derived network over the budget is brought within it: on the
+        edges the rule kept, operations are swapped for cheaper ones (never ``none`` or an excluded one), each
+        time the swap that gives up the least architecture weight per millisecond saved, until the table's
+        prediction meets the budget or no cheaper operation is left (then the report says by how much it is over)."""
+        if not self.hp.get("latency_project", True) or self.table.predict(space, genotype) <= self.target:
+            return genotype
+        weights = space.cell_weights(net)  # {cell type: (E, O)}, the weights the rule ranked by
+        ops = list(self.operations)
+        banned = set(self.table.rule.get("exclude", ())) | {"none"}  # "none" would disconnect the cell
+        while self.table.predict(space, genotype) > self.target:
+            best = None  # (weight given up per ms saved, cell type, k, operation)
+            for cell, chosen in space.chosen_edges(genotype).items():
+                lat, w = self.per_type[cell], weights[cell]  # (E, O) each
+                for k, (e, op) in enumerate(chosen):
+                    i = ops.index(op)
+                    for j, alt in enumerate(ops):
+                        saved = float(lat[e, i] - lat[e, j])
+                        if alt in banned or saved <= 0:
+                            continue
+                        score = max(float(w[e, i] - w[e, j]), 0.0) / saved
+                        if best is None or score < best[0]:
+                            best = (score, cell, k, alt)
+            if best is None:
+                break
+            genotype = space.with_op(genotype, best[1], best[2], best[3])
+        return genotype
 
     def on_epoch_start(self, epoch: int, epochs: int) -> dict[str, float]:
         if self.expected_ms != self.expected_ms:  # nan: no architecture step yet

@@ -224,6 +224,10 @@ class SearchSpace(abc.ABC):
         """``{cell type: [(edge, operation), ...]}``: the edges (rows of alpha, :attr:`topology` order) the genotype keeps, and their operations."""
         raise NotImplementedError(f"the {self.name} space has no latency model")
 
+    def with_op(self, genotype: Any, cell: str, k: int, op: str) -> Any:
+        """``genotype`` with the ``k``-th kept edge of cell type ``cell`` (:meth:`chosen_edges` order) running ``op`` instead."""
+        raise NotImplementedError(f"the {self.name} space has no latency model")
+
     def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
         """The evaluation network's candidate operation ``name`` at a position (its channels and stride), to time alone."""
         raise NotImplementedError(f"the {self.name} space has no latency model")

@@ -162,6 +162,12 @@ class DartsSpace(SearchSpace):
             out[cell] = [(edges.index((j, k // 2 + 2)), op) for k, (op, j) in enumerate(pairs)]
         return out
 
+    def with_op(self, genotype: Genotype, cell: str, k: int, op: str) -> Genotype:
+        genotype = Genotype.coerce(genotype)
+        pairs = {"normal": list(genotype.normal), "reduce": list(genotype.reduce)}
+        pairs[cell][k] = (op, pairs[cell][k][1])  # chosen_edges lists the (op, input) pairs in order
+        return Genotype(pairs["normal"], genotype.normal_concat, pairs["reduce"], genotype.reduce_concat)
+
     def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
         from .ops import OPS
 

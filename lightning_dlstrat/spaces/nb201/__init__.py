@@ -137,6 +137,11 @@ class NB201Space(SearchSpace):
         edges = self.topology.edges
         return {"cell": [(edges.index((source, target)), op) for source, target, op in NB201Genotype.resolve(genotype).edges()]}
 
+    def with_op(self, genotype: NB201Genotype, cell: str, k: int, op: str) -> NB201Genotype:
+        ops = list(NB201Genotype.resolve(genotype).ops)  # chosen_edges lists every edge, in this order
+        ops[k] = op
+        return NB201Genotype(tuple(ops))
+
     def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
         from .ops import make_op
 
