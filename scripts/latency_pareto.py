@@ -2,11 +2,15 @@
 NSGA-II front (accuracy vs measured latency), every network measured again here, side by side,
 in one process (CPU, eager torch, batch 1, one thread), so the two sets share one machine state.
 
-    PYTHONPATH=. python scripts/latency_pareto.py --budgets OUT/budget --study RUN --baseline RUN ... --out docs/img/latency_pareto.png
+    PYTHONPATH=. python scripts/latency_pareto.py --space nb201 --data digits-hard --budgets OUT \
+        [--study RUN] [--baseline RUN ...] --out docs/img/latency_pareto.png
 
-``--budgets``: the folder of scripts/latency_budget_search.sh (pipeline runs ``SPACE-DATA-bB-sS/``);
-``--baseline``: unconstrained search-and-retrain pipelines or retrain runs of the same searches;
-``--study``: a ``random-nas --model.sampler=nsga2 --model.objective=latency`` run. Prints a markdown table.
+``--budgets``: the folder of scripts/latency_budget_search.sh (pipeline runs ``SPACE-DATA-bB-sS/``,
+those of ``--space`` and ``--data``; ``bnone``: the same search without a budget), or of
+scripts/latency_projected.py (the same searches' networks as ``--model.latency_project`` derives them);
+``--baseline``: unconstrained searches' retrain runs (the comparisons of docs/darts.md);
+``--study``: a ``random-nas --model.sampler=nsga2 --model.objective=latency`` run (optional).
+Prints a markdown table of every network and one of every budget over its seeds.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from lightning_dlstrat.recipes.darts import evaluation_network, latency_table
 from lightning_dlstrat.spaces import get_space
 
 
-def pipelines(folder: Path) -> list[tuple[str, int, Path]]:
+def pipelines(folder: Path, space: str, data: str) -> list[tuple[str, int, Path]]:
+    """(budget, seed, run) of scripts/latency_budget_search.sh's folders ``SPACE-DATA-bBUDGET-sSEED``."""
     out = []
-    for d in sorted(folder.glob("*-b*-s*")):
+    for d in sorted(folder.glob(f"{space}-{data}-b*-s*")):
         if not d.is_dir():
             continue
-        runs = [r for r in d.glob("*-pipeline-2*") if (r / "summary.json").is_file()]
+        # a pipeline run (latency_budget_search.sh) or a retrained / copied one (latency_projected.py)
+        runs = [r for r in d.iterdir() if r.is_dir() and not r.is_symlink() and (r / "summary.json").is_file()]
         if runs:
             budget, seed = d.name.rsplit("-b", 1)[1].rsplit("-s", 1)
             out.append((budget, int(seed), runs[0]))
@@ -40,7 +46,7 @@ def pipelines(folder: Path) -> list[tuple[str, int, Path]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", type=Path, required=True)
-    ap.add_argument("--study", type=Path, required=True)
+    ap.add_argument("--study", type=Path, help="a random-nas --model.sampler=nsga2 --model.objective=latency run (optional)")
     ap.add_argument("--baseline", type=Path, nargs="*", default=[])
     ap.add_argument("--space", default="nb201")
     ap.add_argument("--data", default="digits-hard")
@@ -53,17 +59,17 @@ def main() -> None:
     measure = lambda g: time_network(build(g), in_shape, threads=1)  # noqa: E731
 
     rows = []
-    for budget, seed, run in pipelines(args.budgets):
+    for budget, seed, run in pipelines(args.budgets, args.space, args.data):
         s = json.loads((run / "summary.json").read_text())
         g = space.parse(s["genotype"])
-        rows.append({"what": f"budget {budget} ms", "budget": budget, "seed": seed, "genotype": str(g), "acc": 100 * s["test_metrics"]["test/acc"],
+        rows.append({"what": "no budget" if budget == "none" else f"budget {budget} ms", "budget": budget, "seed": seed, "genotype": str(g), "acc": 100 * s["test_metrics"]["test/acc"],
                      "predicted": table.predict(space, g), "measured": measure(g)})
     for run in args.baseline:
         s = json.loads((run / "summary.json").read_text())
         g = space.parse(s["genotype"])
         rows.append({"what": "no budget", "budget": "none", "seed": s["seed"], "genotype": str(g), "acc": 100 * s["test_metrics"]["test/acc"],
                      "predicted": table.predict(space, g), "measured": measure(g)})
-    trials = json.loads((args.study / "trials.json").read_text())
+    trials = json.loads((args.study / "trials.json").read_text()) if args.study else []
     study = []
     for t in trials:
         if t["state"] != "complete":
@@ -75,15 +81,27 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (str(r["budget"]), r["seed"])):
         print(f"| {r['what']} | {r['seed']} | `{r['genotype']}` | {r['predicted']:.3f} | {r['measured']:.3f} | {100 * (r['predicted'] - r['measured']) / r['measured']:+.1f} | {r['acc']:.2f} |")
+    print("\n| budget | seeds | predicted ms (each) | measured ms (each) | within budget: predicted, measured | retrained test acc % (each) | mean |")
+    print("|---|---|---|---|---|---|---|")
+    for budget in sorted({r["budget"] for r in rows}, key=lambda b: (b == "none", 0.0 if b == "none" else float(b))):
+        pts = sorted((r for r in rows if r["budget"] == budget), key=lambda r: r["seed"])
+        within = "-" if budget == "none" else f"{sum(r['predicted'] <= float(budget) for r in pts)}, {sum(r['measured'] <= float(budget) for r in pts)} of {len(pts)}"
+        predicted = " / ".join(f"{r['predicted']:.3f}" for r in pts)
+        measured = " / ".join(f"{r['measured']:.3f}" for r in pts)
+        accs = " / ".join(f"{r['acc']:.2f}" for r in pts)
+        seeds = ", ".join(str(r["seed"]) for r in pts)
+        print(f"| {budget} | {seeds} | {predicted} | {measured} | {within} | {accs} | {statistics.mean(r['acc'] for r in pts):.2f} |")
     front = [t for t in study if not any(o["val"] >= t["val"] and o["measured"] <= t["measured"] and (o["val"], o["measured"]) != (t["val"], t["measured"]) for o in study)]
-    print(f"\nNSGA-II: {len(study)} trials; validation front of {len(front)}: " + ", ".join(f"{t['measured']:.3f} ms / {t['acc']:.2f} %" for t in sorted(front, key=lambda t: t["measured"])))
-    print(f"median |error| of the table on the study's cells: {statistics.median(abs(t['predicted'] - t['measured']) / t['measured'] * 100 for t in study):.1f} %")
+    if study:
+        print(f"\nNSGA-II: {len(study)} trials; validation front of {len(front)}: " + ", ".join(f"{t['measured']:.3f} ms / {t['acc']:.2f} %" for t in sorted(front, key=lambda t: t["measured"])))
+        print(f"median |error| of the table on the study's cells: {statistics.median(abs(t['predicted'] - t['measured']) / t['measured'] * 100 for t in study):.1f} %")
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot(1, 1, 1)
-    ax.scatter([t["measured"] for t in study], [t["acc"] for t in study], s=14, color="0.7", label="random search (NSGA-II) trials")
-    f = sorted(front, key=lambda t: t["measured"])
-    ax.plot([t["measured"] for t in f], [t["acc"] for t in f], color="0.4", marker="s", markersize=4, label="its front (by validation accuracy)")
+    if study:
+        ax.scatter([t["measured"] for t in study], [t["acc"] for t in study], s=14, color="0.7", label="random search (NSGA-II) trials")
+        f = sorted(front, key=lambda t: t["measured"])
+        ax.plot([t["measured"] for t in f], [t["acc"] for t in f], color="0.4", marker="s", markersize=4, label="its front (by validation accuracy)")
     markers = {"none": "o"}
     for budget in sorted({r["budget"] for r in rows}, key=str):
         pts = [r for r in rows if r["budget"] == budget]
