@@ -10,7 +10,9 @@ each said in the report:
   with ``HF_ENDPOINT`` / ``HF_TOKEN`` exported, as docs/zoo.md's offline walk-through does;
 - ``postgresql://db/...`` becomes ``--postgres URL`` when given (``source .ci/postgres.sh`` makes one),
   else the line is left out;
-- ``dlstrat hub serve`` serves until stopped: it runs for a few seconds and must print the endpoint;
+- ``dlstrat hub serve`` serves until stopped: it runs for 20 s and must print the endpoint;
+- ``dlstrat zoo pull NAME`` reads the Hub: NAME is first published to the local Hub under the zoo's
+  repo id (``dlstrat zoo publish``), as the Hub holds it;
 - lines with ``...`` are templates (torchrun) and the test command (``python -m pytest``) is CI's: left out.
 
 Usage, on a fresh clone in a fresh virtual environment (the README's promise):
@@ -76,7 +78,10 @@ def main() -> None:
             if "ORG/" in line:
                 run, note = line.replace("ORG/", "tour/"), "to the tour's local Hub (dlstrat hub serve)"
             if line.startswith("dlstrat hub serve"):
-                run, note, timeout = re.sub(r"--port \d+", "--port 0", line), "ran 5 s (it serves until stopped)", 5
+                run, note, timeout = re.sub(r"--port \d+", "--port 0", line), "ran 20 s (it serves until stopped)", 20
+            for name in re.findall(r"zoo pull (\S+)", line.split(" #")[0]):  # the local Hub holds the zoo's models as the Hub does
+                subprocess.run(["dlstrat", "zoo", "publish", name, "--repo-id", f"lightning-dlstrat/{name}"], env=env, capture_output=True, check=True)
+                note = f"{name} published to the tour's local Hub first, as the Hub holds it"
             print(f"[{i}] {run}", flush=True)
             started = time.time()
             try:
@@ -84,7 +89,7 @@ def main() -> None:
                 code, out = proc.returncode, (proc.stdout if proc.stdout.strip() and proc.returncode == 0 else proc.stdout + proc.stderr)
             except subprocess.TimeoutExpired as stopped:
                 out = (stopped.stdout or b"").decode() if isinstance(stopped.stdout, bytes) else (stopped.stdout or "")
-                code = 0 if timeout == 5 and "HF_ENDPOINT=" in out else "timeout"
+                code = 0 if timeout == 20 and "HF_ENDPOINT=" in out else "timeout"
             seconds = time.time() - started
             last = next((x for x in reversed(out.strip().splitlines()) if x.strip()), "")
             failed += code != 0
