@@ -31,7 +31,8 @@ The budget is a constraint on the derived network, so the derivation honours it 
 (``latency_project``, on by default): when the rule's network is predicted over the budget at the
 end (or at any epoch's genotype), operations on its kept edges are swapped for cheaper ones, the
 swap that gives up the least weight per millisecond saved first, until it fits; a dual ascent over
-a short search is approached from above and otherwise ends a few percent over. ``none`` is never
+a short search is approached from above and otherwise can end over it (6-41 % in the DARTS
+space on digits-hard, docs/latency.md). ``none`` is never
 swapped in: it would meet a budget with a cell that does not connect.
 
 The constraint ``E <= T`` enters the architecture loss as ``lambda * E / T``; after each
