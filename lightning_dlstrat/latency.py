@@ -76,8 +76,7 @@ class LatencyTable:
         edge's cheapest allowed operation summed over the cells, and (``top_k``) each node's ``k`` cheapest
         edges. A budget below it cannot be met by a network that learns."""
         total = self.fixed_ms
-        exclude = set(self.rule.get("exclude", ())) | {"none"}
-        allowed = [i for i, op in enumerate(self.primitives) if op not in exclude]
+        allowed = [i for i, op in enumerate(self.primitives) if op not in self.never_derived()]
         for cells in self.cells.values():
             per_edge = [min(sum(cell[e][o] for cell in cells) for o in allowed) for e in range(len(cells[0]))]
             if self.rule["kind"] == "all":
@@ -85,6 +84,10 @@ class LatencyTable:
             else:
                 total += sum(sum(sorted(per_edge[e] for e in node)[: self.rule["k"]]) for node in self.rule["nodes"])
         return total
+
+    def never_derived(self) -> set[str]:
+        """Operations a budgeted network never gets: the rule's excluded ones, and ``none`` (it disconnects a cell)."""
+        return set(self.rule.get("exclude", ())) | {"none"}
 
     def verdict(self, predicted: float, target: float) -> str:
         """What a search under a ``target`` budget ended with, for its report: met, exceeded by how much, or

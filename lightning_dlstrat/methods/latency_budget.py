@@ -160,7 +160,7 @@ class LatencyBudget(SearchMethod):
             return genotype
         weights = space.cell_weights(net)  # {cell type: (E, O)}, the weights the rule ranked by
         ops = list(self.operations)
-        banned = set(self.table.rule.get("exclude", ())) | {"none"}  # "none" would disconnect the cell
+        banned = self.table.never_derived()
         while self.table.predict(space, genotype) > self.target:
             best = None  # (weight given up per ms saved, cell type, k, operation)
             for cell, chosen in space.chosen_edges(genotype).items():
