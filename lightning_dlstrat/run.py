@@ -182,6 +182,36 @@ quiet_lightning_tips()
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with ``last.ckpt`` written at every epoch end.
+
+    Lightning 2.6 writes ``last.ckpt`` only in a step that also saved a best checkpoint, so an epoch
+    that did not improve the monitored metric left it behind (measured: 3 mlp epochs monitored on a
+    metric that never improves after the first left last.ckpt at step 21 of 63), and ``--resume``
+    trained those epochs again. Earlier versions wrote it every time; this does so on every version.
+    Its state is kept under ModelCheckpoint's key, so runs checkpointed before it resume as before.
+    """
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._catch_up_last(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._catch_up_last(trainer)
+
+    def _catch_up_last(self, trainer) -> None:
+        # skipped when this step saved already (a best checkpoint and last.ckpt), in sanity checks and outside fit
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer, but through a temp file and ``os.replace``.
 
@@ -777,7 +807,7 @@ def build_trainer(
         FinishAtMaxSteps(),
         SigtermEndsAllRanks(),
         construct(
-            Spec(ModelCheckpoint), dict(
+            Spec(RunCheckpoint), dict(
                 dirpath=run_dir / "checkpoints", save_last=True, **checkpoint_args,
                 enable_version_counter=False,  # a resumed run overwrites its best.ckpt (atomically) instead of adding best-v1.ckpt
             ), "--trainer.callbacks ModelCheckpoint",

@@ -1,6 +1,7 @@
 """docs/latency.md, (b) and (c): the searched networks under latency budgets against random search's
 NSGA-II front (accuracy vs measured latency), every network measured again here, side by side,
-in one process (CPU, eager torch, batch 1, one thread), so the two sets share one machine state.
+in one process (CPU, eager torch, batch 1, one thread), in interleaved rounds (median), so the two sets share
+one machine state.
 
     PYTHONPATH=. python scripts/latency_pareto.py --space nb201 --data digits-hard --budgets OUT \
         [--study RUN] [--baseline RUN ...] --out docs/img/latency_pareto.png
@@ -51,31 +52,47 @@ def main() -> None:
     ap.add_argument("--space", default="nb201")
     ap.add_argument("--data", default="digits-hard")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per network; the median is reported")
     args = ap.parse_args()
     torch.set_num_threads(1)
     space = get_space(args.space)
     build, in_shape, _ = evaluation_network(space, args.data)
     table = LatencyTable.load(latency_table(space, args.data, threads=1))
-    measure = lambda g: time_network(build(g), in_shape, threads=1)  # noqa: E731
+    nets: dict[str, torch.nn.Module] = {}  # genotype text -> its network, built once
+
+    def network(g) -> float:
+        """Registers ``g``'s network for the timing rounds below; its measurement is filled in there."""
+        nets.setdefault(str(g), build(g))
+        return float("nan")
 
     rows = []
     for budget, seed, run in pipelines(args.budgets, args.space, args.data):
         s = json.loads((run / "summary.json").read_text())
         g = space.parse(s["genotype"])
         rows.append({"what": "no budget" if budget == "none" else f"budget {budget} ms", "budget": budget, "seed": seed, "genotype": str(g), "acc": 100 * s["test_metrics"]["test/acc"],
-                     "predicted": table.predict(space, g), "measured": measure(g)})
+                     "predicted": table.predict(space, g), "measured": network(g)})
     for run in args.baseline:
         s = json.loads((run / "summary.json").read_text())
         g = space.parse(s["genotype"])
         rows.append({"what": "no budget", "budget": "none", "seed": s["seed"], "genotype": str(g), "acc": 100 * s["test_metrics"]["test/acc"],
-                     "predicted": table.predict(space, g), "measured": measure(g)})
+                     "predicted": table.predict(space, g), "measured": network(g)})
     trials = json.loads((args.study / "trials.json").read_text()) if args.study else []
     study = []
     for t in trials:
         if t["state"] != "complete":
             continue
         g = space.from_dict(t["genotype"])
-        study.append({"trial": t["trial"], "acc": 100 * t["test_acc"], "val": 100 * t["val_acc"], "measured": measure(g), "predicted": table.predict(space, g)})
+        study.append({"trial": t["trial"], "genotype": str(g), "acc": 100 * t["test_acc"], "val": 100 * t["val_acc"], "measured": network(g), "predicted": table.predict(space, g)})
+
+    # every network timed in --rounds rounds, each round over all of them in turn (A B C ... A B C ...), the median
+    # kept: a slow spell of the machine then lands on every network alike instead of on the ones timed during it
+    times: dict[str, list[float]] = {g: [] for g in nets}
+    for _ in range(args.rounds):
+        for g, net in nets.items():
+            times[g].append(time_network(net, in_shape, threads=1))
+    for r in rows + study:
+        r["measured"] = statistics.median(times[r["genotype"]])
+    spread = [max(t) / min(t) for t in times.values()]
 
     print("| search | seed | genotype | predicted ms | measured ms | error % | retrained test acc % |")
     print("|---|---|---|---|---|---|---|")
@@ -91,9 +108,11 @@ def main() -> None:
         accs = " / ".join(f"{r['acc']:.2f}" for r in pts)
         seeds = ", ".join(str(r["seed"]) for r in pts)
         print(f"| {budget} | {seeds} | {predicted} | {measured} | {within} | {accs} | {statistics.mean(r['acc'] for r in pts):.2f} |")
+    print(f"\n{len(nets)} networks timed in {args.rounds} interleaved rounds (median of 50 passes each); slowest / fastest round of one "
+          f"network: median {statistics.median(spread):.2f}x, worst {max(spread):.2f}x")
     front = [t for t in study if not any(o["val"] >= t["val"] and o["measured"] <= t["measured"] and (o["val"], o["measured"]) != (t["val"], t["measured"]) for o in study)]
     if study:
-        print(f"\nNSGA-II: {len(study)} trials; validation front of {len(front)}: " + ", ".join(f"{t['measured']:.3f} ms / {t['acc']:.2f} %" for t in sorted(front, key=lambda t: t["measured"])))
+        print(f"\nNSGA-II: {len(study)} trials; validation front of {len(front)}: " + ", ".join(f"{t['measured']:.3f} ms / {t['acc']:.2f} % (trial {t['trial']})" for t in sorted(front, key=lambda t: t["measured"])))
         print(f"median |error| of the table on the study's cells: {statistics.median(abs(t['predicted'] - t['measured']) / t['measured'] * 100 for t in study):.1f} %")
 
     fig = Figure(figsize=(6.4, 4.2))

@@ -108,6 +108,8 @@ def test_the_derived_network_is_brought_within_the_budget(name, tables):
         blocks = [torch.randn(len(space.topology.edges), len(ops)) for _ in space.cell_types]
         net = WeightsOnly(blocks)
         derived = space.discretise(blocks if len(blocks) > 1 else blocks[0])
+        # a cell the rule left unconnected is connected first (its own test below); the budget is held from there
+        derived = LatencyBudget({"latency_target": 1e9, "latency_table": str(path)}, ops).reconnect(space, derived, space.cell_weights(net))
         before = table.predict(space, derived)
         # the cheapest network on the kept edges (a transcription: each kept edge's cheapest operation other than
         # none; an edge the rule left at none stays none)
@@ -130,6 +132,53 @@ def test_the_derived_network_is_brought_within_the_budget(name, tables):
                 assert after == pytest.approx(floor)  # below reach: the cheapest network on those edges, and the report says so
             off = LatencyBudget({"latency_target": target, "latency_table": str(path), "latency_project": False}, ops)
             assert off.genotype(net, space, derived) == derived
+
+
+# the 4 paths from a NAS-Bench-201 cell's input (node 0) to its output (node 3), as (source, target) edges
+NB201_PATHS = [[(0, 3)], [(0, 1), (1, 3)], [(0, 2), (2, 3)], [(0, 1), (1, 2), (2, 3)]]
+
+
+def test_a_nb201_cell_connects_when_some_path_has_no_none():
+    space = get_space("nb201")
+    edges = list(space.topology.edges)
+    for combo in itertools.product(space.operations, repeat=len(edges)):  # all 15,625 cells
+        g = space.from_choices(dict(zip(space.choices(), combo)))
+        assert g.connected == any(all(combo[edges.index(e)] != "none" for e in path) for path in NB201_PATHS)
+        assert (space.reconnections(g) == []) == g.connected
+
+
+def test_a_budget_never_derives_a_cell_that_does_not_connect(tables):
+    """A budget pulls weight towards none (it costs nothing); the NAS-Bench-201 rule keeps none, so its cell can carry
+    nothing. latency_project connects it along the path predicted fastest, each none edge on it given its strongest
+    operation other than none; a connected cell is left to the rule."""
+    table, path = tables["nb201"]
+    space = get_space("nb201")
+    ops, edges = list(space.operations), list(space.topology.edges)
+    torch.manual_seed(3)
+    for trial in range(6):
+        alpha = torch.randn(len(edges), len(ops))  # (6, 5)
+        for source, target in edges:
+            if source == 0 or trial % 2:  # every edge out of the input, or every edge, strongest at none
+                alpha[edges.index((source, target)), ops.index("none")] = 10.0
+        net = WeightsOnly([alpha])
+        derived = space.discretise(alpha)
+        assert not derived.connected
+        w = torch.softmax(alpha, -1)  # (6, 5)
+        strongest = {e: ops[max((j for j, o in enumerate(ops) if o != "none"), key=lambda j: float(w[edges.index(e), j]))] for e in edges}
+        candidates = []
+        for p in NB201_PATHS:  # a transcription of the repair: fill one path's none edges, keep the fastest
+            choice = dict(zip(edges, derived.ops))
+            choice.update({e: strongest[e] for e in p if choice[e] == "none"})
+            candidates.append(space.from_choices(dict(zip(space.choices(), (choice[e] for e in edges)))))
+        expected = min(candidates, key=lambda g: table.predict(space, g))
+        method = LatencyBudget({"latency_target": 1e9, "latency_table": str(path)}, ops)
+        projected = method.genotype(net, space, derived)
+        assert projected.connected and projected == expected
+        off = LatencyBudget({"latency_target": 1e9, "latency_table": str(path), "latency_project": False}, ops)
+        assert off.genotype(net, space, derived) == derived  # the rule's network, as the benchmark's code derives it
+    connected = space.from_choices(dict(zip(space.choices(), ["none", "nor_conv_3x3", "none", "none", "none", "skip_connect"])))
+    assert connected.connected  # 0 -> 2 -> 3 (rows: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2)
+    assert LatencyBudget({"latency_target": 1e9, "latency_table": str(path)}, ops).reconnect(space, connected, {"cell": torch.zeros(6, 5)}) == connected
 
 
 def one_hot_alpha(space, genotype, strength: float = 40.0) -> torch.Tensor:
@@ -253,6 +302,8 @@ def test_a_search_under_a_budget_reports_predicted_and_measured_latency(tmp_path
     assert latency["error_pct"] == pytest.approx(100 * (latency["predicted_ms"] - latency["measured_ms"]["torch"]) / latency["measured_ms"]["torch"], abs=0.1)
     assert json.loads((run / "latency.json").read_text())["predicted_ms"] == latency["predicted_ms"]
     assert LatencyTable.load(run / "latency_table.json").space == "nb201"
+    assert latency["table"] == "latency_table.json"  # the run's copy, named relative to it: no cache path in the run
+    assert str(tmp_path) not in (run / "latency.json").read_text()
     assert "predicted" in result.output and "measured" in result.output
     # 0.05 ms is below any network of the tiny table: said at the start and in the report
     assert latency["within_budget"] is False and latency["fastest_ms"] > 0.05

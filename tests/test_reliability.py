@@ -201,6 +201,24 @@ def test_resume_after_a_kill_continues_the_same_run(tmp_path, sig, uninterrupted
     assert _rows(uninterrupted) == _rows(run_dir)  # one continuous metrics.csv, row for row
 
 
+def test_last_ckpt_follows_every_epoch_when_the_metric_does_not_improve(tmp_path):
+    """Lightning 2.6 writes last.ckpt only beside a new best checkpoint; the run's writes it every epoch, so a resume
+    continues from the last epoch trained, not from the best one."""
+    never_better = "--trainer.callbacks=[{class_path: ModelCheckpoint, init_args: {monitor: epoch, mode: min}}]"  # epoch 0 stays best
+    args = ["fit", "--model", "mlp", "--model.hidden=[16]", "--accelerator", "cpu", never_better, "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--max-epochs", "3"])
+    assert result.exit_code == 0, result.output
+    run_dir = run_dir_of(result.output)
+    steps = {p.name: torch.load(p, weights_only=True)["global_step"] for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    assert steps == {"best.ckpt": 21, "last.ckpt": 63}  # 21 batches an epoch: the best is epoch 0, the last epoch 2
+    resumed = runner.invoke(app, ["fit", "--resume", str(run_dir), "--max-epochs", "4"])
+    assert resumed.exit_code == 0, resumed.output
+    epochs = [int(r["epoch"]) for r in _rows(run_dir) if r["val/acc"]]
+    assert epochs == [0, 1, 2, 3]  # one more epoch, none trained twice
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 84 and any(k.startswith("ModelCheckpoint{") for k in state["callbacks"])  # its state under ModelCheckpoint's key
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["test", "train"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])

@@ -175,7 +175,8 @@ def latency_report(space, genotype, table_path: str, target: float | None, run_d
     out = {
         "predicted_ms": round(predicted, 4), "measured_ms": {k: round(v, 4) for k, v in measured.items()}, "error_pct": round(error, 2),
         "target_ms": target, "device": key["device"], "device_name": key["device_name"], "runtime": key["runtime"], "batch": key["batch"],
-        "threads": key["threads"], "table": str(table_path),
+        # the run directory keeps its own copy of the table (below): named relative to it, never a cache's absolute path
+        "threads": key["threads"], "table": "latency_table.json" if run_dir is not None else str(table_path),
     }
     if target:
         out.update(fastest_ms=round(table.fastest_ms(), 4), within_budget=predicted <= target, verdict=table.verdict(predicted, target))

@@ -228,6 +228,12 @@ class SearchSpace(abc.ABC):
         """``genotype`` with the ``k``-th kept edge of cell type ``cell`` (:meth:`chosen_edges` order) running ``op`` instead."""
         raise NotImplementedError(f"the {self.name} space has no latency model")
 
+    def reconnections(self, genotype: Any) -> list[list[tuple[str, int]]]:
+        """The ways to connect a genotype whose cell has no path from its input to its output (its rule kept
+        ``none`` on edges): per path, the kept edges ``(cell type, k)`` (:meth:`chosen_edges` order) on it that
+        run ``none``. Empty when the cells connect: always in a space whose rule never keeps ``none``."""
+        return []
+
     def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
         """The evaluation network's candidate operation ``name`` at a position (its channels and stride), to time alone."""
         raise NotImplementedError(f"the {self.name} space has no latency model")

@@ -157,7 +157,7 @@ class DARTSSearch(EvaluatesClassification, L.LightningModule):
         latency_target: float | None = None,  # a latency budget (ms) for the derived network, held by a Lagrange multiplier (methods/latency_budget.py)
         latency_table: str | None = None,  # ... the measured lookup table it predicts from (`dlstrat fit` finds or profiles it)
         latency_lr: float = 0.05,  # ... the multiplier's dual ascent step per architecture step
-        latency_project: bool = True,  # ... derive within the budget: cheaper operations on the kept edges, least-weight first, until predicted <= target
+        latency_project: bool = True,  # ... derive within the budget: a cell that does not connect connected, then cheaper operations on the kept edges, least-weight first, until predicted <= target
         implementation: str = "fast",  # "fast": edges batched per node; "reference": per edge, as the papers' code
         channels_last: bool = True,  # darts, fast implementation only: NHWC memory (much faster on CPU)
     ):

@@ -142,6 +142,23 @@ class NB201Space(SearchSpace):
         ops[k] = op
         return NB201Genotype(tuple(ops))
 
+    def reconnections(self, genotype: NB201Genotype) -> list[list[tuple[str, int]]]:
+        genotype = NB201Genotype.resolve(genotype)
+        if genotype.connected:
+            return []
+        paths: list[list[int]] = []  # every path node 0 -> node 3, as edge rows (4 of them)
+
+        def walk(node: int, path: list[int]) -> None:
+            if node == NUM_NODES - 1:
+                paths.append(path)
+                return
+            for k, (source, target) in enumerate(EDGES):
+                if source == node:
+                    walk(target, path + [k])
+
+        walk(0, [])
+        return [[("cell", k) for k in path if genotype.ops[k] == "none"] for path in paths]
+
     def latency_op(self, name: str, channels: int, stride: int) -> nn.Module:
         from .ops import make_op
 

@@ -107,6 +107,17 @@ class NB201Genotype:
         """Per target node 1..3, its ``(op, source)`` pairs: the benchmark's ``str2lists`` layout."""
         return tuple(tuple((self.op(s, t), s) for s in range(t)) for t in range(1, NUM_NODES))
 
+    @property
+    def connected(self) -> bool:
+        """Whether some path from the cell's input (node 0) to its output (node 3) has no ``none`` edge.
+        The benchmark's rule keeps ``none`` like any operation, so a cell can carry nothing (its output a
+        constant: the benchmark's accuracy for such cells is chance)."""
+        reached = {0}
+        for t in range(1, NUM_NODES):
+            if any(s in reached and self.op(s, t) != "none" for s in range(t)):
+                reached.add(t)
+        return NUM_NODES - 1 in reached
+
     def op_indices(self) -> list[int]:
         """The benchmark's op index per edge (0 none ... 4 avg_pool_3x3)."""
         return [NB201_OPS.index(op) for op in self.ops]
