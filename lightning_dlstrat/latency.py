@@ -43,6 +43,7 @@ from .cost import device_name, measure_latency
 FORMAT = 1  # the table file's version; another is refused with a message
 MAX_TABLE_BYTES = 8 * 2**20  # a table is a few kB to a few hundred kB
 MAX_CELLS, MAX_EDGES, MAX_OPS = 256, 64, 32  # bounds checked before a read table is used
+ROUNDS = 3  # each timing is the median of this many interleaved rounds (time_in_rounds)
 
 
 @dataclass
@@ -147,6 +148,23 @@ def time_network(net: nn.Module, in_shape: tuple[int, ...], *, device: str = "cp
     raise DlstratError(f"--runtime must be torch or onnxruntime, not {runtime!r}")
 
 
+def time_in_rounds(nets: dict[Any, tuple[nn.Module, tuple[int, ...]]], rounds: int = ROUNDS, **kw: Any) -> dict[Any, float]:
+    """``{name: median milliseconds}`` of each ``(module, in_shape)``, timed in ``rounds`` rounds over all of them in
+    turn (A B C ... A B C ...), the median of the rounds kept (each a :func:`time_network`, ``kw`` its options).
+
+    Timing each thing once, one after another, let a slow spell of a shared machine land on whatever was timed
+    during it: a DARTS table profiled that way on this project's 2-core VM had a negative fixed cost (its
+    operations summed to more than whole networks), and the same network measured 1.5-2x apart minutes apart.
+    Interleaved, a slow spell costs every entry one round out of ``rounds``, and the median drops it."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
+    times: dict[Any, list[float]] = {name: [] for name in nets}
+    for _ in range(rounds):
+        for name, (module, in_shape) in nets.items():
+            times[name].append(time_network(module, in_shape, **kw))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def onnx_file(net: nn.Module, in_shape: tuple[int, ...], batch: int, path: Path) -> Path:
     """``net`` exported to ONNX (torch.export, then the dynamo exporter) for a batch of ``batch``."""
     import warnings
@@ -161,13 +179,14 @@ def onnx_file(net: nn.Module, in_shape: tuple[int, ...], batch: int, path: Path)
 
 def profile(
     space, build: Callable[[Any], nn.Module], in_shape: tuple[int, ...], *, network: dict[str, Any], device: str = "cpu",
-    runtime: str = "torch", batch: int = 1, threads: int | None = None, calibrate: int = 5, seed: int = 0, repeats: int = 50,
-    log: Callable[[str], None] = lambda _: None,
+    runtime: str = "torch", batch: int = 1, threads: int | None = None, calibrate: int = 10, seed: int = 0, repeats: int = 50,
+    rounds: int = ROUNDS, log: Callable[[str], None] = lambda _: None,
 ) -> LatencyTable:
     """Time every operation of ``space`` at every position of its evaluation network, and the fixed cost.
 
     ``build(genotype)``: the evaluation network of a genotype (the retrain recipe's, for the data);
-    ``network``: its arguments, for the key; ``in_shape``: one input (C, H, W).
+    ``network``: its arguments, for the key; ``in_shape``: one input (C, H, W). Every entry is the median
+    of ``rounds`` interleaved rounds (:func:`time_in_rounds`), the operations' and the calibration networks'.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DlstratError("--device cuda: no CUDA device is available here; profile on the machine the network will run on")
@@ -178,28 +197,27 @@ def profile(
     probe = build(space.sample(rng))
     positions = space.latency_positions(probe, in_shape)  # {cell type: [[(C, H, W, stride) per edge] per cell]}
     prims = list(space.operations)
-    timed: dict[tuple, float] = {}  # (op, C, H, W, stride) -> ms: each distinct position once
-    wanted = {(op, *pos) for rows in positions.values() for edges in rows for pos in edges for op in prims}
-    log(f"timing {len(prims)} operations at {len(wanted) // len(prims)} distinct positions ({device}, {runtime}, batch {batch}, {threads} thread(s))")
+    wanted = sorted({(op, *pos) for rows in positions.values() for edges in rows for pos in edges for op in prims})  # (op, C, H, W, stride)
+    log(f"timing {len(prims)} operations at {len(wanted) // len(prims)} distinct positions ({device}, {runtime}, batch {batch}, {threads} thread(s), "
+        f"{rounds} rounds)")
+    timing = dict(device=device, runtime=runtime, batch=batch, threads=threads, repeats=repeats)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for op, c, h, w, stride in sorted(wanted):
-            module = space.latency_op(op, c, stride).to(device)
-            timed[(op, c, h, w, stride)] = time_network(module, (c, h, w), device=device, runtime=runtime, batch=batch, threads=threads, repeats=repeats)
+        # the operations (each distinct position once) and the calibration networks in the same rounds, so a
+        # machine that drifts between them cannot bias the fixed cost, their difference
+        genotypes = [space.sample(rng) for _ in range(calibrate)]
+        entries = {(op, c, h, w, stride): (space.latency_op(op, c, stride).to(device), (c, h, w)) for op, c, h, w, stride in wanted}
+        entries.update({("network", i): (build(g).to(device), in_shape) for i, g in enumerate(genotypes)})
+        timed = time_in_rounds(entries, rounds, **timing)
         cells = {cell: [[[timed[(op, *pos)] for op in prims] for pos in edges] for edges in rows] for cell, rows in positions.items()}
         table = LatencyTable(space=space.name, key={}, primitives=prims, cells=cells, rule=space.latency_rule())
         # the fixed cost: what whole networks take beyond their operations, median over random genotypes
-        residuals, genotypes = [], []
-        for _ in range(calibrate):
-            genotype = space.sample(rng)
-            net = build(genotype).to(device)
-            residuals.append(time_network(net, in_shape, device=device, runtime=runtime, batch=batch, threads=threads, repeats=repeats) - table.ops_ms(space, genotype))
-            genotypes.append(str(genotype))
+        residuals = [timed[("network", i)] - table.ops_ms(space, g) for i, g in enumerate(genotypes)]
     finally:
         torch.set_num_threads(saved)
     table.fixed_ms = statistics.median(residuals)
-    table.calibration = {"genotypes": genotypes, "residual_ms": residuals, "seed": seed}
+    table.calibration = {"genotypes": [str(g) for g in genotypes], "residual_ms": residuals, "seed": seed, "rounds": rounds}
     table.key = table_key(space.name, network, in_shape, device, runtime, batch, threads)
     return table
 
@@ -214,23 +232,25 @@ def table_key(space: str, network: dict[str, Any], in_shape, device: str, runtim
             "device_name": device_name(device), "runtime": runtime, "batch": batch, "threads": threads, "versions": versions}
 
 
-def prediction_error(table: LatencyTable, space, build: Callable[[Any], nn.Module], in_shape, samples: int = 50, seed: int = 1, repeats: int = 50) -> dict[str, Any]:
-    """The table's prediction against measurement on ``samples`` random genotypes other than the calibration's:
-    each (genotype, predicted, measured, error %), and the median and worst |error %|."""
+def prediction_error(table: LatencyTable, space, build: Callable[[Any], nn.Module], in_shape, samples: int = 50, seed: int = 1, repeats: int = 50,
+                     rounds: int = ROUNDS) -> dict[str, Any]:
+    """The table's prediction against measurement on ``samples`` random genotypes other than the calibration's,
+    each measured as the median of ``rounds`` interleaved rounds: each (genotype, predicted, measured, error %),
+    and the median and worst |error %|."""
     key = table.key
     rng = random.Random(seed + 10_000)  # apart from the calibration's draws
-    rows = []
+    genotypes = [space.sample(rng) for _ in range(samples)]
     saved = torch.get_num_threads()
     torch.set_num_threads(key["threads"])
     try:
-        for _ in range(samples):
-            genotype = space.sample(rng)
-            measured = time_network(build(genotype).to(key["device"]), tuple(in_shape), device=key["device"], runtime=key["runtime"],
-                                    batch=key["batch"], threads=key["threads"], repeats=repeats)
-            predicted = table.predict(space, genotype)
-            rows.append({"genotype": str(genotype), "predicted_ms": predicted, "measured_ms": measured, "error_pct": 100 * (predicted - measured) / measured})
+        measured = time_in_rounds({i: (build(g).to(key["device"]), tuple(in_shape)) for i, g in enumerate(genotypes)}, rounds,
+                                  device=key["device"], runtime=key["runtime"], batch=key["batch"], threads=key["threads"], repeats=repeats)
     finally:
         torch.set_num_threads(saved)
+    rows = []
+    for i, genotype in enumerate(genotypes):
+        predicted = table.predict(space, genotype)
+        rows.append({"genotype": str(genotype), "predicted_ms": predicted, "measured_ms": measured[i], "error_pct": 100 * (predicted - measured[i]) / measured[i]})
     errors = [abs(r["error_pct"]) for r in rows]
     return {"samples": rows, "median_abs_error_pct": statistics.median(errors), "worst_abs_error_pct": max(errors), "key": key}
 

@@ -25,7 +25,7 @@ import torch
 from matplotlib.figure import Figure
 
 from lightning_dlstrat.core import save_figure
-from lightning_dlstrat.latency import LatencyTable, time_network
+from lightning_dlstrat.latency import LatencyTable, time_in_rounds
 from lightning_dlstrat.recipes.darts import evaluation_network, latency_table
 from lightning_dlstrat.spaces import get_space
 
@@ -52,12 +52,14 @@ def main() -> None:
     ap.add_argument("--space", default="nb201")
     ap.add_argument("--data", default="digits-hard")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per network; the median is reported")
+    ap.add_argument("--table", type=Path, help="the table to predict with, e.g. a search run's latency_table.json (the one it was held to); "
+                    "default: this machine's cached or shipped table")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds per network; the median is reported")
     args = ap.parse_args()
     torch.set_num_threads(1)
     space = get_space(args.space)
     build, in_shape, _ = evaluation_network(space, args.data)
-    table = LatencyTable.load(latency_table(space, args.data, threads=1))
+    table = LatencyTable.load(args.table or latency_table(space, args.data, threads=1))
     nets: dict[str, torch.nn.Module] = {}  # genotype text -> its network, built once
 
     def network(g) -> float:
@@ -84,15 +86,10 @@ def main() -> None:
         g = space.from_dict(t["genotype"])
         study.append({"trial": t["trial"], "genotype": str(g), "acc": 100 * t["test_acc"], "val": 100 * t["val_acc"], "measured": network(g), "predicted": table.predict(space, g)})
 
-    # every network timed in --rounds rounds, each round over all of them in turn (A B C ... A B C ...), the median
-    # kept: a slow spell of the machine then lands on every network alike instead of on the ones timed during it
-    times: dict[str, list[float]] = {g: [] for g in nets}
-    for _ in range(args.rounds):
-        for g, net in nets.items():
-            times[g].append(time_network(net, in_shape, threads=1))
+    # every network timed in --rounds interleaved rounds (A B C ... A B C ...), the median kept (time_in_rounds)
+    measured = time_in_rounds({g: (net, in_shape) for g, net in nets.items()}, args.rounds, threads=1)
     for r in rows + study:
-        r["measured"] = statistics.median(times[r["genotype"]])
-    spread = [max(t) / min(t) for t in times.values()]
+        r["measured"] = measured[r["genotype"]]
 
     print("| search | seed | genotype | predicted ms | measured ms | error % | retrained test acc % |")
     print("|---|---|---|---|---|---|---|")
@@ -108,8 +105,7 @@ def main() -> None:
         accs = " / ".join(f"{r['acc']:.2f}" for r in pts)
         seeds = ", ".join(str(r["seed"]) for r in pts)
         print(f"| {budget} | {seeds} | {predicted} | {measured} | {within} | {accs} | {statistics.mean(r['acc'] for r in pts):.2f} |")
-    print(f"\n{len(nets)} networks timed in {args.rounds} interleaved rounds (median of 50 passes each); slowest / fastest round of one "
-          f"network: median {statistics.median(spread):.2f}x, worst {max(spread):.2f}x")
+    print(f"\n{len(nets)} networks, each the median of {args.rounds} interleaved rounds of 50 passes")
     front = [t for t in study if not any(o["val"] >= t["val"] and o["measured"] <= t["measured"] and (o["val"], o["measured"]) != (t["val"], t["measured"]) for o in study)]
     if study:
         print(f"\nNSGA-II: {len(study)} trials; validation front of {len(front)}: " + ", ".join(f"{t['measured']:.3f} ms / {t['acc']:.2f} % (trial {t['trial']})" for t in sorted(front, key=lambda t: t["measured"])))

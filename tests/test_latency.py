@@ -56,6 +56,25 @@ def test_a_table_times_every_operation_at_every_position(name, tables):
     assert table.predict(space, genotype) == pytest.approx(total)
 
 
+def test_timings_are_interleaved_rounds_and_their_median(monkeypatch):
+    """A slow spell of the machine lands on one round of every entry, not on whichever entry it met: the median drops it."""
+    import lightning_dlstrat.latency as latency
+
+    calls = []
+    slow = {3}  # the 4th timing (the first of round 2) meets a slow spell
+
+    def fake(module, in_shape, **kw):
+        calls.append(module)
+        return 10.0 * (len(calls) in {n + 1 for n in slow}) + {"a": 1.0, "b": 2.0}[module]
+
+    monkeypatch.setattr(latency, "time_network", fake)
+    medians = latency.time_in_rounds({"a": ("a", (1,)), "b": ("b", (1,))}, rounds=3, threads=1)
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # A B A B A B
+    assert medians == {"a": 1.0, "b": 2.0}
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        latency.time_in_rounds({"a": ("a", (1,))}, rounds=0)
+
+
 def test_damaged_or_foreign_tables_are_refused(tables, tmp_path):
     _, path = tables["nb201"]
     d = json.loads(path.read_text())
