@@ -62,29 +62,31 @@ def main() -> None:
     table = LatencyTable.load(args.table or latency_table(space, args.data, threads=1))
     nets: dict[str, torch.nn.Module] = {}  # genotype text -> its network, built once
 
-    def network(g) -> float:
-        """Registers ``g``'s network for the timing rounds below; its measurement is filled in there."""
+    def register(g) -> None:
+        """``g``'s network, timed in the rounds below (its row's "measured" is filled in there)."""
         nets.setdefault(str(g), build(g))
-        return float("nan")
 
     rows = []
     for budget, seed, run in pipelines(args.budgets, args.space, args.data):
         s = json.loads((run / "summary.json").read_text())
         g = space.parse(s["genotype"])
+        register(g)
         rows.append({"what": "no budget" if budget == "none" else f"budget {budget} ms", "budget": budget, "seed": seed, "genotype": str(g), "acc": 100 * s["test_metrics"]["test/acc"],
-                     "predicted": table.predict(space, g), "measured": network(g)})
+                     "predicted": table.predict(space, g)})
     for run in args.baseline:
         s = json.loads((run / "summary.json").read_text())
         g = space.parse(s["genotype"])
+        register(g)
         rows.append({"what": "no budget", "budget": "none", "seed": s["seed"], "genotype": str(g), "acc": 100 * s["test_metrics"]["test/acc"],
-                     "predicted": table.predict(space, g), "measured": network(g)})
+                     "predicted": table.predict(space, g)})
     trials = json.loads((args.study / "trials.json").read_text()) if args.study else []
     study = []
     for t in trials:
         if t["state"] != "complete":
             continue
         g = space.from_dict(t["genotype"])
-        study.append({"trial": t["trial"], "genotype": str(g), "acc": 100 * t["test_acc"], "val": 100 * t["val_acc"], "measured": network(g), "predicted": table.predict(space, g)})
+        register(g)
+        study.append({"trial": t["trial"], "genotype": str(g), "acc": 100 * t["test_acc"], "val": 100 * t["val_acc"], "predicted": table.predict(space, g)})
 
     # every network timed in --rounds interleaved rounds (A B C ... A B C ...), the median kept (time_in_rounds)
     measured = time_in_rounds({g: (net, in_shape) for g, net in nets.items()}, args.rounds, threads=1)
