@@ -326,6 +326,10 @@ def test_a_search_under_a_budget_reports_predicted_and_measured_latency(tmp_path
     assert "predicted" in result.output and "measured" in result.output
     # 0.05 ms is below any network of the tiny table: said at the start and in the report
     assert latency["within_budget"] is False and latency["fastest_ms"] > 0.05
+    assert latency["measured_within_budget"] is False  # ... and the measurement says so too
+    said = latency["verdict"].rsplit("; measured over it by ", 1)[1]
+    assert said.endswith(" %") and float(said[:-2]) == pytest.approx(100 * (latency["measured_ms"]["torch"] / 0.05 - 1), abs=0.2)
+    assert f"measured over it by {said}" in result.output
     assert result.output.count("budget 0.05 ms is below the fastest network this space derives") == 2
     import csv
 

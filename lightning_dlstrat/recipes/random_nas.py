@@ -198,11 +198,11 @@ def run(recipe: Recipe, cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             trial.set_user_attr(key, value)
         if two and opts.get("objective") == "latency":
             # the trained architecture's latency, measured here as the latency tables are (CPU, eager
-            # torch, batch 1, this run's threads); the weights do not matter for it
-            from ..latency import time_network
+            # torch, batch 1, this run's threads, the median of 3 rounds); the weights do not matter for it
+            from ..latency import time_in_rounds
 
             net = trial_recipe.module(**{**trial_cfg.model_args, "genotype": str(genotype)}).export_network()
-            latency = time_network(net, tuple(trial_cfg.model_args["in_shape"]))
+            latency = time_in_rounds({"net": (net, tuple(trial_cfg.model_args["in_shape"]))})["net"]
             trial.set_user_attr("latency_ms", round(latency, 4))
             return val_acc, latency
         return (val_acc, result["params"]) if two else val_acc
