@@ -159,9 +159,19 @@ def time_in_rounds(nets: dict[Any, tuple[nn.Module, tuple[int, ...]]], rounds: i
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, not {rounds}")
     times: dict[Any, list[float]] = {name: [] for name in nets}
-    for _ in range(rounds):
-        for name, (module, in_shape) in nets.items():
-            times[name].append(time_network(module, in_shape, **kw))
+    if kw.get("runtime", "torch") != "onnxruntime":
+        for _ in range(rounds):
+            for name, (module, in_shape) in nets.items():
+                times[name].append(time_network(module, in_shape, **kw))
+        return {name: statistics.median(t) for name, t in times.items()}
+    # onnxruntime: each network exported once, its file timed in every round
+    opts = {k: kw[k] for k in ("batch", "threads", "repeats") if k in kw}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {name: (onnx_file(module.eval(), in_shape, opts.get("batch", 1), Path(tmp) / f"{i}.onnx"), in_shape)
+                 for i, (name, (module, in_shape)) in enumerate(nets.items())}
+        for _ in range(rounds):
+            for name, (path, in_shape) in files.items():
+                times[name].append(measure_latency(path, in_shape, runtime="onnxruntime", **opts)["median_ms"])
     return {name: statistics.median(t) for name, t in times.items()}
 
 

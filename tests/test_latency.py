@@ -75,6 +75,18 @@ def test_timings_are_interleaved_rounds_and_their_median(monkeypatch):
         latency.time_in_rounds({"a": ("a", (1,))}, rounds=0)
 
 
+def test_onnxruntime_rounds_export_each_network_once(monkeypatch):
+    """In onnxruntime every round times the same exported file: one export per network, not one per round."""
+    import lightning_dlstrat.latency as latency
+
+    exported = []
+    real = latency.onnx_file
+    monkeypatch.setattr(latency, "onnx_file", lambda net, shape, batch, path: exported.append(path) or real(net, shape, batch, path))
+    nets = {"wide": (torch.nn.Conv2d(1, 8, 3), (1, 8, 8)), "narrow": (torch.nn.Conv2d(1, 2, 3), (1, 8, 8))}
+    ms = latency.time_in_rounds(nets, rounds=3, runtime="onnxruntime", threads=1, repeats=5)
+    assert len(exported) == 2 and set(ms) == {"wide", "narrow"} and all(v > 0 for v in ms.values())
+
+
 def test_damaged_or_foreign_tables_are_refused(tables, tmp_path):
     _, path = tables["nb201"]
     d = json.loads(path.read_text())
