@@ -141,10 +141,8 @@ def time_network(net: nn.Module, in_shape: tuple[int, ...], *, device: str = "cp
     net = net.eval()
     if runtime == "torch":
         return measure_latency(net, in_shape, batch=batch, device=device, threads=threads, repeats=repeats)["median_ms"]
-    if runtime == "onnxruntime":
-        with tempfile.TemporaryDirectory() as tmp:
-            path = onnx_file(net, in_shape, batch, Path(tmp) / "net.onnx")
-            return measure_latency(path, in_shape, batch=batch, runtime="onnxruntime", threads=threads, repeats=repeats)["median_ms"]
+    if runtime == "onnxruntime":  # exported, then timed: one round of time_in_rounds
+        return time_in_rounds({"net": (net, in_shape)}, 1, runtime="onnxruntime", batch=batch, threads=threads, repeats=repeats)["net"]
     raise DlstratError(f"--runtime must be torch or onnxruntime, not {runtime!r}")
 
 
